@@ -1,0 +1,94 @@
+//! Connectors: how Tollgate reaches a backend once every governance stage has
+//! passed.
+//!
+//! This crate owns the [`Connector`] interface and its implementations (today
+//! only [`http::HttpConnector`]). A connector knows nothing about agents,
+//! grants or audit: the gateway hands it a call that has already been
+//! authorized, and it returns either tool output or a [`ConnectorError`]
+//! classified by source so the gateway can tell the agent what went wrong
+//! without leaking backend internals.
+//!
+//! Each connector kind is a module with its manifest configuration type
+//! (serde + schemars, strict), a `build` step that checks the configuration
+//! and returns the running connector, and the call itself.
+
+pub mod http;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+/// One tool call, already authorized, as the connector sees it.
+#[derive(Debug)]
+pub struct ConnectorCall<'a> {
+    /// The tool's name inside its connector (without the connector prefix).
+    pub tool: &'a str,
+    /// Arguments, already validated against the tool's input schema.
+    pub arguments: &'a Map<String, Value>,
+}
+
+/// What a backend answered, shaped for an MCP tool result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolOutput {
+    /// Text content for the agent (the response body, or the selected part).
+    pub text: String,
+    /// Structured content, when the backend answered with JSON.
+    pub structured: Option<Value>,
+    /// True when the backend reported a failure the agent should see as a
+    /// tool error (for example an HTTP 4xx or 5xx).
+    pub is_error: bool,
+    /// The backend's own status (HTTP status code), for the audit record.
+    pub backend_status: Option<u16>,
+}
+
+/// Why a connector could not produce tool output. Each variant is a failure
+/// of the backend or of the way to it, never of the agent's request.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// The backend did not answer within the configured timeout.
+    #[error("the backend did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The backend could not be reached (connection refused, DNS, TLS).
+    #[error("the backend could not be reached: {0}")]
+    Unreachable(String),
+    /// The backend answered with more bytes than the connector accepts.
+    #[error("the backend's response exceeded {limit} bytes")]
+    ResponseTooLarge {
+        /// The configured cap.
+        limit: usize,
+    },
+    /// The request could not be built from the arguments (for example a path
+    /// placeholder whose argument is missing). Manifest validation should
+    /// make this unreachable; it is kept as a typed failure, not a panic.
+    #[error("the backend request could not be built: {0}")]
+    BadRequest(String),
+    /// The tool is not known to this connector (the catalog and the
+    /// connector disagree; a gateway bug, reported rather than ignored).
+    #[error("tool `{0}` is not served by this connector")]
+    UnknownTool(String),
+}
+
+impl ConnectorError {
+    /// A stable, machine-readable code for audit records and agent errors.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConnectorError::Timeout(_) => "backend_timeout",
+            ConnectorError::Unreachable(_) => "backend_unreachable",
+            ConnectorError::ResponseTooLarge { .. } => "backend_response_too_large",
+            ConnectorError::BadRequest(_) => "backend_request_invalid",
+            ConnectorError::UnknownTool(_) => "connector_unknown_tool",
+        }
+    }
+}
+
+/// A running connector: the only thing in Tollgate that talks to a backend.
+///
+/// Contract: `call` is invoked only by the gateway's dispatch stage, after the
+/// call has been authenticated, authorized and recorded. It must honour its
+/// own timeout and must never panic on backend input.
+#[async_trait]
+pub trait Connector: Send + Sync + std::fmt::Debug {
+    /// Performs one tool call against the backend.
+    async fn call(&self, call: ConnectorCall<'_>) -> Result<ToolOutput, ConnectorError>;
+}

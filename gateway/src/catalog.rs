@@ -1,0 +1,153 @@
+//! The catalog: the validated, runtime form of the manifests. Built only by
+//! `manifest::load_sources`, immutable afterwards; a reload builds a new one
+//! and swaps it in whole.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rmcp::model::{Tool, ToolAnnotations};
+use serde_json::{Map, Value};
+use tollgate_connectors::Connector;
+
+use crate::manifest::types::{AgentManifest, AgentOwners, ConnectorManifest, ConnectorOwners, Risk, ToolManifest};
+
+/// Everything the gateway serves, as loaded from one manifest directory.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    /// Tools by their agent-visible name (`connector.tool`), sorted, so every
+    /// list is in a fixed order.
+    pub tools: BTreeMap<String, Arc<ToolEntry>>,
+    /// Agents by id.
+    pub agents: HashMap<String, Arc<AgentEntry>>,
+    /// Where the built-in demo backend should listen, if declared.
+    pub demo_backend: Option<SocketAddr>,
+    /// The files this catalog was built from, with content hashes.
+    pub sources: Vec<SourceFile>,
+}
+
+/// One manifest file and the SHA-256 of its content.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// Path as read.
+    pub path: PathBuf,
+    /// Hex SHA-256 of the file's bytes.
+    pub sha256: String,
+}
+
+/// A tool ready to be listed and called.
+#[derive(Debug)]
+pub struct ToolEntry {
+    /// Agent-visible name, `connector.tool`.
+    pub full_name: String,
+    /// Connector id.
+    pub connector_id: String,
+    /// Name inside the connector.
+    pub local_name: String,
+    /// Declared risk.
+    pub risk: Risk,
+    /// The MCP tool definition shown in `tools/list`.
+    pub tool: Tool,
+    /// Compiled input schema; every call is checked against it.
+    pub validator: jsonschema::Validator,
+    /// The connector that serves it.
+    pub connector: Arc<dyn Connector>,
+    /// The connector's owners.
+    pub owners: Arc<ConnectorOwners>,
+}
+
+impl ToolEntry {
+    pub(crate) fn new(
+        c: &ConnectorManifest,
+        t: &ToolManifest,
+        validator: jsonschema::Validator,
+        connector: Arc<dyn Connector>,
+        owners: Arc<ConnectorOwners>,
+    ) -> Self {
+        let full_name = format!("{}.{}", c.id, t.name);
+        let read_only = t.annotations.read_only.unwrap_or(false);
+        let mut hints = ToolAnnotations::new()
+            .read_only(read_only)
+            // Pessimistic default: a tool that is not declared read-only is
+            // assumed destructive unless the manifest says otherwise.
+            .destructive(t.annotations.destructive.unwrap_or(!read_only));
+        if let Some(i) = t.annotations.idempotent {
+            hints = hints.idempotent(i);
+        }
+        if let Some(o) = t.annotations.open_world {
+            hints = hints.open_world(o);
+        }
+        if let Some(title) = &t.title {
+            hints.title = Some(title.clone());
+        }
+        let mut meta = Map::new();
+        meta.insert("tollgate/risk".into(), Value::String(t.risk.as_str().into()));
+        meta.insert("tollgate/connector".into(), Value::String(c.id.clone()));
+        let mut tool = Tool::new(full_name.clone(), t.description.clone(), Arc::new(t.input_schema.clone()))
+            .with_annotations(hints)
+            .with_meta(rmcp::model::MetaObject(meta));
+        if let Some(title) = &t.title {
+            tool = tool.with_title(title.clone());
+        }
+        if let Some(out) = &t.output_schema {
+            tool = tool.with_raw_output_schema(Arc::new(out.clone()));
+        }
+        Self {
+            full_name,
+            connector_id: c.id.clone(),
+            local_name: t.name.clone(),
+            risk: t.risk,
+            tool,
+            validator,
+            connector,
+            owners,
+        }
+    }
+}
+
+/// An agent as the pipeline sees it.
+#[derive(Debug)]
+pub struct AgentEntry {
+    /// Agent id.
+    pub id: String,
+    /// What it is for.
+    pub description: String,
+    /// Who answers for it.
+    pub owners: AgentOwners,
+    /// The grant patterns as written.
+    pub grants: Vec<String>,
+    /// Every tool the grants match, resolved once at load.
+    pub granted: BTreeSet<String>,
+    /// The `tools/list` answer for this agent, built once at load.
+    pub listed: Arc<Vec<Tool>>,
+    /// Whether gateway-issued keys are accepted.
+    pub gateway_keys: bool,
+}
+
+impl AgentEntry {
+    pub(crate) fn new(a: &AgentManifest, granted: BTreeSet<String>, tools: &BTreeMap<String, Arc<ToolEntry>>) -> Self {
+        let listed = granted.iter().filter_map(|n| tools.get(n)).map(|t| t.tool.clone()).collect();
+        Self {
+            id: a.id.clone(),
+            description: a.description.clone(),
+            owners: a.owners.clone(),
+            grants: a.tools.clone(),
+            granted,
+            listed: Arc::new(listed),
+            gateway_keys: a.credentials.gateway_keys,
+        }
+    }
+}
+
+/// Compiles a tool's input schema, refusing schemas MCP clients could not use.
+pub(crate) fn compile_input_schema(schema: &Map<String, Value>) -> Result<jsonschema::Validator, String> {
+    if schema.get("type").and_then(Value::as_str) != Some("object") {
+        return Err("input_schema must be an object schema (`type: object`)".into());
+    }
+    let value = Value::Object(schema.clone());
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&value)
+        .map_err(|e| format!("input_schema is not a valid JSON Schema: {e}"))
+}

@@ -1,0 +1,358 @@
+//! The `tollgate` command line. `main.rs` calls [`main`]; everything else a
+//! command needs lives in the library, so tests drive the same code.
+//!
+//! Exit codes: 0 success, 1 the command ran and failed (invalid manifests,
+//! unknown agent, store or network error), 2 usage error (from clap).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use rmcp::ServiceExt;
+use serde_json::json;
+
+use crate::catalog::Catalog;
+use crate::manifest::{self, ManifestErrors};
+use crate::pipeline::authenticate::{self, Transport};
+use crate::server::{self, HttpOptions};
+use crate::store::{DecisionFilter, SqliteStore, Store};
+use crate::Gateway;
+
+/// Tollgate: a governed MCP tool gateway for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about, long_about = None)]
+pub struct Cli {
+    /// Data directory (SQLite store); created on first use.
+    #[arg(long, global = true, env = "TOLLGATE_DATA", default_value = "./.tollgate")]
+    pub data: PathBuf,
+    /// Manifest directory.
+    #[arg(long, global = true, env = "TOLLGATE_MANIFESTS", default_value = "./manifests")]
+    pub manifests: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (Streamable HTTP at /mcp, or stdio with --stdio).
+    Serve(ServeArgs),
+    /// Validate a manifest directory; exit 1 listing every error.
+    Check {
+        /// Directory to check (default: --manifests).
+        dir: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the manifest JSON Schema.
+    Schema,
+    /// Inspect agents and issue their keys.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+    /// Read the decision records.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8930")]
+    listen: SocketAddr,
+    /// Serve one agent over stdin/stdout; its key comes from TOLLGATE_AGENT_KEY.
+    #[arg(long)]
+    stdio: bool,
+    /// Extra `Host` header value to accept (repeatable); loopback names are
+    /// always accepted. Needed when listening on a non-loopback address.
+    #[arg(long = "allowed-host")]
+    allowed_hosts: Vec<String>,
+    /// Browser origin to accept besides loopback ones (repeatable), e.g.
+    /// `https://console.example.com`.
+    #[arg(long = "allowed-origin")]
+    allowed_origins: Vec<String>,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentsCommand {
+    /// List declared agents, their owners, grants and keys.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue a new key for AGENT; prints the key alone on stdout, once.
+    IssueKey {
+        /// Agent id.
+        agent: String,
+        /// A label to tell keys apart later (e.g. where it is deployed).
+        #[arg(long)]
+        label: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Show recent decisions, newest first.
+    List {
+        /// Only this agent's decisions.
+        #[arg(long)]
+        agent: Option<String>,
+        /// How many to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Entry point for the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Logs go to stderr: stdout belongs to command output and to MCP stdio.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging("info,rmcp=warn");
+            serve(&cli.data, &cli.manifests, args).await
+        }
+        Command::Check { dir, json } => Ok(check(dir.as_deref().unwrap_or(&cli.manifests), json)),
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&manifest::types::json_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agents(cmd) => {
+            init_logging("warn");
+            agents(&cli.data, &cli.manifests, cmd).await
+        }
+        Command::Audit(cmd) => {
+            init_logging("warn");
+            audit(&cli.data, cmd).await
+        }
+    }
+}
+
+fn load(dir: &Path) -> anyhow::Result<Catalog> {
+    manifest::load_dir(dir).map_err(|ManifestErrors(errors)| {
+        let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        anyhow::anyhow!(
+            "{} manifest error(s) in {}:\n{}\n(run `tollgate check {}` after fixing them)",
+            errors.len(),
+            dir.display(),
+            list.join("\n"),
+            dir.display()
+        )
+    })
+}
+
+fn check(dir: &Path, as_json: bool) -> ExitCode {
+    match manifest::load_dir(dir) {
+        Ok(c) => {
+            if as_json {
+                let out = json!({
+                    "valid": true,
+                    "files": c.sources.len(),
+                    "tools": c.tools.keys().collect::<Vec<_>>(),
+                    "agents": sorted(c.agents.keys()),
+                });
+                println!("{out}");
+            } else {
+                println!(
+                    "ok: {} file(s), {} tool(s), {} agent(s) in {}",
+                    c.sources.len(),
+                    c.tools.len(),
+                    c.agents.len(),
+                    dir.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(ManifestErrors(errors)) => {
+            if as_json {
+                let list: Vec<_> = errors
+                    .iter()
+                    .map(|e| json!({ "file": e.file, "line": e.line, "column": e.column, "message": e.message }))
+                    .collect();
+                println!("{}", json!({ "valid": false, "errors": list }));
+            } else {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                eprintln!("{} error(s) in {}", errors.len(), dir.display());
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn sorted<'a>(keys: impl Iterator<Item = &'a String>) -> Vec<&'a String> {
+    let mut v: Vec<_> = keys.collect();
+    v.sort();
+    v
+}
+
+async fn open_store(data: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    let store = SqliteStore::open(data).await.with_context(|| format!("cannot open the store in {}", data.display()))?;
+    Ok(Arc::new(store))
+}
+
+async fn serve(data: &Path, manifests: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // Bad manifests stop us before any port is bound.
+    let catalog = load(manifests)?;
+    let demo = catalog.demo_backend;
+    let gw = Arc::new(Gateway::new(catalog, open_store(data).await?).await?);
+
+    if let Some(addr) = demo {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot start the demo backend on {addr} (is another Tollgate running?); edit or remove the DemoBackend manifest")
+        })?;
+        tracing::info!(%addr, "demo backend listening");
+        tokio::spawn(async move {
+            if let Err(e) = crate::demo::serve(listener).await {
+                tracing::error!(error = %e, "demo backend stopped");
+            }
+        });
+    }
+
+    if args.stdio {
+        let key = std::env::var("TOLLGATE_AGENT_KEY")
+            .context("--stdio needs the agent's key in TOLLGATE_AGENT_KEY (issue one with `tollgate agents issue-key AGENT`)")?;
+        // Checked once now for a clear startup error; the handler re-checks
+        // on every request.
+        let who = authenticate::authenticate_key(&gw, &key, Transport::Stdio)
+            .await
+            .map_err(|e| anyhow::anyhow!("TOLLGATE_AGENT_KEY was refused: {e}"))?;
+        tracing::info!(agent = %who.agent().id, "serving MCP over stdio");
+        let service = crate::mcp::McpFront::for_stdio(gw, &key)
+            .serve(rmcp::transport::stdio())
+            .await
+            .context("the stdio session could not start")?;
+        service.waiting().await.context("the stdio session failed")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let mut options = HttpOptions { max_body_bytes: args.max_body_bytes, ..HttpOptions::default() };
+    options.allowed_hosts.extend(args.allowed_hosts);
+    options.allowed_origins = args.allowed_origins;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (pass --listen ADDR to use another address)", args.listen))?;
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "listening on a non-loopback address; make sure TLS terminates in front of Tollgate");
+    }
+    eprintln!("Tollgate is serving MCP at http://{addr}/mcp  (Ctrl-C to stop)");
+    server::serve(listener, gw, &options, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn agents(data: &Path, manifests: &Path, cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
+    let catalog = load(manifests)?;
+    let store = open_store(data).await?;
+    match cmd {
+        AgentsCommand::IssueKey { agent, label } => {
+            let Some(entry) = catalog.agents.get(&agent) else {
+                let known: Vec<_> = sorted(catalog.agents.keys()).into_iter().map(String::as_str).collect();
+                bail!("no agent `{agent}` in {} (declared: {})", manifests.display(), known.join(", "));
+            };
+            if !entry.gateway_keys {
+                bail!("agent `{agent}` does not accept gateway keys (credentials.gateway_keys is false)");
+            }
+            let issued = authenticate::new_key();
+            store.insert_key(&issued.key_id, &agent, &issued.hash, label.as_deref()).await?;
+            eprintln!("Issued {} for agent `{agent}`. Tollgate keeps only its hash: store the key now.", issued.key_id);
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", issued.key)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentsCommand::List { json: as_json } => {
+            let keys = store.list_keys().await?;
+            let mut ids = sorted(catalog.agents.keys());
+            ids.dedup();
+            if as_json {
+                let list: Vec<_> = ids
+                    .iter()
+                    .map(|id| {
+                        let a = &catalog.agents[*id];
+                        let k: Vec<_> = keys.iter().filter(|k| &k.agent_id == *id).collect();
+                        json!({
+                            "id": a.id, "description": a.description,
+                            "owners": {
+                                "business": a.owners.business, "system": a.owners.system, "security": a.owners.security,
+                            },
+                            "grants": a.grants, "tools": a.granted, "keys": k,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<20} {:<20} {:>5} {:>5}  DESCRIPTION", "AGENT", "BUSINESS OWNER", "TOOLS", "KEYS");
+                for id in ids {
+                    let a = &catalog.agents[id];
+                    let live = keys.iter().filter(|k| &k.agent_id == id && k.revoked_at.is_none()).count();
+                    println!("{:<20} {:<20} {:>5} {:>5}  {}", a.id, a.owners.business.name, a.granted.len(), live, a.description);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn audit(data: &Path, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
+    let store = open_store(data).await?;
+    match cmd {
+        AuditCommand::List { agent, limit, json: as_json } => {
+            let records = store.decisions(&DecisionFilter { agent_id: agent, limit: Some(limit) }).await?;
+            if as_json {
+                for r in &records {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+            } else {
+                println!("{:<27} {:<14} {:<24} {:<6} {:<20} {:<11} {:>9}", "AT", "AGENT", "TOOL", "DECIDE", "REASON", "OUTCOME", "LATENCY");
+                for r in &records {
+                    let latency = r.latency_us.map(|u| format!("{:.1}ms", u as f64 / 1000.0)).unwrap_or_default();
+                    println!(
+                        "{:<27} {:<14} {:<24} {:<6} {:<20} {:<11} {:>9}",
+                        r.at, r.agent_id, r.tool, r.decision, r.reason_code, r.outcome.as_deref().unwrap_or("-"), latency
+                    );
+                }
+                if records.is_empty() {
+                    eprintln!("no decisions recorded yet");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

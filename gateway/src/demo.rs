@@ -1,0 +1,189 @@
+//! The built-in demo backend: small helpdesk and billing HTTP APIs with
+//! sample data, so the shipped manifests do something real with no other
+//! service running. It is an ordinary HTTP backend to the gateway (reached
+//! through the HTTP connector like any other); it only lives in this binary
+//! for convenience. Started by `tollgate serve` when the manifests declare a
+//! `DemoBackend`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::serve::ListenerExt;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+#[derive(Debug)]
+struct Data {
+    tickets: BTreeMap<u32, Value>,
+    invoices: BTreeMap<String, Value>,
+    customers: BTreeMap<String, Value>,
+    refunds: Vec<Value>,
+}
+
+type Shared = Arc<Mutex<Data>>;
+
+fn sample() -> Data {
+    let tickets = [
+        (4521, "Customer charged twice for invoice INV-1042", "open", "cus_ana", "Ana Lima reports two identical charges of 40.00 EUR on her card for INV-1042."),
+        (4522, "Cannot reset password", "open", "cus_ben", "Password reset e-mail never arrives."),
+        (4523, "Invoice address wrong", "pending", "cus_chen", "Company name on INV-1051 should read Chen Trading Ltd."),
+        (4524, "Refund request for cancelled plan", "open", "cus_dev", "Plan cancelled within 14 days; asks for a refund of INV-1060 (400.00 EUR)."),
+    ]
+    .into_iter()
+    .map(|(id, subject, status, customer, body)| {
+        (id, json!({ "id": id, "subject": subject, "status": status, "customer_id": customer, "body": body, "comments": [] }))
+    })
+    .collect();
+    let invoices = [
+        ("INV-1042", "cus_ana", 40.0, "paid_twice"),
+        ("INV-1051", "cus_chen", 129.0, "paid"),
+        ("INV-1060", "cus_dev", 400.0, "paid"),
+    ]
+    .into_iter()
+    .map(|(id, customer, amount, status)| {
+        (id.to_string(), json!({ "id": id, "customer_id": customer, "amount": amount, "currency": "EUR", "status": status, "refunded": 0.0 }))
+    })
+    .collect();
+    let customers = [("cus_ana", "Ana Lima"), ("cus_ben", "Ben Okafor"), ("cus_chen", "Chen Wei"), ("cus_dev", "Dev Patel")]
+        .into_iter()
+        .map(|(id, name)| (id.to_string(), json!({ "id": id, "name": name })))
+        .collect();
+    Data { tickets, invoices, customers, refunds: Vec::new() }
+}
+
+fn not_found(what: &str) -> (StatusCode, Json<Value>) {
+    (StatusCode::NOT_FOUND, Json(json!({ "error": format!("{what} not found") })))
+}
+
+/// The demo backend's routes, with fresh sample data.
+pub fn router() -> Router {
+    let state: Shared = Arc::new(Mutex::new(sample()));
+    Router::new()
+        .route("/helpdesk/tickets", get(search_tickets))
+        .route("/helpdesk/tickets/{id}", get(get_ticket))
+        .route("/helpdesk/tickets/{id}/comments", post(add_comment))
+        .route("/helpdesk/tickets/{id}/close", post(close_ticket))
+        .route("/billing/invoices/{id}", get(get_invoice))
+        .route("/billing/refunds", post(refund))
+        .route("/billing/customers/{id}", delete(delete_customer))
+        .with_state(state)
+}
+
+/// Serves the demo backend on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router()).await
+}
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Data> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Deserialize)]
+struct Search {
+    q: Option<String>,
+    status: Option<String>,
+}
+
+async fn search_tickets(State(s): State<Shared>, Query(q): Query<Search>) -> Json<Value> {
+    let data = lock(&s);
+    let needle = q.q.unwrap_or_default().to_lowercase();
+    let hits: Vec<Value> = data
+        .tickets
+        .values()
+        .filter(|t| q.status.as_deref().is_none_or(|st| t["status"] == st))
+        .filter(|t| {
+            needle.is_empty()
+                || t["subject"].as_str().unwrap_or("").to_lowercase().contains(&needle)
+                || t["body"].as_str().unwrap_or("").to_lowercase().contains(&needle)
+        })
+        .map(|t| json!({ "id": t["id"], "subject": t["subject"], "status": t["status"] }))
+        .collect();
+    Json(json!({ "tickets": hits, "count": hits.len() }))
+}
+
+async fn get_ticket(State(s): State<Shared>, Path(id): Path<u32>) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    lock(&s).tickets.get(&id).cloned().map(Json).ok_or_else(|| not_found("ticket"))
+}
+
+#[derive(Deserialize)]
+struct Comment {
+    body: String,
+}
+
+async fn add_comment(
+    State(s): State<Shared>,
+    Path(id): Path<u32>,
+    Json(c): Json<Comment>,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    let mut data = lock(&s);
+    let t = data.tickets.get_mut(&id).ok_or_else(|| not_found("ticket"))?;
+    let comment = json!({ "body": c.body });
+    if let Some(list) = t["comments"].as_array_mut() {
+        list.push(comment.clone());
+    }
+    Ok(Json(json!({ "ticket_id": id, "added": comment })))
+}
+
+#[derive(Deserialize)]
+struct Close {
+    resolution: String,
+}
+
+async fn close_ticket(
+    State(s): State<Shared>,
+    Path(id): Path<u32>,
+    Json(c): Json<Close>,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    let mut data = lock(&s);
+    let t = data.tickets.get_mut(&id).ok_or_else(|| not_found("ticket"))?;
+    t["status"] = json!("closed");
+    t["resolution"] = json!(c.resolution);
+    Ok(Json(t.clone()))
+}
+
+async fn get_invoice(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    lock(&s).invoices.get(&id).cloned().map(Json).ok_or_else(|| not_found("invoice"))
+}
+
+#[derive(Deserialize)]
+struct Refund {
+    invoice_id: String,
+    amount: f64,
+    currency: String,
+    reason: String,
+}
+
+async fn refund(State(s): State<Shared>, Json(r): Json<Refund>) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    let mut data = lock(&s);
+    let inv = data.invoices.get_mut(&r.invoice_id).ok_or_else(|| not_found("invoice"))?;
+    let amount = inv["amount"].as_f64().unwrap_or(0.0);
+    let refunded = inv["refunded"].as_f64().unwrap_or(0.0);
+    if r.currency != inv["currency"] {
+        return Err((StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "error": "currency does not match the invoice" }))));
+    }
+    if r.amount <= 0.0 || refunded + r.amount > amount + 1e-9 {
+        return Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": format!("refund would exceed the invoice amount ({amount:.2}, already refunded {refunded:.2})") })),
+        ));
+    }
+    inv["refunded"] = json!(refunded + r.amount);
+    let refund = json!({
+        "refund_id": format!("RF-{}", 7000 + data.refunds.len()),
+        "invoice_id": r.invoice_id, "amount": r.amount, "currency": r.currency, "reason": r.reason, "status": "issued",
+    });
+    data.refunds.push(refund.clone());
+    Ok(Json(refund))
+}
+
+async fn delete_customer(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    lock(&s).customers.remove(&id).map(|c| Json(json!({ "deleted": c }))).ok_or_else(|| not_found("customer"))
+}

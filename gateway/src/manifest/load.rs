@@ -1,0 +1,338 @@
+//! Reading manifest files and checking them as a whole.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tollgate_connectors::http::HttpConnector;
+use tollgate_connectors::Connector;
+
+use super::types::{AgentManifest, ConnectorManifest, DemoBackendManifest};
+use super::{ManifestError, ManifestErrors};
+use crate::catalog::{AgentEntry, Catalog, SourceFile, ToolEntry};
+
+/// A manifest file's name and text, loaded from disk or given by a test.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Path shown in errors.
+    pub path: PathBuf,
+    /// The whole file.
+    pub text: String,
+}
+
+/// Reads every `*.yaml` / `*.yml` file directly in `dir` (sorted by name, so
+/// load order and error order are stable) and builds the catalog.
+pub fn load_dir(dir: &Path) -> Result<Catalog, ManifestErrors> {
+    let one = |message: String| ManifestErrors(vec![ManifestError { file: dir.to_path_buf(), line: 0, column: 0, message }]);
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        one(format!("cannot read the manifest directory: {e} (pass --manifests DIR to point at another one)"))
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    paths.sort();
+    let mut sources = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => sources.push(Source { path, text }),
+            Err(e) => errors.push(ManifestError { file: path, line: 0, column: 0, message: format!("cannot read: {e}") }),
+        }
+    }
+    if sources.is_empty() && errors.is_empty() {
+        return Err(one("no manifest files (*.yaml, *.yml) in this directory".into()));
+    }
+    match load_sources(&sources) {
+        Ok(c) if errors.is_empty() => Ok(c),
+        Ok(_) => Err(ManifestErrors(errors)),
+        Err(ManifestErrors(mut more)) => {
+            errors.append(&mut more);
+            Err(ManifestErrors(errors))
+        }
+    }
+}
+
+/// One YAML document of a file, with where it starts.
+struct Doc<'a> {
+    file: &'a Path,
+    text: &'a str,
+    /// Lines before this document in its file.
+    line_offset: usize,
+}
+
+impl Doc<'_> {
+    fn error(&self, line: usize, column: usize, message: impl Into<String>) -> ManifestError {
+        ManifestError {
+            file: self.file.to_path_buf(),
+            line: if line == 0 { self.line_offset + 1 } else { self.line_offset + line },
+            column,
+            message: message.into(),
+        }
+    }
+
+    fn serde_error(&self, e: &serde_yaml_ng::Error) -> ManifestError {
+        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        // serde_yaml_ng appends " at line N column M"; we print it ourselves.
+        let text = e.to_string();
+        let message = match text.find(" at line ") {
+            Some(i) => text[..i].to_string(),
+            None => text,
+        };
+        self.error(line, column, message)
+    }
+
+    /// Where `needle` first appears as a YAML scalar in this document, so a
+    /// cross-reference error can point at the value it is about. Falls back
+    /// to the document's first line.
+    fn locate(&self, after: Option<&str>, needle: &str) -> (usize, usize) {
+        let mut start = 0;
+        if let Some(anchor) = after {
+            if let Some((l, _)) = find_scalar(self.text, anchor, 0) {
+                start = l - 1;
+            }
+        }
+        find_scalar(self.text, needle, start).unwrap_or((0, 0))
+    }
+}
+
+fn find_scalar(text: &str, needle: &str, from_line: usize) -> Option<(usize, usize)> {
+    for (i, line) in text.lines().enumerate().skip(from_line) {
+        for quoted in [needle.to_string(), format!("\"{needle}\""), format!("'{needle}'")] {
+            let mut search = 0;
+            while let Some(pos) = line[search..].find(&quoted).map(|p| p + search) {
+                let before = line[..pos].chars().next_back();
+                let after = line[pos + quoted.len()..].chars().next();
+                let bounded_before = before.is_none_or(|c| matches!(c, ' ' | ':' | '-' | '[' | ',' | '{'));
+                let bounded_after = after.is_none_or(|c| matches!(c, ' ' | ',' | ']' | '}' | '#' | ':'));
+                if bounded_before && bounded_after {
+                    return Some((i + 1, pos + 1));
+                }
+                search = pos + 1;
+            }
+        }
+    }
+    None
+}
+
+/// Splits a file into YAML documents at `---` lines.
+fn split_documents<'a>(file: &'a Path, text: &'a str) -> Vec<Doc<'a>> {
+    let mut docs = Vec::new();
+    let mut start_byte = 0;
+    let mut start_line = 0;
+    let mut offset = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let bare = line.trim_end();
+        if bare == "---" || bare.starts_with("--- ") || bare == "..." {
+            docs.push(Doc { file, text: &text[start_byte..offset], line_offset: start_line });
+            start_byte = offset + line.len();
+            start_line = i + 1;
+        }
+        offset += line.len();
+    }
+    docs.push(Doc { file, text: &text[start_byte..], line_offset: start_line });
+    docs.retain(|d| d.text.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')));
+    docs
+}
+
+#[derive(Deserialize)]
+struct KindProbe {
+    kind: Option<serde_yaml_ng::Value>,
+}
+
+struct Parsed<'a, T> {
+    doc: Doc<'a>,
+    value: T,
+}
+
+/// Checks the given files as one manifest set and builds the catalog.
+pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
+    let mut errors = Vec::new();
+    let mut connectors: Vec<Parsed<ConnectorManifest>> = Vec::new();
+    let mut agents: Vec<Parsed<AgentManifest>> = Vec::new();
+    let mut demos: Vec<Parsed<DemoBackendManifest>> = Vec::new();
+    for source in sources {
+        for doc in split_documents(&source.path, &source.text) {
+            let probe: KindProbe = match serde_yaml_ng::from_str(doc.text) {
+                Ok(p) => p,
+                Err(e) => {
+                    errors.push(doc.serde_error(&e));
+                    continue;
+                }
+            };
+            let kind = probe.kind.as_ref().and_then(|k| k.as_str()).map(str::to_string);
+            match kind.as_deref() {
+                Some("Connector") => match serde_yaml_ng::from_str(doc.text) {
+                    Ok(value) => connectors.push(Parsed { doc, value }),
+                    Err(e) => errors.push(doc.serde_error(&e)),
+                },
+                Some("Agent") => match serde_yaml_ng::from_str(doc.text) {
+                    Ok(value) => agents.push(Parsed { doc, value }),
+                    Err(e) => errors.push(doc.serde_error(&e)),
+                },
+                Some("DemoBackend") => match serde_yaml_ng::from_str(doc.text) {
+                    Ok(value) => demos.push(Parsed { doc, value }),
+                    Err(e) => errors.push(doc.serde_error(&e)),
+                },
+                Some(other) => {
+                    let (l, c) = doc.locate(None, other);
+                    errors.push(doc.error(l, c, format!("unknown kind `{other}`, expected one of `Connector`, `Agent`, `DemoBackend`")));
+                }
+                None => errors.push(doc.error(0, 0, "missing `kind` (one of `Connector`, `Agent`, `DemoBackend`)")),
+            }
+        }
+    }
+
+    let mut catalog = Catalog::default();
+    catalog.sources = sources
+        .iter()
+        .map(|s| SourceFile { path: s.path.clone(), sha256: hex::encode(Sha256::digest(s.text.as_bytes())) })
+        .collect();
+
+    // Connectors and their tools.
+    let mut seen_connectors: HashMap<String, PathBuf> = HashMap::new();
+    for Parsed { doc, value: c } in &connectors {
+        let (l, col) = doc.locate(None, &c.id);
+        if !valid_id(&c.id) {
+            errors.push(doc.error(l, col, format!("connector id `{}` must match [a-z][a-z0-9_-]*", c.id)));
+            continue;
+        }
+        if let Some(first) = seen_connectors.insert(c.id.clone(), doc.file.to_path_buf()) {
+            errors.push(doc.error(l, col, format!("connector `{}` is already declared in {}", c.id, first.display())));
+            continue;
+        }
+        check_owner(doc, "owners.system", &c.owners.system, &mut errors);
+        check_owner(doc, "owners.security", &c.owners.security, &mut errors);
+        if c.tools.is_empty() {
+            errors.push(doc.error(l, col, format!("connector `{}` declares no tools", c.id)));
+        }
+        let mut ok_tools = Vec::new();
+        let mut seen_tools: HashMap<&str, ()> = HashMap::new();
+        for t in &c.tools {
+            let (tl, tc) = doc.locate(Some("tools:"), &t.name);
+            if !valid_id(&t.name) {
+                errors.push(doc.error(tl, tc, format!("tool name `{}` must match [a-z][a-z0-9_-]*", t.name)));
+                continue;
+            }
+            if seen_tools.insert(&t.name, ()).is_some() {
+                errors.push(doc.error(tl, tc, format!("tool `{}.{}` is declared twice", c.id, t.name)));
+                continue;
+            }
+            match crate::catalog::compile_input_schema(&t.input_schema) {
+                Ok(validator) => ok_tools.push((t, validator, tl, tc)),
+                Err(message) => errors.push(doc.error(tl, tc, format!("tool `{}`: {message}", t.name))),
+            }
+        }
+        let connector: Arc<dyn Connector> = match HttpConnector::build(
+            &c.http,
+            ok_tools.iter().map(|(t, _, _, _)| (t.name.as_str(), &t.http, schema_properties(&t.input_schema))),
+        ) {
+            Ok(conn) => Arc::new(conn),
+            Err(e) => {
+                let (el, ec) = match &e.tool {
+                    Some(tool) => doc.locate(Some("tools:"), tool),
+                    None => doc.locate(None, "base_url:"),
+                };
+                let what = e.tool.as_ref().map(|t| format!("tool `{t}`: ")).unwrap_or_default();
+                errors.push(doc.error(el, ec, format!("{what}{}", e.message)));
+                continue;
+            }
+        };
+        let owners = Arc::new(c.owners.clone());
+        for (t, validator, _, _) in ok_tools {
+            let entry = ToolEntry::new(c, t, validator, connector.clone(), owners.clone());
+            catalog.tools.insert(entry.full_name.clone(), Arc::new(entry));
+        }
+    }
+
+    // Agents and their grants.
+    let mut seen_agents: HashMap<String, PathBuf> = HashMap::new();
+    for Parsed { doc, value: a } in &agents {
+        let (l, col) = doc.locate(None, &a.id);
+        if !valid_id(&a.id) {
+            errors.push(doc.error(l, col, format!("agent id `{}` must match [a-z][a-z0-9_-]*", a.id)));
+            continue;
+        }
+        if let Some(first) = seen_agents.insert(a.id.clone(), doc.file.to_path_buf()) {
+            errors.push(doc.error(l, col, format!("agent `{}` is already declared in {}", a.id, first.display())));
+            continue;
+        }
+        check_owner(doc, "owners.business", &a.owners.business, &mut errors);
+        check_owner(doc, "owners.system", &a.owners.system, &mut errors);
+        check_owner(doc, "owners.security", &a.owners.security, &mut errors);
+        let mut granted = std::collections::BTreeSet::new();
+        let mut grant_errors = false;
+        for pattern in &a.tools {
+            let (gl, gc) = doc.locate(Some("tools:"), pattern);
+            let glob = match globset::GlobBuilder::new(pattern).literal_separator(false).build() {
+                Ok(g) => g.compile_matcher(),
+                Err(e) => {
+                    errors.push(doc.error(gl, gc, format!("grant `{pattern}` is not a valid glob: {}", e.kind())));
+                    grant_errors = true;
+                    continue;
+                }
+            };
+            let matched: Vec<&String> = catalog.tools.keys().filter(|name| glob.is_match(name.as_str())).collect();
+            if matched.is_empty() {
+                let hint = closest(pattern, catalog.tools.keys().map(String::as_str))
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                errors.push(doc.error(gl, gc, format!("grant `{pattern}` matches no tool{hint}")));
+                grant_errors = true;
+                continue;
+            }
+            granted.extend(matched.into_iter().cloned());
+        }
+        if grant_errors {
+            continue;
+        }
+        let entry = AgentEntry::new(a, granted, &catalog.tools);
+        catalog.agents.insert(entry.id.clone(), Arc::new(entry));
+    }
+
+    for (i, Parsed { doc, value: d }) in demos.iter().enumerate() {
+        let (l, c) = doc.locate(None, "listen:");
+        if i > 0 {
+            errors.push(doc.error(l, c, "only one DemoBackend may be declared"));
+        } else if !d.listen.ip().is_loopback() {
+            errors.push(doc.error(l, c, format!("the demo backend must listen on loopback, not {}", d.listen)));
+        } else {
+            catalog.demo_backend = Some(d.listen);
+        }
+    }
+
+    if errors.is_empty() { Ok(catalog) } else { Err(ManifestErrors(errors)) }
+}
+
+fn valid_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && id.len() <= 64
+}
+
+fn check_owner(doc: &Doc<'_>, what: &str, owner: &super::types::Owner, errors: &mut Vec<ManifestError>) {
+    if owner.name.trim().is_empty() || owner.contact.trim().is_empty() {
+        let (l, c) = doc.locate(None, what.rsplit('.').next().unwrap_or(what));
+        errors.push(doc.error(l, c, format!("{what} needs a non-empty `name` and `contact`")));
+    }
+}
+
+fn schema_properties(schema: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    schema
+        .get("properties")
+        .and_then(|p| p.as_object())
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The known name closest to `wanted`, if one is close enough to be a typo.
+fn closest<'a>(wanted: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .map(|k| (strsim::levenshtein(wanted, k), k))
+        .filter(|(d, _)| *d <= 3)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}

@@ -1,0 +1,217 @@
+//! The manifest file format, as Rust types. These types are the single
+//! source of the committed JSON Schema (`tollgate schema`). Every struct is
+//! strict (`deny_unknown_fields`): a typo is an error, never a silent no-op.
+
+use std::net::SocketAddr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tollgate_connectors::http::{HttpConnectorConfig, HttpToolConfig};
+
+/// Any document Tollgate accepts; the `kind` field tells them apart.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+#[schemars(title = "Tollgate manifest document")]
+pub enum ManifestDocument {
+    /// A backend and the tools it offers.
+    Connector(ConnectorManifest),
+    /// An agent that may call tools.
+    Agent(AgentManifest),
+    /// Tollgate's built-in demo backend.
+    DemoBackend(DemoBackendManifest),
+}
+
+macro_rules! kind_tag {
+    ($name:ident, $value:literal) => {
+        #[doc = concat!("Always `", $value, "`.")]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+        pub enum $name {
+            #[doc = concat!("`", $value, "`")]
+            #[serde(rename = $value)]
+            Tag,
+        }
+    };
+}
+kind_tag!(ConnectorKind, "Connector");
+kind_tag!(AgentKind, "Agent");
+kind_tag!(DemoBackendKind, "DemoBackend");
+
+/// A person or team accountable for something, and how to reach them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Owner {
+    /// Name of the person, team or role, e.g. `platform-team`.
+    pub name: String,
+    /// How to reach them: an e-mail address, chat channel or URL.
+    pub contact: String,
+}
+
+/// Who answers for a connector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorOwners {
+    /// Runs the backend system.
+    pub system: Owner,
+    /// Reviews its security.
+    pub security: Owner,
+}
+
+/// Who answers for an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentOwners {
+    /// Owns the use case and what the agent may do.
+    pub business: Owner,
+    /// Runs the agent.
+    pub system: Owner,
+    /// Reviews its security and owns exceptions.
+    pub security: Owner,
+}
+
+/// A connector: one backend, how to reach it, and the tools it offers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorManifest {
+    /// Document kind.
+    pub kind: ConnectorKind,
+    /// Identifier, lowercase (`[a-z][a-z0-9_-]*`); tools are named `<id>.<tool>`.
+    pub id: String,
+    /// What this backend is.
+    pub description: String,
+    /// Who answers for this connector.
+    pub owners: ConnectorOwners,
+    /// An HTTP API backend.
+    pub http: HttpConnectorConfig,
+    /// The tools this connector offers.
+    pub tools: Vec<ToolManifest>,
+}
+
+/// How much harm a tool can do. Later stages (tasks, approvals) key off it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Risk {
+    /// Reads that expose nothing sensitive.
+    Low,
+    /// Reversible changes.
+    Medium,
+    /// Changes with business impact (money, access).
+    High,
+    /// Irreversible or destructive changes.
+    Critical,
+}
+
+impl Risk {
+    /// The lowercase name used in manifests and records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Risk::Low => "low",
+            Risk::Medium => "medium",
+            Risk::High => "high",
+            Risk::Critical => "critical",
+        }
+    }
+}
+
+/// MCP behaviour hints shown to clients. Hints only: Tollgate decides by
+/// `risk`, never by these.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolHints {
+    /// The tool does not change anything (`readOnlyHint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    /// The tool may destroy or overwrite data (`destructiveHint`). Defaults
+    /// to the pessimistic `true` unless `read_only` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destructive: Option<bool>,
+    /// Repeating the call has no further effect (`idempotentHint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent: Option<bool>,
+    /// The tool reaches outside the organisation (`openWorldHint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_world: Option<bool>,
+}
+
+/// One tool of a connector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolManifest {
+    /// Name inside the connector (`[a-z][a-z0-9_-]*`).
+    pub name: String,
+    /// Human-readable title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// What the tool does, for the agent's model.
+    pub description: String,
+    /// How much harm the tool can do.
+    pub risk: Risk,
+    /// JSON Schema of the arguments (an object schema). Every call is
+    /// validated against it before anything reaches the backend.
+    pub input_schema: Map<String, Value>,
+    /// JSON Schema of the structured result, if the backend's is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<Map<String, Value>>,
+    /// MCP annotations shown to clients.
+    #[serde(default)]
+    pub annotations: ToolHints,
+    /// How the call maps onto the HTTP backend.
+    pub http: HttpToolConfig,
+}
+
+/// An agent: an accountable, authenticated caller with grants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentManifest {
+    /// Document kind.
+    pub kind: AgentKind,
+    /// Identifier (`[a-z][a-z0-9_-]*`).
+    pub id: String,
+    /// What the agent is for.
+    pub description: String,
+    /// Who answers for this agent.
+    pub owners: AgentOwners,
+    /// Tools the agent may call: exact names (`billing.refund`) or globs
+    /// (`helpdesk.*`). Each entry must match at least one tool.
+    pub tools: Vec<String>,
+    /// How the agent proves who it is.
+    #[serde(default)]
+    pub credentials: AgentCredentials,
+}
+
+/// The ways an agent may authenticate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentCredentials {
+    /// Accept bearer keys issued by `tollgate agents issue-key`. Default true.
+    #[serde(default = "yes")]
+    pub gateway_keys: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for AgentCredentials {
+    fn default() -> Self {
+        Self { gateway_keys: true }
+    }
+}
+
+/// Starts Tollgate's built-in demo backend (helpdesk and billing APIs with
+/// sample data) next to the gateway, so the shipped manifests work with no
+/// other service. Remove this document to run without it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DemoBackendManifest {
+    /// Document kind.
+    pub kind: DemoBackendKind,
+    /// Address the demo backend listens on; loopback only.
+    pub listen: SocketAddr,
+}
+
+/// The JSON Schema of a manifest document, generated from these types.
+pub fn json_schema() -> Value {
+    let schema = schemars::schema_for!(ManifestDocument);
+    serde_json::to_value(schema).unwrap_or(Value::Null)
+}

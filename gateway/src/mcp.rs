@@ -1,0 +1,104 @@
+//! The MCP front end: an rmcp [`ServerHandler`] over the catalog. It owns
+//! the protocol surface only: who the caller is comes from the edge (HTTP
+//! auth layer or the stdio key), and every `tools/call` goes to
+//! [`pipeline::call_tool`]. Methods not implemented here (resources,
+//! prompts, ...) keep rmcp's "method not found" default: nothing is passed
+//! through ungoverned.
+
+use std::sync::Arc;
+
+use rmcp::model::{
+    CacheScope, CallToolRequestParams, CallToolResponse, ErrorCode, ErrorData, Implementation, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, ServerHandler};
+
+use crate::pipeline::{self, authenticate, denial::codes, Authenticated, ToolRequest, Transport};
+use crate::Gateway;
+
+/// How this handler learns who is calling.
+#[derive(Debug, Clone)]
+enum Identity {
+    /// From the [`Authenticated`] the HTTP auth layer put in the request.
+    HttpLayer,
+    /// From a key given at startup (stdio), re-checked on every request so
+    /// a revoked key stops working without a restart.
+    Key(Arc<str>),
+}
+
+/// One MCP server handler; cheap to clone (the HTTP service builds one per
+/// session or request).
+#[derive(Debug, Clone)]
+pub struct McpFront {
+    gw: Arc<Gateway>,
+    identity: Identity,
+}
+
+impl McpFront {
+    /// A handler for the HTTP edge.
+    pub fn for_http(gw: Arc<Gateway>) -> Self {
+        Self { gw, identity: Identity::HttpLayer }
+    }
+
+    /// A handler for stdio, authenticating every request with `key`.
+    pub fn for_stdio(gw: Arc<Gateway>, key: &str) -> Self {
+        Self { gw, identity: Identity::Key(Arc::from(key)) }
+    }
+
+    async fn who(&self, ctx: &RequestContext<RoleServer>) -> Result<Authenticated, ErrorData> {
+        match &self.identity {
+            Identity::HttpLayer => ctx
+                .extensions
+                .get::<http::request::Parts>()
+                .and_then(|parts| parts.extensions.get::<Authenticated>())
+                .cloned()
+                // The auth layer runs before rmcp; reaching here without an
+                // identity is a wiring bug, and still a refusal.
+                .ok_or_else(|| unauthenticated("credential_missing", "no authenticated principal on this request")),
+            Identity::Key(key) => authenticate::authenticate_key(&self.gw, key, Transport::Stdio)
+                .await
+                .map_err(|e| unauthenticated(e.code(), &format!("{e} (check TOLLGATE_AGENT_KEY)"))),
+        }
+    }
+}
+
+fn unauthenticated(code: &str, message: &str) -> ErrorData {
+    ErrorData::new(ErrorCode(codes::UNAUTHENTICATED), message.to_string(), Some(serde_json::json!({ "reason": code })))
+}
+
+impl ServerHandler for McpFront {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
+            .with_server_info(Implementation::new("tollgate", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Tollgate is a governed tool gateway: every tool call is checked against your grants and \
+                 recorded. Tool errors carry a reason code in _meta[\"tollgate/reason\"].",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let who = self.who(&ctx).await?;
+        let tools: Vec<Tool> = who.agent().listed.as_ref().clone();
+        // The list differs per agent: shared caches must not reuse it.
+        Ok(ListToolsResult::with_all_items(tools).with_cache_scope(CacheScope::Private))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let who = self.who(&ctx).await?;
+        let request = ToolRequest { name: request.name.into_owned(), arguments: request.arguments };
+        pipeline::call_tool(&self.gw, &who, request, &ctx.ct).await.map(Into::into)
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.gw.catalog().tools.get(name).map(|t| t.tool.clone())
+    }
+}

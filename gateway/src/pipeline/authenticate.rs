@@ -1,0 +1,139 @@
+//! Stage 1, authenticate: turns a presented credential into an
+//! [`Authenticated`] principal, or refuses.
+//!
+//! Contract: an `Authenticated` exists only if a live credential was verified
+//! against the store just now and names an agent in the current catalog. The
+//! identity comes from the credential alone, never from anything the agent
+//! says about itself (`clientInfo`, headers other than `Authorization`).
+//! Over HTTP this runs for every request, before rmcp sees it; over stdio it
+//! runs for every request too, with the key from `TOLLGATE_AGENT_KEY`.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::catalog::AgentEntry;
+use crate::store::StoreError;
+use crate::Gateway;
+
+/// Prefix of every gateway-issued key, so leaked keys are easy to grep for.
+pub const KEY_PREFIX: &str = "tgk_";
+
+/// How the request reached the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Streamable HTTP.
+    Http,
+    /// stdio.
+    Stdio,
+}
+
+impl Transport {
+    /// Name used in records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::Stdio => "stdio",
+        }
+    }
+}
+
+/// A verified principal. Only [`authenticate_key`] can build one.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    agent: Arc<AgentEntry>,
+    credential_id: String,
+    transport: Transport,
+}
+
+impl Authenticated {
+    /// The agent, as of the catalog in force when it authenticated.
+    pub fn agent(&self) -> &Arc<AgentEntry> {
+        &self.agent
+    }
+    /// Public id of the credential used (a key id).
+    pub fn credential_id(&self) -> &str {
+        &self.credential_id
+    }
+    /// How it reached the gateway.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+    /// The principal a session is bound to: one credential.
+    pub fn principal(&self) -> &str {
+        &self.credential_id
+    }
+}
+
+/// Why authentication failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No credential was presented.
+    #[error("no credential: send `Authorization: Bearer <key>`")]
+    Missing,
+    /// The credential is unknown, revoked, malformed, or names an agent that
+    /// is no longer declared. One variant on purpose: the caller learns
+    /// nothing about which.
+    #[error("the credential is not valid")]
+    Invalid,
+    /// The credential could not be checked (store failure): refused.
+    #[error("the credential could not be checked right now")]
+    Unavailable(#[source] StoreError),
+}
+
+impl AuthError {
+    /// Stable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "credential_missing",
+            AuthError::Invalid => "credential_invalid",
+            AuthError::Unavailable(_) => "identity_unavailable",
+        }
+    }
+}
+
+/// The SHA-256 under which a key is stored. Keys carry 256 random bits, so a
+/// plain hash is enough: there is nothing to brute-force.
+pub fn key_hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// A freshly issued key: the secret (shown once), its public id and hash.
+#[derive(Debug)]
+pub struct IssuedKey {
+    /// The bearer key. Print once, then drop.
+    pub key: String,
+    /// Public id, safe to log.
+    pub key_id: String,
+    /// What the store keeps.
+    pub hash: [u8; 32],
+}
+
+/// Generates a new random agent key.
+pub fn new_key() -> IssuedKey {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let key = format!("{KEY_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+    let hash = key_hash(&key);
+    let key_id = format!("key_{}", hex::encode(&hash[..6]));
+    IssuedKey { key, key_id, hash }
+}
+
+/// Verifies a gateway-issued key.
+pub async fn authenticate_key(gw: &Gateway, presented: &str, transport: Transport) -> Result<Authenticated, AuthError> {
+    let presented = presented.trim();
+    if presented.is_empty() {
+        return Err(AuthError::Missing);
+    }
+    if !presented.starts_with(KEY_PREFIX) || presented.len() > 128 {
+        return Err(AuthError::Invalid);
+    }
+    let record = gw.store().find_key(&key_hash(presented)).await.map_err(AuthError::Unavailable)?.ok_or(AuthError::Invalid)?;
+    let agent = gw.catalog().agents.get(&record.agent_id).cloned().ok_or(AuthError::Invalid)?;
+    if !agent.gateway_keys {
+        return Err(AuthError::Invalid);
+    }
+    Ok(Authenticated { agent, credential_id: record.key_id, transport })
+}
