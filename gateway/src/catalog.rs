@@ -11,7 +11,9 @@ use rmcp::model::{Tool, ToolAnnotations};
 use serde_json::{Map, Value};
 use tollgate_connectors::Connector;
 
-use crate::manifest::types::{AgentManifest, AgentOwners, ConnectorManifest, ConnectorOwners, Risk, ToolManifest};
+use crate::manifest::types::{
+    AgentManifest, AgentOwners, ConnectorManifest, ConnectorOwners, Risk, ToolManifest,
+};
 
 /// Everything the gateway serves, as loaded from one manifest directory.
 #[derive(Debug, Default)]
@@ -82,11 +84,18 @@ impl ToolEntry {
             hints.title = Some(title.clone());
         }
         let mut meta = Map::new();
-        meta.insert("tollgate/risk".into(), Value::String(t.risk.as_str().into()));
+        meta.insert(
+            "tollgate/risk".into(),
+            Value::String(t.risk.as_str().into()),
+        );
         meta.insert("tollgate/connector".into(), Value::String(c.id.clone()));
-        let mut tool = Tool::new(full_name.clone(), t.description.clone(), Arc::new(t.input_schema.clone()))
-            .with_annotations(hints)
-            .with_meta(rmcp::model::MetaObject(meta));
+        let mut tool = Tool::new(
+            full_name.clone(),
+            t.description.clone(),
+            Arc::new(t.input_schema.clone()),
+        )
+        .with_annotations(hints)
+        .with_meta(rmcp::model::MetaObject(meta));
         if let Some(title) = &t.title {
             tool = tool.with_title(title.clone());
         }
@@ -126,8 +135,16 @@ pub struct AgentEntry {
 }
 
 impl AgentEntry {
-    pub(crate) fn new(a: &AgentManifest, granted: BTreeSet<String>, tools: &BTreeMap<String, Arc<ToolEntry>>) -> Self {
-        let listed = granted.iter().filter_map(|n| tools.get(n)).map(|t| t.tool.clone()).collect();
+    pub(crate) fn new(
+        a: &AgentManifest,
+        granted: BTreeSet<String>,
+        tools: &BTreeMap<String, Arc<ToolEntry>>,
+    ) -> Self {
+        let listed = granted
+            .iter()
+            .filter_map(|n| tools.get(n))
+            .map(|t| t.tool.clone())
+            .collect();
         Self {
             id: a.id.clone(),
             description: a.description.clone(),
@@ -141,7 +158,9 @@ impl AgentEntry {
 }
 
 /// Compiles a tool's input schema, refusing schemas MCP clients could not use.
-pub(crate) fn compile_input_schema(schema: &Map<String, Value>) -> Result<jsonschema::Validator, String> {
+pub(crate) fn compile_input_schema(
+    schema: &Map<String, Value>,
+) -> Result<jsonschema::Validator, String> {
     if schema.get("type").and_then(Value::as_str) != Some("object") {
         return Err("input_schema must be an object schema (`type: object`)".into());
     }

@@ -10,27 +10,37 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use rmcp::ServiceExt;
 use serde_json::json;
 
+use crate::Gateway;
 use crate::catalog::Catalog;
 use crate::manifest::{self, ManifestErrors};
 use crate::pipeline::authenticate::{self, Transport};
 use crate::server::{self, HttpOptions};
 use crate::store::{DecisionFilter, SqliteStore, Store};
-use crate::Gateway;
 
 /// Tollgate: a governed MCP tool gateway for AI agents.
 #[derive(Debug, Parser)]
 #[command(name = "tollgate", version, about, long_about = None)]
 pub struct Cli {
     /// Data directory (SQLite store); created on first use.
-    #[arg(long, global = true, env = "TOLLGATE_DATA", default_value = "./.tollgate")]
+    #[arg(
+        long,
+        global = true,
+        env = "TOLLGATE_DATA",
+        default_value = "./.tollgate"
+    )]
     pub data: PathBuf,
     /// Manifest directory.
-    #[arg(long, global = true, env = "TOLLGATE_MANIFESTS", default_value = "./manifests")]
+    #[arg(
+        long,
+        global = true,
+        env = "TOLLGATE_MANIFESTS",
+        default_value = "./manifests"
+    )]
     pub manifests: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -116,7 +126,10 @@ enum AuditCommand {
 /// Entry point for the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -136,7 +149,10 @@ fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Logs go to stderr: stdout belongs to command output and to MCP stdio.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -147,7 +163,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check { dir, json } => Ok(check(dir.as_deref().unwrap_or(&cli.manifests), json)),
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&manifest::types::json_schema())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&manifest::types::json_schema())?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Agents(cmd) => {
@@ -221,7 +240,9 @@ fn sorted<'a>(keys: impl Iterator<Item = &'a String>) -> Vec<&'a String> {
 }
 
 async fn open_store(data: &Path) -> anyhow::Result<Arc<dyn Store>> {
-    let store = SqliteStore::open(data).await.with_context(|| format!("cannot open the store in {}", data.display()))?;
+    let store = SqliteStore::open(data)
+        .await
+        .with_context(|| format!("cannot open the store in {}", data.display()))?;
     Ok(Arc::new(store))
 }
 
@@ -256,16 +277,27 @@ async fn serve(data: &Path, manifests: &Path, args: ServeArgs) -> anyhow::Result
             .serve(rmcp::transport::stdio())
             .await
             .context("the stdio session could not start")?;
-        service.waiting().await.context("the stdio session failed")?;
+        service
+            .waiting()
+            .await
+            .context("the stdio session failed")?;
         return Ok(ExitCode::SUCCESS);
     }
 
-    let mut options = HttpOptions { max_body_bytes: args.max_body_bytes, ..HttpOptions::default() };
+    let mut options = HttpOptions {
+        max_body_bytes: args.max_body_bytes,
+        ..HttpOptions::default()
+    };
     options.allowed_hosts.extend(args.allowed_hosts);
     options.allowed_origins = args.allowed_origins;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (pass --listen ADDR to use another address)", args.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (pass --listen ADDR to use another address)",
+                args.listen
+            )
+        })?;
     let addr = listener.local_addr()?;
     if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "listening on a non-loopback address; make sure TLS terminates in front of Tollgate");
@@ -284,15 +316,29 @@ async fn agents(data: &Path, manifests: &Path, cmd: AgentsCommand) -> anyhow::Re
     match cmd {
         AgentsCommand::IssueKey { agent, label } => {
             let Some(entry) = catalog.agents.get(&agent) else {
-                let known: Vec<_> = sorted(catalog.agents.keys()).into_iter().map(String::as_str).collect();
-                bail!("no agent `{agent}` in {} (declared: {})", manifests.display(), known.join(", "));
+                let known: Vec<_> = sorted(catalog.agents.keys())
+                    .into_iter()
+                    .map(String::as_str)
+                    .collect();
+                bail!(
+                    "no agent `{agent}` in {} (declared: {})",
+                    manifests.display(),
+                    known.join(", ")
+                );
             };
             if !entry.gateway_keys {
-                bail!("agent `{agent}` does not accept gateway keys (credentials.gateway_keys is false)");
+                bail!(
+                    "agent `{agent}` does not accept gateway keys (credentials.gateway_keys is false)"
+                );
             }
             let issued = authenticate::new_key();
-            store.insert_key(&issued.key_id, &agent, &issued.hash, label.as_deref()).await?;
-            eprintln!("Issued {} for agent `{agent}`. Tollgate keeps only its hash: store the key now.", issued.key_id);
+            store
+                .insert_key(&issued.key_id, &agent, &issued.hash, label.as_deref())
+                .await?;
+            eprintln!(
+                "Issued {} for agent `{agent}`. Tollgate keeps only its hash: store the key now.",
+                issued.key_id
+            );
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}", issued.key)?;
             Ok(ExitCode::SUCCESS)
@@ -318,11 +364,24 @@ async fn agents(data: &Path, manifests: &Path, cmd: AgentsCommand) -> anyhow::Re
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!("{:<20} {:<20} {:>5} {:>5}  DESCRIPTION", "AGENT", "BUSINESS OWNER", "TOOLS", "KEYS");
+                println!(
+                    "{:<20} {:<20} {:>5} {:>5}  DESCRIPTION",
+                    "AGENT", "BUSINESS OWNER", "TOOLS", "KEYS"
+                );
                 for id in ids {
                     let a = &catalog.agents[id];
-                    let live = keys.iter().filter(|k| &k.agent_id == id && k.revoked_at.is_none()).count();
-                    println!("{:<20} {:<20} {:>5} {:>5}  {}", a.id, a.owners.business.name, a.granted.len(), live, a.description);
+                    let live = keys
+                        .iter()
+                        .filter(|k| &k.agent_id == id && k.revoked_at.is_none())
+                        .count();
+                    println!(
+                        "{:<20} {:<20} {:>5} {:>5}  {}",
+                        a.id,
+                        a.owners.business.name,
+                        a.granted.len(),
+                        live,
+                        a.description
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -333,19 +392,40 @@ async fn agents(data: &Path, manifests: &Path, cmd: AgentsCommand) -> anyhow::Re
 async fn audit(data: &Path, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     let store = open_store(data).await?;
     match cmd {
-        AuditCommand::List { agent, limit, json: as_json } => {
-            let records = store.decisions(&DecisionFilter { agent_id: agent, limit: Some(limit) }).await?;
+        AuditCommand::List {
+            agent,
+            limit,
+            json: as_json,
+        } => {
+            let records = store
+                .decisions(&DecisionFilter {
+                    agent_id: agent,
+                    limit: Some(limit),
+                })
+                .await?;
             if as_json {
                 for r in &records {
                     println!("{}", serde_json::to_string(r)?);
                 }
             } else {
-                println!("{:<27} {:<14} {:<24} {:<6} {:<20} {:<11} {:>9}", "AT", "AGENT", "TOOL", "DECIDE", "REASON", "OUTCOME", "LATENCY");
+                println!(
+                    "{:<27} {:<14} {:<24} {:<6} {:<20} {:<11} {:>9}",
+                    "AT", "AGENT", "TOOL", "DECIDE", "REASON", "OUTCOME", "LATENCY"
+                );
                 for r in &records {
-                    let latency = r.latency_us.map(|u| format!("{:.1}ms", u as f64 / 1000.0)).unwrap_or_default();
+                    let latency = r
+                        .latency_us
+                        .map(|u| format!("{:.1}ms", u as f64 / 1000.0))
+                        .unwrap_or_default();
                     println!(
                         "{:<27} {:<14} {:<24} {:<6} {:<20} {:<11} {:>9}",
-                        r.at, r.agent_id, r.tool, r.decision, r.reason_code, r.outcome.as_deref().unwrap_or("-"), latency
+                        r.at,
+                        r.agent_id,
+                        r.tool,
+                        r.decision,
+                        r.reason_code,
+                        r.outcome.as_deref().unwrap_or("-"),
+                        latency
                     );
                 }
                 if records.is_empty() {

@@ -14,7 +14,7 @@ use axum::routing::{delete, get, post};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 #[derive(Debug)]
@@ -49,15 +49,28 @@ fn sample() -> Data {
         (id.to_string(), json!({ "id": id, "customer_id": customer, "amount": amount, "currency": "EUR", "status": status, "refunded": 0.0 }))
     })
     .collect();
-    let customers = [("cus_ana", "Ana Lima"), ("cus_ben", "Ben Okafor"), ("cus_chen", "Chen Wei"), ("cus_dev", "Dev Patel")]
-        .into_iter()
-        .map(|(id, name)| (id.to_string(), json!({ "id": id, "name": name })))
-        .collect();
-    Data { tickets, invoices, customers, refunds: Vec::new() }
+    let customers = [
+        ("cus_ana", "Ana Lima"),
+        ("cus_ben", "Ben Okafor"),
+        ("cus_chen", "Chen Wei"),
+        ("cus_dev", "Dev Patel"),
+    ]
+    .into_iter()
+    .map(|(id, name)| (id.to_string(), json!({ "id": id, "name": name })))
+    .collect();
+    Data {
+        tickets,
+        invoices,
+        customers,
+        refunds: Vec::new(),
+    }
 }
 
 fn not_found(what: &str) -> (StatusCode, Json<Value>) {
-    (StatusCode::NOT_FOUND, Json(json!({ "error": format!("{what} not found") })))
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({ "error": format!("{what} not found") })),
+    )
 }
 
 /// The demo backend's routes, with fresh sample data.
@@ -101,16 +114,32 @@ async fn search_tickets(State(s): State<Shared>, Query(q): Query<Search>) -> Jso
         .filter(|t| q.status.as_deref().is_none_or(|st| t["status"] == st))
         .filter(|t| {
             needle.is_empty()
-                || t["subject"].as_str().unwrap_or("").to_lowercase().contains(&needle)
-                || t["body"].as_str().unwrap_or("").to_lowercase().contains(&needle)
+                || t["subject"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_lowercase()
+                    .contains(&needle)
+                || t["body"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_lowercase()
+                    .contains(&needle)
         })
         .map(|t| json!({ "id": t["id"], "subject": t["subject"], "status": t["status"] }))
         .collect();
     Json(json!({ "tickets": hits, "count": hits.len() }))
 }
 
-async fn get_ticket(State(s): State<Shared>, Path(id): Path<u32>) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
-    lock(&s).tickets.get(&id).cloned().map(Json).ok_or_else(|| not_found("ticket"))
+async fn get_ticket(
+    State(s): State<Shared>,
+    Path(id): Path<u32>,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    lock(&s)
+        .tickets
+        .get(&id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| not_found("ticket"))
 }
 
 #[derive(Deserialize)]
@@ -124,7 +153,10 @@ async fn add_comment(
     Json(c): Json<Comment>,
 ) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
     let mut data = lock(&s);
-    let t = data.tickets.get_mut(&id).ok_or_else(|| not_found("ticket"))?;
+    let t = data
+        .tickets
+        .get_mut(&id)
+        .ok_or_else(|| not_found("ticket"))?;
     let comment = json!({ "body": c.body });
     if let Some(list) = t["comments"].as_array_mut() {
         list.push(comment.clone());
@@ -143,14 +175,25 @@ async fn close_ticket(
     Json(c): Json<Close>,
 ) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
     let mut data = lock(&s);
-    let t = data.tickets.get_mut(&id).ok_or_else(|| not_found("ticket"))?;
+    let t = data
+        .tickets
+        .get_mut(&id)
+        .ok_or_else(|| not_found("ticket"))?;
     t["status"] = json!("closed");
     t["resolution"] = json!(c.resolution);
     Ok(Json(t.clone()))
 }
 
-async fn get_invoice(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
-    lock(&s).invoices.get(&id).cloned().map(Json).ok_or_else(|| not_found("invoice"))
+async fn get_invoice(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    lock(&s)
+        .invoices
+        .get(&id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| not_found("invoice"))
 }
 
 #[derive(Deserialize)]
@@ -161,18 +204,29 @@ struct Refund {
     reason: String,
 }
 
-async fn refund(State(s): State<Shared>, Json(r): Json<Refund>) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+async fn refund(
+    State(s): State<Shared>,
+    Json(r): Json<Refund>,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
     let mut data = lock(&s);
-    let inv = data.invoices.get_mut(&r.invoice_id).ok_or_else(|| not_found("invoice"))?;
+    let inv = data
+        .invoices
+        .get_mut(&r.invoice_id)
+        .ok_or_else(|| not_found("invoice"))?;
     let amount = inv["amount"].as_f64().unwrap_or(0.0);
     let refunded = inv["refunded"].as_f64().unwrap_or(0.0);
     if r.currency != inv["currency"] {
-        return Err((StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "error": "currency does not match the invoice" }))));
+        return Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": "currency does not match the invoice" })),
+        ));
     }
     if r.amount <= 0.0 || refunded + r.amount > amount + 1e-9 {
         return Err((
             StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "error": format!("refund would exceed the invoice amount ({amount:.2}, already refunded {refunded:.2})") })),
+            Json(
+                json!({ "error": format!("refund would exceed the invoice amount ({amount:.2}, already refunded {refunded:.2})") }),
+            ),
         ));
     }
     inv["refunded"] = json!(refunded + r.amount);
@@ -184,6 +238,13 @@ async fn refund(State(s): State<Shared>, Json(r): Json<Refund>) -> Result<Json<V
     Ok(Json(refund))
 }
 
-async fn delete_customer(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
-    lock(&s).customers.remove(&id).map(|c| Json(json!({ "deleted": c }))).ok_or_else(|| not_found("customer"))
+async fn delete_customer(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    lock(&s)
+        .customers
+        .remove(&id)
+        .map(|c| Json(json!({ "deleted": c })))
+        .ok_or_else(|| not_found("customer"))
 }

@@ -46,7 +46,11 @@ impl Gateway {
         let mut fresh = [0u8; 32];
         rand::rng().fill_bytes(&mut fresh);
         let digest_key = store.secret("args_digest_hmac_key", &fresh).await?;
-        Ok(Self { catalog: RwLock::new(Arc::new(catalog)), store, digest_key })
+        Ok(Self {
+            catalog: RwLock::new(Arc::new(catalog)),
+            store,
+            digest_key,
+        })
     }
 
     /// The catalog in force. Hold the `Arc` for the whole request so one

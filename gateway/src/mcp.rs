@@ -8,14 +8,14 @@
 use std::sync::Arc;
 
 use rmcp::model::{
-    CacheScope, CallToolRequestParams, CallToolResponse, ErrorCode, ErrorData, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CacheScope, CallToolRequestParams, CallToolResponse, ErrorCode, ErrorData, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler};
 
-use crate::pipeline::{self, authenticate, denial::codes, Authenticated, ToolRequest, Transport};
 use crate::Gateway;
+use crate::pipeline::{self, Authenticated, ToolRequest, Transport, authenticate, denial::codes};
 
 /// How this handler learns who is calling.
 #[derive(Debug, Clone)]
@@ -38,12 +38,18 @@ pub struct McpFront {
 impl McpFront {
     /// A handler for the HTTP edge.
     pub fn for_http(gw: Arc<Gateway>) -> Self {
-        Self { gw, identity: Identity::HttpLayer }
+        Self {
+            gw,
+            identity: Identity::HttpLayer,
+        }
     }
 
     /// A handler for stdio, authenticating every request with `key`.
     pub fn for_stdio(gw: Arc<Gateway>, key: &str) -> Self {
-        Self { gw, identity: Identity::Key(Arc::from(key)) }
+        Self {
+            gw,
+            identity: Identity::Key(Arc::from(key)),
+        }
     }
 
     async fn who(&self, ctx: &RequestContext<RoleServer>) -> Result<Authenticated, ErrorData> {
@@ -55,7 +61,12 @@ impl McpFront {
                 .cloned()
                 // The auth layer runs before rmcp; reaching here without an
                 // identity is a wiring bug, and still a refusal.
-                .ok_or_else(|| unauthenticated("credential_missing", "no authenticated principal on this request")),
+                .ok_or_else(|| {
+                    unauthenticated(
+                        "credential_missing",
+                        "no authenticated principal on this request",
+                    )
+                }),
             Identity::Key(key) => authenticate::authenticate_key(&self.gw, key, Transport::Stdio)
                 .await
                 .map_err(|e| unauthenticated(e.code(), &format!("{e} (check TOLLGATE_AGENT_KEY)"))),
@@ -64,7 +75,11 @@ impl McpFront {
 }
 
 fn unauthenticated(code: &str, message: &str) -> ErrorData {
-    ErrorData::new(ErrorCode(codes::UNAUTHENTICATED), message.to_string(), Some(serde_json::json!({ "reason": code })))
+    ErrorData::new(
+        ErrorCode(codes::UNAUTHENTICATED),
+        message.to_string(),
+        Some(serde_json::json!({ "reason": code })),
+    )
 }
 
 impl ServerHandler for McpFront {
@@ -94,8 +109,13 @@ impl ServerHandler for McpFront {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let who = self.who(&ctx).await?;
-        let request = ToolRequest { name: request.name.into_owned(), arguments: request.arguments };
-        pipeline::call_tool(&self.gw, &who, request, &ctx.ct).await.map(Into::into)
+        let request = ToolRequest {
+            name: request.name.into_owned(),
+            arguments: request.arguments,
+        };
+        pipeline::call_tool(&self.gw, &who, request, &ctx.ct)
+            .await
+            .map(Into::into)
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {

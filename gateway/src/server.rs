@@ -19,21 +19,21 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
-use axum::Router;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::net::TcpListener;
 
-use crate::mcp::McpFront;
-use crate::pipeline::authenticate::{self, AuthError};
-use crate::pipeline::Transport;
 use crate::Gateway;
+use crate::mcp::McpFront;
+use crate::pipeline::Transport;
+use crate::pipeline::authenticate::{self, AuthError};
 
 /// Default cap on a request body: far above any sane tool call, far below
 /// what could hurt the process.
@@ -84,8 +84,16 @@ pub fn router(gw: Arc<Gateway>, options: &HttpOptions) -> Router {
         .with_allowed_hosts(options.allowed_hosts.clone())
         .with_max_request_body_bytes(options.max_body_bytes);
     let handler = McpFront::for_http(gw.clone());
-    let mcp = StreamableHttpService::new(move || Ok(handler.clone()), Arc::new(LocalSessionManager::default()), config);
-    let edge = Arc::new(Edge { gw, allowed_origins: options.allowed_origins.clone(), sessions: Mutex::new(HashMap::new()) });
+    let mcp = StreamableHttpService::new(
+        move || Ok(handler.clone()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let edge = Arc::new(Edge {
+        gw,
+        allowed_origins: options.allowed_origins.clone(),
+        sessions: Mutex::new(HashMap::new()),
+    });
     Router::new()
         .nest_service("/mcp", mcp)
         .layer(middleware::from_fn_with_state(edge.clone(), guard))
@@ -105,12 +113,19 @@ pub async fn serve(
             tracing::warn!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 fn refuse(status: StatusCode, reason: &str, message: &str) -> Response {
     let body = serde_json::json!({ "error": message, "reason": reason });
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn unauthorized(error: &AuthError) -> Response {
@@ -137,20 +152,33 @@ fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
 
 async fn guard(State(edge): State<Arc<Edge>>, mut request: Request, next: Next) -> Response {
     if let Some(origin) = request.headers().get(header::ORIGIN) {
-        let ok = origin.to_str().map(|o| origin_allowed(o, &edge.allowed_origins)).unwrap_or(false);
+        let ok = origin
+            .to_str()
+            .map(|o| origin_allowed(o, &edge.allowed_origins))
+            .unwrap_or(false);
         if !ok {
-            return refuse(StatusCode::FORBIDDEN, "origin_forbidden", "requests from this Origin are not allowed");
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "origin_forbidden",
+                "requests from this Origin are not allowed",
+            );
         }
     }
     if let Some(q) = request.uri().query() {
         let lower = q.to_ascii_lowercase();
-        if ["access_token=", "token=", "key=", "api_key="].iter().any(|k| lower.split('&').any(|p| p.starts_with(k))) {
+        if ["access_token=", "token=", "key=", "api_key="]
+            .iter()
+            .any(|k| lower.split('&').any(|p| p.starts_with(k)))
+        {
             let mut r = refuse(
                 StatusCode::UNAUTHORIZED,
                 "credential_in_url",
                 "credentials must be sent in the Authorization header, never in the URL",
             );
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"tollgate\", error=\"invalid_request\""));
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tollgate\", error=\"invalid_request\""),
+            );
             return r;
         }
     }
@@ -158,7 +186,10 @@ async fn guard(State(edge): State<Arc<Edge>>, mut request: Request, next: Next) 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::to_string);
     let Some(presented) = presented else {
         return unauthorized(&AuthError::Missing);
@@ -167,7 +198,11 @@ async fn guard(State(edge): State<Arc<Edge>>, mut request: Request, next: Next) 
         Ok(who) => who,
         Err(AuthError::Unavailable(e)) => {
             tracing::error!(error = %e, "cannot check credentials; refusing");
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "identity_unavailable", "credentials cannot be checked right now");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "identity_unavailable",
+                "credentials cannot be checked right now",
+            );
         }
         Err(e) => {
             tracing::info!(reason = e.code(), "HTTP request refused");
@@ -175,15 +210,29 @@ async fn guard(State(edge): State<Arc<Edge>>, mut request: Request, next: Next) 
         }
     };
     let principal = who.principal().to_string();
-    let session = request.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let session = request
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     if let Some(id) = &session {
         let mut sessions = edge.sessions.lock().unwrap_or_else(|p| p.into_inner());
         match sessions.get_mut(id) {
             Some(b) if b.principal == principal => b.last_seen = Instant::now(),
             Some(_) => {
-                return refuse(StatusCode::FORBIDDEN, "session_foreign", "this session was opened by another credential");
+                return refuse(
+                    StatusCode::FORBIDDEN,
+                    "session_foreign",
+                    "this session was opened by another credential",
+                );
             }
-            None => return refuse(StatusCode::NOT_FOUND, "session_unknown", "unknown or expired session; initialize a new one"),
+            None => {
+                return refuse(
+                    StatusCode::NOT_FOUND,
+                    "session_unknown",
+                    "unknown or expired session; initialize a new one",
+                );
+            }
         }
     }
     let method = request.method().clone();
@@ -193,11 +242,21 @@ async fn guard(State(edge): State<Arc<Edge>>, mut request: Request, next: Next) 
     let mut sessions = edge.sessions.lock().unwrap_or_else(|p| p.into_inner());
     match (&session, &method) {
         (None, &Method::POST) => {
-            if let Some(new_id) = response.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+            if let Some(new_id) = response
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+            {
                 if sessions.len() >= 1024 {
                     sessions.retain(|_, b| b.last_seen.elapsed() < SESSION_BINDING_TTL);
                 }
-                sessions.insert(new_id.to_string(), Binding { principal, last_seen: Instant::now() });
+                sessions.insert(
+                    new_id.to_string(),
+                    Binding {
+                        principal,
+                        last_seen: Instant::now(),
+                    },
+                );
             }
         }
         (Some(id), &Method::DELETE) if response.status().is_success() => {

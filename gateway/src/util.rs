@@ -10,5 +10,7 @@ const STAMP: &[FormatItem<'static>] =
 
 /// Now, as RFC 3339 UTC with microseconds.
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc().format(STAMP).unwrap_or_default()
+    time::OffsetDateTime::now_utc()
+        .format(STAMP)
+        .unwrap_or_default()
 }

@@ -1,1 +1,10 @@
+//! Integration tests: the real gateway on port 0, real rmcp clients, real
+//! HTTP backends, a real SQLite file. One module per area.
 
+#![allow(clippy::unwrap_used)]
+
+mod cli;
+mod demo;
+mod http_transport;
+mod manifests;
+mod stdio_transport;

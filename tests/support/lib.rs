@@ -1,1 +1,336 @@
-//! placeholder
+//! Test support: real servers on port 0. A recording HTTP backend, the real
+//! gateway (library `server::serve`) over a temporary SQLite store, and
+//! rmcp clients over Streamable HTTP.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tollgate::Gateway;
+use tollgate::server::HttpOptions;
+use tollgate::store::{SqliteStore, Store};
+
+/// The workspace root (for shipped manifests and examples).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// One request the backend received.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    /// HTTP method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// Raw query string.
+    pub query: Option<String>,
+    /// Headers, lowercase names.
+    pub headers: Vec<(String, String)>,
+    /// Body parsed as JSON, if it was.
+    pub body: Option<Value>,
+}
+
+/// A real HTTP backend on port 0 that records every request.
+///
+/// Routes: `/boom` answers 500 with a JSON error, `/slow` answers after
+/// 5 s, `/big` answers 64 KiB, anything else echoes the request as JSON.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    hits: Arc<Mutex<Vec<Hit>>>,
+}
+
+impl Backend {
+    /// Starts the backend.
+    pub async fn start() -> Self {
+        let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
+        let app = Router::new().fallback(record).with_state(hits.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            url: format!("http://{addr}"),
+            hits,
+        }
+    }
+
+    /// Everything received so far.
+    pub fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().unwrap().clone()
+    }
+}
+
+async fn record(State(hits): State<Arc<Mutex<Vec<Hit>>>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let hit = Hit {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect(),
+        body: serde_json::from_slice(&bytes).ok(),
+    };
+    hits.lock().unwrap().push(hit.clone());
+    match hit.path.as_str() {
+        "/api/boom" => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({ "error": "database exploded" })),
+        )
+            .into_response(),
+        "/api/slow" => {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            axum::Json(json!({ "late": true })).into_response()
+        }
+        "/api/big" => "x".repeat(64 * 1024).into_response(),
+        _ => axum::Json(json!({
+            "method": hit.method, "path": hit.path, "query": hit.query, "body": hit.body,
+        }))
+        .into_response(),
+    }
+}
+
+/// Manifests for the test connector `inventory` in front of `backend_url`,
+/// with agents `tester` (most tools) and `other` (one tool).
+pub fn test_manifests(backend_url: &str) -> String {
+    format!(
+        r#"kind: Connector
+id: inventory
+description: Test inventory API
+owners:
+  system: {{ name: inventory-team, contact: inv@example.com }}
+  security: {{ name: secops, contact: secops@example.com }}
+http:
+  base_url: {backend_url}/api
+  timeout_ms: 2000
+tools:
+  - name: get_item
+    description: Read an item
+    risk: low
+    annotations: {{ read_only: true }}
+    input_schema:
+      type: object
+      properties:
+        item_id: {{ type: string, minLength: 1 }}
+        verbose: {{ type: boolean }}
+      required: [item_id]
+      additionalProperties: false
+    http:
+      request: {{ method: GET, path: "/items/{{item_id}}", query: {{ v: verbose }} }}
+  - name: create_item
+    description: Create an item
+    risk: medium
+    input_schema:
+      type: object
+      properties:
+        name: {{ type: string }}
+        qty: {{ type: integer, minimum: 0 }}
+        trace: {{ type: string }}
+      required: [name, qty]
+    http:
+      request: {{ method: POST, path: /items, headers: {{ x-trace: trace }} }}
+  - name: boom
+    description: Always fails
+    risk: low
+    input_schema: {{ type: object }}
+    http:
+      request: {{ method: GET, path: /boom }}
+      response: {{ error_message: /error }}
+  - name: slow
+    description: Never answers in time
+    risk: low
+    input_schema: {{ type: object }}
+    http:
+      request: {{ method: GET, path: /slow }}
+      timeout_ms: 300
+  - name: purge
+    description: Granted to nobody
+    risk: critical
+    input_schema: {{ type: object }}
+    http:
+      request: {{ method: DELETE, path: /items }}
+---
+kind: Agent
+id: tester
+description: Test agent
+owners:
+  business: {{ name: biz, contact: biz@example.com }}
+  system: {{ name: sys, contact: sys@example.com }}
+  security: {{ name: sec, contact: sec@example.com }}
+tools: [inventory.get_item, inventory.create_item, inventory.boom, inventory.slow]
+---
+kind: Agent
+id: other
+description: Second test agent
+owners:
+  business: {{ name: biz, contact: biz@example.com }}
+  system: {{ name: sys, contact: sys@example.com }}
+  security: {{ name: sec, contact: sec@example.com }}
+tools: [inventory.get_item]
+"#
+    )
+}
+
+/// The real gateway on port 0 over a temporary data and manifest directory.
+#[derive(Debug)]
+pub struct TestGateway {
+    /// `http://127.0.0.1:PORT/mcp`.
+    pub url: String,
+    /// Listening address.
+    pub addr: SocketAddr,
+    /// Shared state, to inspect the store.
+    pub gw: Arc<Gateway>,
+    /// Data directory (SQLite file lives here).
+    pub data: tempfile::TempDir,
+    /// Manifest directory.
+    pub manifests: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestGateway {
+    /// Writes `manifests` as `test.yaml` and starts the gateway on them.
+    pub async fn start(manifests: &str) -> Self {
+        Self::start_with(
+            manifests,
+            HttpOptions {
+                max_body_bytes: 64 * 1024,
+                ..HttpOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// Same, with explicit HTTP options.
+    pub async fn start_with(manifests: &str, options: HttpOptions) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("test.yaml"), manifests).unwrap();
+        Self::start_dir(dir, options).await
+    }
+
+    /// Starts the gateway on an existing manifest directory.
+    pub async fn start_dir(manifests: tempfile::TempDir, options: HttpOptions) -> Self {
+        let catalog = tollgate::manifest::load_dir(manifests.path())
+            .unwrap_or_else(|e| panic!("manifests: {e}"));
+        let data = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(data.path()).await.unwrap());
+        let gw = Arc::new(Gateway::new(catalog, store).await.unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let served = gw.clone();
+        tokio::spawn(async move {
+            tollgate::server::serve(listener, served, &options, async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        Self {
+            url: format!("http://{addr}/mcp"),
+            addr,
+            gw,
+            data,
+            manifests,
+            shutdown: Some(tx),
+        }
+    }
+
+    /// Issues a key for `agent` (as `tollgate agents issue-key` does).
+    pub async fn issue_key(&self, agent: &str) -> String {
+        let k = tollgate::pipeline::authenticate::new_key();
+        self.gw
+            .store()
+            .insert_key(&k.key_id, agent, &k.hash, None)
+            .await
+            .unwrap();
+        k.key
+    }
+
+    /// An rmcp client (handshake revisions) authenticated with `key`.
+    pub async fn client(&self, key: &str) -> RunningService<RoleClient, ()> {
+        let config = StreamableHttpClientTransportConfig::with_uri(self.url.clone())
+            .auth_header(key.to_string());
+        ().serve(StreamableHttpClientTransport::from_config(config))
+            .await
+            .unwrap()
+    }
+
+    /// An rmcp client on the stateless 2026-07-28 revision.
+    pub async fn stateless_client(&self, key: &str) -> RunningService<RoleClient, ()> {
+        use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+        let config = StreamableHttpClientTransportConfig::with_uri(self.url.clone())
+            .auth_header(key.to_string());
+        let mode = ClientLifecycleMode::Discover {
+            preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+        };
+        ().serve_with_lifecycle(StreamableHttpClientTransport::from_config(config), mode)
+            .await
+            .unwrap()
+    }
+
+    /// Every decision record, oldest first.
+    pub async fn decisions(&self) -> Vec<tollgate::store::DecisionRecord> {
+        let mut all = self
+            .gw
+            .store()
+            .decisions(&Default::default())
+            .await
+            .unwrap();
+        all.reverse();
+        all
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Arguments as an rmcp JSON object.
+pub fn args(v: Value) -> serde_json::Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        other => panic!("arguments must be an object, got {other}"),
+    }
+}
+
+/// A raw JSON-RPC POST to the gateway, for what a well-behaved client never sends.
+pub async fn raw_post(
+    url: &str,
+    key: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    let mut r = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body);
+    if let Some(k) = key {
+        r = r.bearer_auth(k);
+    }
+    r.send().await.unwrap()
+}

@@ -41,10 +41,16 @@ impl HttpConnectorConfig {
         let url = reqwest::Url::parse(&self.base_url)
             .map_err(|e| format!("base_url `{}` is not a valid URL: {e}", self.base_url))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("base_url `{}` must use http or https", self.base_url));
+            return Err(format!(
+                "base_url `{}` must use http or https",
+                self.base_url
+            ));
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return Err(format!("base_url `{}` must not have a query or fragment", self.base_url));
+            return Err(format!(
+                "base_url `{}` must not have a query or fragment",
+                self.base_url
+            ));
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(format!(

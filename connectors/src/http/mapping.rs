@@ -2,13 +2,16 @@
 
 use serde_json::{Map, Value};
 
-use super::config::{BodyMode, ResponseMapping};
 use super::ToolRoute;
+use super::config::{BodyMode, ResponseMapping};
 use crate::{ConnectorError, ToolOutput};
 
 /// Bytes encoded in a path segment: everything but RFC 3986 unreserved
 /// characters (minus `.`, so `..` cannot form a dot segment).
-const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Longest backend error message passed on to the agent.
 const MAX_ERROR_MESSAGE_CHARS: usize = 500;
@@ -41,8 +44,14 @@ impl PathTemplate {
                 parts.push(Part::Literal(rest[..open].to_string()));
             }
             let name = &rest[open + 1..close];
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                return Err(format!("request path `{path}` has an invalid placeholder `{{{name}}}`"));
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(format!(
+                    "request path `{path}` has an invalid placeholder `{{{name}}}`"
+                ));
             }
             parts.push(Part::Arg(name.to_string()));
             rest = &rest[close + 1..];
@@ -85,9 +94,9 @@ pub(super) fn build_request(
         match part {
             Part::Literal(l) => path.push_str(l),
             Part::Arg(name) => {
-                let v = args
-                    .get(name)
-                    .ok_or_else(|| ConnectorError::BadRequest(format!("missing path argument `{name}`")))?;
+                let v = args.get(name).ok_or_else(|| {
+                    ConnectorError::BadRequest(format!("missing path argument `{name}`"))
+                })?;
                 // Every byte outside the unreserved set is encoded, `/` and
                 // `.` included, so `../admin` in an argument stays one
                 // segment and cannot climb the path.
@@ -114,8 +123,9 @@ pub(super) fn build_request(
     for (header, arg) in &mapping.headers {
         used.push(arg);
         if let Some(v) = args.get(arg).filter(|v| !v.is_null()) {
-            let value = http::HeaderValue::from_str(&scalar(v))
-                .map_err(|_| ConnectorError::BadRequest(format!("argument `{arg}` is not a valid header value")))?;
+            let value = http::HeaderValue::from_str(&scalar(v)).map_err(|_| {
+                ConnectorError::BadRequest(format!("argument `{arg}` is not a valid header value"))
+            })?;
             request = request.header(header.as_str(), value);
         }
     }
@@ -123,16 +133,25 @@ pub(super) fn build_request(
         BodyMode::None => request,
         BodyMode::All => request.json(args),
         BodyMode::Rest => {
-            let rest: Map<String, Value> =
-                args.iter().filter(|(k, _)| !used.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let rest: Map<String, Value> = args
+                .iter()
+                .filter(|(k, _)| !used.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             request.json(&rest)
         }
     };
-    Ok(request.header(http::header::ACCEPT, "application/json, text/plain;q=0.9, */*;q=0.5"))
+    Ok(request.header(
+        http::header::ACCEPT,
+        "application/json, text/plain;q=0.9, */*;q=0.5",
+    ))
 }
 
 /// Reads the body, refusing to buffer more than `limit` bytes.
-pub(super) async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, ConnectorError> {
+pub(super) async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, ConnectorError> {
     if response.content_length().is_some_and(|n| n > limit as u64) {
         return Err(ConnectorError::ResponseTooLarge { limit });
     }
@@ -146,13 +165,23 @@ pub(super) async fn read_capped(mut response: reqwest::Response, limit: usize) -
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body),
-            Err(e) if e.is_timeout() => return Err(ConnectorError::Timeout(std::time::Duration::ZERO)),
-            Err(_) => return Err(ConnectorError::Unreachable("the response body was cut off".into())),
+            Err(e) if e.is_timeout() => {
+                return Err(ConnectorError::Timeout(std::time::Duration::ZERO));
+            }
+            Err(_) => {
+                return Err(ConnectorError::Unreachable(
+                    "the response body was cut off".into(),
+                ));
+            }
         }
     }
 }
 
-pub(super) fn to_output(status: reqwest::StatusCode, body: &[u8], mapping: &ResponseMapping) -> ToolOutput {
+pub(super) fn to_output(
+    status: reqwest::StatusCode,
+    body: &[u8],
+    mapping: &ResponseMapping,
+) -> ToolOutput {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     if status.is_success() {
         let selected = match (&json, &mapping.select) {
@@ -169,7 +198,12 @@ pub(super) fn to_output(status: reqwest::StatusCode, body: &[u8], mapping: &Resp
             Value::Object(_) => v,
             other => serde_json::json!({ "result": other }),
         });
-        return ToolOutput { text, structured, is_error: false, backend_status: Some(status.as_u16()) };
+        return ToolOutput {
+            text,
+            structured,
+            is_error: false,
+            backend_status: Some(status.as_u16()),
+        };
     }
     let message = json
         .as_ref()
@@ -186,7 +220,12 @@ pub(super) fn to_output(status: reqwest::StatusCode, body: &[u8], mapping: &Resp
         text.push_str(": ");
         text.push_str(&m);
     }
-    ToolOutput { text, structured: None, is_error: true, backend_status: Some(status.as_u16()) }
+    ToolOutput {
+        text,
+        structured: None,
+        is_error: true,
+        backend_status: Some(status.as_u16()),
+    }
 }
 
 #[cfg(test)]
@@ -205,18 +244,28 @@ mod tests {
 
     #[test]
     fn error_body_message_is_selected_and_capped() {
-        let mapping = ResponseMapping { select: None, error_message: Some("/error".into()) };
+        let mapping = ResponseMapping {
+            select: None,
+            error_message: Some("/error".into()),
+        };
         let long = "x".repeat(2000);
         let body = serde_json::json!({ "error": long }).to_string();
         let out = to_output(reqwest::StatusCode::BAD_REQUEST, body.as_bytes(), &mapping);
         assert!(out.is_error);
-        assert!(out.text.starts_with("The backend returned HTTP 400 Bad Request: xxx"));
+        assert!(
+            out.text
+                .starts_with("The backend returned HTTP 400 Bad Request: xxx")
+        );
         assert!(out.text.len() < 600);
     }
 
     #[test]
     fn non_object_json_is_wrapped_for_structured_content() {
-        let out = to_output(reqwest::StatusCode::OK, b"[1,2]", &ResponseMapping::default());
+        let out = to_output(
+            reqwest::StatusCode::OK,
+            b"[1,2]",
+            &ResponseMapping::default(),
+        );
         assert_eq!(out.structured, Some(serde_json::json!({"result": [1, 2]})));
         assert!(!out.is_error);
     }

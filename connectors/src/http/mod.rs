@@ -11,7 +11,9 @@
 mod config;
 mod mapping;
 
-pub use config::{BodyMode, HttpConnectorConfig, HttpMethod, HttpToolConfig, RequestMapping, ResponseMapping};
+pub use config::{
+    BodyMode, HttpConnectorConfig, HttpMethod, HttpToolConfig, RequestMapping, ResponseMapping,
+};
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -56,7 +58,12 @@ impl HttpConnector {
         config: &HttpConnectorConfig,
         tools: impl IntoIterator<Item = (&'a str, &'a HttpToolConfig, Vec<String>)>,
     ) -> Result<Self, HttpConfigError> {
-        let base = config.parsed_base_url().map_err(|message| HttpConfigError { tool: None, message })?;
+        let base = config
+            .parsed_base_url()
+            .map_err(|message| HttpConfigError {
+                tool: None,
+                message,
+            })?;
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout())
             .tcp_nodelay(true)
@@ -65,12 +72,17 @@ impl HttpConnector {
             // reviewed; a backend that moves must be re-declared.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| HttpConfigError { tool: None, message: format!("cannot build HTTP client: {e}") })?;
+            .map_err(|e| HttpConfigError {
+                tool: None,
+                message: format!("cannot build HTTP client: {e}"),
+            })?;
         let mut routes = HashMap::new();
         for (name, tool, properties) in tools {
-            let template = mapping::PathTemplate::parse(&tool.request.path).map_err(|message| HttpConfigError {
-                tool: Some(name.to_string()),
-                message,
+            let template = mapping::PathTemplate::parse(&tool.request.path).map_err(|message| {
+                HttpConfigError {
+                    tool: Some(name.to_string()),
+                    message,
+                }
             })?;
             let mut referenced: Vec<&str> = template.placeholders().collect();
             referenced.extend(tool.request.query.values().map(String::as_str));
@@ -93,17 +105,35 @@ impl HttpConnector {
                     });
                 }
             }
-            let timeout = tool.timeout_ms.map(Duration::from_millis).unwrap_or(config.timeout());
-            routes.insert(name.to_string(), ToolRoute { config: tool.clone(), timeout, template });
+            let timeout = tool
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(config.timeout());
+            routes.insert(
+                name.to_string(),
+                ToolRoute {
+                    config: tool.clone(),
+                    timeout,
+                    template,
+                },
+            );
         }
-        Ok(Self { base, client, tools: routes, max_response_bytes: config.max_response_bytes })
+        Ok(Self {
+            base,
+            client,
+            tools: routes,
+            max_response_bytes: config.max_response_bytes,
+        })
     }
 }
 
 #[async_trait]
 impl Connector for HttpConnector {
     async fn call(&self, call: ConnectorCall<'_>) -> Result<ToolOutput, ConnectorError> {
-        let route = self.tools.get(call.tool).ok_or_else(|| ConnectorError::UnknownTool(call.tool.to_string()))?;
+        let route = self
+            .tools
+            .get(call.tool)
+            .ok_or_else(|| ConnectorError::UnknownTool(call.tool.to_string()))?;
         let request = mapping::build_request(&self.client, &self.base, route, call.arguments)?;
         let timeout = route.timeout;
         let response = match tokio::time::timeout(timeout, request.send()).await {
@@ -113,7 +143,12 @@ impl Connector for HttpConnector {
             Ok(Ok(r)) => r,
         };
         let status = response.status();
-        let body = match tokio::time::timeout(timeout, mapping::read_capped(response, self.max_response_bytes)).await {
+        let body = match tokio::time::timeout(
+            timeout,
+            mapping::read_capped(response, self.max_response_bytes),
+        )
+        .await
+        {
             Err(_) => return Err(ConnectorError::Timeout(timeout)),
             Ok(r) => r?,
         };
@@ -132,7 +167,12 @@ fn describe(e: &reqwest::Error) -> String {
         "transport error"
     };
     match e.url() {
-        Some(u) => format!("{kind} ({}://{}{})", u.scheme(), u.host_str().unwrap_or("?"), u.port().map(|p| format!(":{p}")).unwrap_or_default()),
+        Some(u) => format!(
+            "{kind} ({}://{}{})",
+            u.scheme(),
+            u.host_str().unwrap_or("?"),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ),
         None => kind.to_string(),
     }
 }

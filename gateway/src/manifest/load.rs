@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tollgate_connectors::http::HttpConnector;
 use tollgate_connectors::Connector;
+use tollgate_connectors::http::HttpConnector;
 
 use super::types::{AgentManifest, ConnectorManifest, DemoBackendManifest};
 use super::{ManifestError, ManifestErrors};
@@ -25,13 +25,24 @@ pub struct Source {
 /// Reads every `*.yaml` / `*.yml` file directly in `dir` (sorted by name, so
 /// load order and error order are stable) and builds the catalog.
 pub fn load_dir(dir: &Path) -> Result<Catalog, ManifestErrors> {
-    let one = |message: String| ManifestErrors(vec![ManifestError { file: dir.to_path_buf(), line: 0, column: 0, message }]);
+    let one = |message: String| {
+        ManifestErrors(vec![ManifestError {
+            file: dir.to_path_buf(),
+            line: 0,
+            column: 0,
+            message,
+        }])
+    };
     let entries = std::fs::read_dir(dir).map_err(|e| {
-        one(format!("cannot read the manifest directory: {e} (pass --manifests DIR to point at another one)"))
+        one(format!(
+            "cannot read the manifest directory: {e} (pass --manifests DIR to point at another one)"
+        ))
     })?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
         .collect();
     paths.sort();
     let mut sources = Vec::new();
@@ -39,11 +50,18 @@ pub fn load_dir(dir: &Path) -> Result<Catalog, ManifestErrors> {
     for path in paths {
         match std::fs::read_to_string(&path) {
             Ok(text) => sources.push(Source { path, text }),
-            Err(e) => errors.push(ManifestError { file: path, line: 0, column: 0, message: format!("cannot read: {e}") }),
+            Err(e) => errors.push(ManifestError {
+                file: path,
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+            }),
         }
     }
     if sources.is_empty() && errors.is_empty() {
-        return Err(one("no manifest files (*.yaml, *.yml) in this directory".into()));
+        return Err(one(
+            "no manifest files (*.yaml, *.yml) in this directory".into()
+        ));
     }
     match load_sources(&sources) {
         Ok(c) if errors.is_empty() => Ok(c),
@@ -67,14 +85,21 @@ impl Doc<'_> {
     fn error(&self, line: usize, column: usize, message: impl Into<String>) -> ManifestError {
         ManifestError {
             file: self.file.to_path_buf(),
-            line: if line == 0 { self.line_offset + 1 } else { self.line_offset + line },
+            line: if line == 0 {
+                self.line_offset + 1
+            } else {
+                self.line_offset + line
+            },
             column,
             message: message.into(),
         }
     }
 
     fn serde_error(&self, e: &serde_yaml_ng::Error) -> ManifestError {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
         // serde_yaml_ng appends " at line N column M"; we print it ourselves.
         let text = e.to_string();
         let message = match text.find(" at line ") {
@@ -88,25 +113,44 @@ impl Doc<'_> {
     /// cross-reference error can point at the value it is about. Falls back
     /// to the document's first line.
     fn locate(&self, after: Option<&str>, needle: &str) -> (usize, usize) {
+        self.locate_nth(after, needle, 0)
+    }
+
+    /// Like [`Doc::locate`], for the `n`-th (0-based) occurrence.
+    fn locate_nth(&self, after: Option<&str>, needle: &str, n: usize) -> (usize, usize) {
         let mut start = 0;
-        if let Some(anchor) = after {
-            if let Some((l, _)) = find_scalar(self.text, anchor, 0) {
-                start = l - 1;
+        if let Some((l, _)) = after.and_then(|anchor| find_scalar(self.text, anchor, 0)) {
+            start = l - 1;
+        }
+        let mut found = (0, 0);
+        for _ in 0..=n {
+            match find_scalar(self.text, needle, start) {
+                Some((l, c)) => {
+                    found = (l, c);
+                    start = l;
+                }
+                None => break,
             }
         }
-        find_scalar(self.text, needle, start).unwrap_or((0, 0))
+        found
     }
 }
 
 fn find_scalar(text: &str, needle: &str, from_line: usize) -> Option<(usize, usize)> {
     for (i, line) in text.lines().enumerate().skip(from_line) {
-        for quoted in [needle.to_string(), format!("\"{needle}\""), format!("'{needle}'")] {
+        for quoted in [
+            needle.to_string(),
+            format!("\"{needle}\""),
+            format!("'{needle}'"),
+        ] {
             let mut search = 0;
             while let Some(pos) = line[search..].find(&quoted).map(|p| p + search) {
                 let before = line[..pos].chars().next_back();
                 let after = line[pos + quoted.len()..].chars().next();
-                let bounded_before = before.is_none_or(|c| matches!(c, ' ' | ':' | '-' | '[' | ',' | '{'));
-                let bounded_after = after.is_none_or(|c| matches!(c, ' ' | ',' | ']' | '}' | '#' | ':'));
+                let bounded_before =
+                    before.is_none_or(|c| matches!(c, ' ' | ':' | '-' | '[' | ',' | '{'));
+                let bounded_after =
+                    after.is_none_or(|c| matches!(c, ' ' | ',' | ']' | '}' | '#' | ':'));
                 if bounded_before && bounded_after {
                     return Some((i + 1, pos + 1));
                 }
@@ -126,14 +170,26 @@ fn split_documents<'a>(file: &'a Path, text: &'a str) -> Vec<Doc<'a>> {
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let bare = line.trim_end();
         if bare == "---" || bare.starts_with("--- ") || bare == "..." {
-            docs.push(Doc { file, text: &text[start_byte..offset], line_offset: start_line });
+            docs.push(Doc {
+                file,
+                text: &text[start_byte..offset],
+                line_offset: start_line,
+            });
             start_byte = offset + line.len();
             start_line = i + 1;
         }
         offset += line.len();
     }
-    docs.push(Doc { file, text: &text[start_byte..], line_offset: start_line });
-    docs.retain(|d| d.text.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')));
+    docs.push(Doc {
+        file,
+        text: &text[start_byte..],
+        line_offset: start_line,
+    });
+    docs.retain(|d| {
+        d.text
+            .lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+    });
     docs
 }
 
@@ -162,7 +218,11 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
                     continue;
                 }
             };
-            let kind = probe.kind.as_ref().and_then(|k| k.as_str()).map(str::to_string);
+            let kind = probe
+                .kind
+                .as_ref()
+                .and_then(|k| k.as_str())
+                .map(str::to_string);
             match kind.as_deref() {
                 Some("Connector") => match serde_yaml_ng::from_str(doc.text) {
                     Ok(value) => connectors.push(Parsed { doc, value }),
@@ -180,27 +240,48 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
                     let (l, c) = doc.locate(None, other);
                     errors.push(doc.error(l, c, format!("unknown kind `{other}`, expected one of `Connector`, `Agent`, `DemoBackend`")));
                 }
-                None => errors.push(doc.error(0, 0, "missing `kind` (one of `Connector`, `Agent`, `DemoBackend`)")),
+                None => errors.push(doc.error(
+                    0,
+                    0,
+                    "missing `kind` (one of `Connector`, `Agent`, `DemoBackend`)",
+                )),
             }
         }
     }
 
-    let mut catalog = Catalog::default();
-    catalog.sources = sources
-        .iter()
-        .map(|s| SourceFile { path: s.path.clone(), sha256: hex::encode(Sha256::digest(s.text.as_bytes())) })
-        .collect();
+    let mut catalog = Catalog {
+        sources: sources
+            .iter()
+            .map(|s| SourceFile {
+                path: s.path.clone(),
+                sha256: hex::encode(Sha256::digest(s.text.as_bytes())),
+            })
+            .collect(),
+        ..Catalog::default()
+    };
 
     // Connectors and their tools.
     let mut seen_connectors: HashMap<String, PathBuf> = HashMap::new();
     for Parsed { doc, value: c } in &connectors {
         let (l, col) = doc.locate(None, &c.id);
         if !valid_id(&c.id) {
-            errors.push(doc.error(l, col, format!("connector id `{}` must match [a-z][a-z0-9_-]*", c.id)));
+            errors.push(doc.error(
+                l,
+                col,
+                format!("connector id `{}` must match [a-z][a-z0-9_-]*", c.id),
+            ));
             continue;
         }
         if let Some(first) = seen_connectors.insert(c.id.clone(), doc.file.to_path_buf()) {
-            errors.push(doc.error(l, col, format!("connector `{}` is already declared in {}", c.id, first.display())));
+            errors.push(doc.error(
+                l,
+                col,
+                format!(
+                    "connector `{}` is already declared in {}",
+                    c.id,
+                    first.display()
+                ),
+            ));
             continue;
         }
         check_owner(doc, "owners.system", &c.owners.system, &mut errors);
@@ -209,25 +290,38 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
             errors.push(doc.error(l, col, format!("connector `{}` declares no tools", c.id)));
         }
         let mut ok_tools = Vec::new();
-        let mut seen_tools: HashMap<&str, ()> = HashMap::new();
+        let mut seen_tools: HashMap<&str, usize> = HashMap::new();
         for t in &c.tools {
-            let (tl, tc) = doc.locate(Some("tools:"), &t.name);
+            let nth = seen_tools.get(t.name.as_str()).copied().unwrap_or(0);
+            let (tl, tc) = doc.locate_nth(Some("tools:"), &t.name, nth);
             if !valid_id(&t.name) {
-                errors.push(doc.error(tl, tc, format!("tool name `{}` must match [a-z][a-z0-9_-]*", t.name)));
+                errors.push(doc.error(
+                    tl,
+                    tc,
+                    format!("tool name `{}` must match [a-z][a-z0-9_-]*", t.name),
+                ));
                 continue;
             }
-            if seen_tools.insert(&t.name, ()).is_some() {
-                errors.push(doc.error(tl, tc, format!("tool `{}.{}` is declared twice", c.id, t.name)));
+            if seen_tools.insert(&t.name, nth + 1).is_some() {
+                errors.push(doc.error(
+                    tl,
+                    tc,
+                    format!("tool `{}.{}` is declared twice", c.id, t.name),
+                ));
                 continue;
             }
             match crate::catalog::compile_input_schema(&t.input_schema) {
                 Ok(validator) => ok_tools.push((t, validator, tl, tc)),
-                Err(message) => errors.push(doc.error(tl, tc, format!("tool `{}`: {message}", t.name))),
+                Err(message) => {
+                    errors.push(doc.error(tl, tc, format!("tool `{}`: {message}", t.name)))
+                }
             }
         }
         let connector: Arc<dyn Connector> = match HttpConnector::build(
             &c.http,
-            ok_tools.iter().map(|(t, _, _, _)| (t.name.as_str(), &t.http, schema_properties(&t.input_schema))),
+            ok_tools
+                .iter()
+                .map(|(t, _, _, _)| (t.name.as_str(), &t.http, schema_properties(&t.input_schema))),
         ) {
             Ok(conn) => Arc::new(conn),
             Err(e) => {
@@ -235,7 +329,11 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
                     Some(tool) => doc.locate(Some("tools:"), tool),
                     None => doc.locate(None, "base_url:"),
                 };
-                let what = e.tool.as_ref().map(|t| format!("tool `{t}`: ")).unwrap_or_default();
+                let what = e
+                    .tool
+                    .as_ref()
+                    .map(|t| format!("tool `{t}`: "))
+                    .unwrap_or_default();
                 errors.push(doc.error(el, ec, format!("{what}{}", e.message)));
                 continue;
             }
@@ -243,7 +341,9 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
         let owners = Arc::new(c.owners.clone());
         for (t, validator, _, _) in ok_tools {
             let entry = ToolEntry::new(c, t, validator, connector.clone(), owners.clone());
-            catalog.tools.insert(entry.full_name.clone(), Arc::new(entry));
+            catalog
+                .tools
+                .insert(entry.full_name.clone(), Arc::new(entry));
         }
     }
 
@@ -252,11 +352,23 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
     for Parsed { doc, value: a } in &agents {
         let (l, col) = doc.locate(None, &a.id);
         if !valid_id(&a.id) {
-            errors.push(doc.error(l, col, format!("agent id `{}` must match [a-z][a-z0-9_-]*", a.id)));
+            errors.push(doc.error(
+                l,
+                col,
+                format!("agent id `{}` must match [a-z][a-z0-9_-]*", a.id),
+            ));
             continue;
         }
         if let Some(first) = seen_agents.insert(a.id.clone(), doc.file.to_path_buf()) {
-            errors.push(doc.error(l, col, format!("agent `{}` is already declared in {}", a.id, first.display())));
+            errors.push(doc.error(
+                l,
+                col,
+                format!(
+                    "agent `{}` is already declared in {}",
+                    a.id,
+                    first.display()
+                ),
+            ));
             continue;
         }
         check_owner(doc, "owners.business", &a.owners.business, &mut errors);
@@ -266,15 +378,26 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
         let mut grant_errors = false;
         for pattern in &a.tools {
             let (gl, gc) = doc.locate(Some("tools:"), pattern);
-            let glob = match globset::GlobBuilder::new(pattern).literal_separator(false).build() {
+            let glob = match globset::GlobBuilder::new(pattern)
+                .literal_separator(false)
+                .build()
+            {
                 Ok(g) => g.compile_matcher(),
                 Err(e) => {
-                    errors.push(doc.error(gl, gc, format!("grant `{pattern}` is not a valid glob: {}", e.kind())));
+                    errors.push(doc.error(
+                        gl,
+                        gc,
+                        format!("grant `{pattern}` is not a valid glob: {}", e.kind()),
+                    ));
                     grant_errors = true;
                     continue;
                 }
             };
-            let matched: Vec<&String> = catalog.tools.keys().filter(|name| glob.is_match(name.as_str())).collect();
+            let matched: Vec<&String> = catalog
+                .tools
+                .keys()
+                .filter(|name| glob.is_match(name.as_str()))
+                .collect();
             if matched.is_empty() {
                 let hint = closest(pattern, catalog.tools.keys().map(String::as_str))
                     .map(|s| format!(" (did you mean `{s}`?)"))
@@ -297,13 +420,21 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
         if i > 0 {
             errors.push(doc.error(l, c, "only one DemoBackend may be declared"));
         } else if !d.listen.ip().is_loopback() {
-            errors.push(doc.error(l, c, format!("the demo backend must listen on loopback, not {}", d.listen)));
+            errors.push(doc.error(
+                l,
+                c,
+                format!("the demo backend must listen on loopback, not {}", d.listen),
+            ));
         } else {
             catalog.demo_backend = Some(d.listen);
         }
     }
 
-    if errors.is_empty() { Ok(catalog) } else { Err(ManifestErrors(errors)) }
+    if errors.is_empty() {
+        Ok(catalog)
+    } else {
+        Err(ManifestErrors(errors))
+    }
 }
 
 fn valid_id(id: &str) -> bool {
@@ -313,10 +444,19 @@ fn valid_id(id: &str) -> bool {
         && id.len() <= 64
 }
 
-fn check_owner(doc: &Doc<'_>, what: &str, owner: &super::types::Owner, errors: &mut Vec<ManifestError>) {
+fn check_owner(
+    doc: &Doc<'_>,
+    what: &str,
+    owner: &super::types::Owner,
+    errors: &mut Vec<ManifestError>,
+) {
     if owner.name.trim().is_empty() || owner.contact.trim().is_empty() {
         let (l, c) = doc.locate(None, what.rsplit('.').next().unwrap_or(what));
-        errors.push(doc.error(l, c, format!("{what} needs a non-empty `name` and `contact`")));
+        errors.push(doc.error(
+            l,
+            c,
+            format!("{what} needs a non-empty `name` and `contact`"),
+        ));
     }
 }
 

@@ -16,7 +16,7 @@ pub mod types;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use load::{load_dir, load_sources, Source};
+pub use load::{Source, load_dir, load_sources};
 
 /// One problem in one manifest file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -88,7 +88,9 @@ pub struct ConnectorManifest {
 }
 
 /// How much harm a tool can do. Later stages (tasks, approvals) key off it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Risk {
     /// Reads that expose nothing sensitive.

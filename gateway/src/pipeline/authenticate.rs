@@ -14,9 +14,9 @@ use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use crate::Gateway;
 use crate::catalog::AgentEntry;
 use crate::store::StoreError;
-use crate::Gateway;
 
 /// Prefix of every gateway-issued key, so leaked keys are easy to grep for.
 pub const KEY_PREFIX: &str = "tgk_";
@@ -115,14 +115,21 @@ pub struct IssuedKey {
 pub fn new_key() -> IssuedKey {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    let key = format!("{KEY_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+    let key = format!(
+        "{KEY_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
     let hash = key_hash(&key);
     let key_id = format!("key_{}", hex::encode(&hash[..6]));
     IssuedKey { key, key_id, hash }
 }
 
 /// Verifies a gateway-issued key.
-pub async fn authenticate_key(gw: &Gateway, presented: &str, transport: Transport) -> Result<Authenticated, AuthError> {
+pub async fn authenticate_key(
+    gw: &Gateway,
+    presented: &str,
+    transport: Transport,
+) -> Result<Authenticated, AuthError> {
     let presented = presented.trim();
     if presented.is_empty() {
         return Err(AuthError::Missing);
@@ -130,10 +137,24 @@ pub async fn authenticate_key(gw: &Gateway, presented: &str, transport: Transpor
     if !presented.starts_with(KEY_PREFIX) || presented.len() > 128 {
         return Err(AuthError::Invalid);
     }
-    let record = gw.store().find_key(&key_hash(presented)).await.map_err(AuthError::Unavailable)?.ok_or(AuthError::Invalid)?;
-    let agent = gw.catalog().agents.get(&record.agent_id).cloned().ok_or(AuthError::Invalid)?;
+    let record = gw
+        .store()
+        .find_key(&key_hash(presented))
+        .await
+        .map_err(AuthError::Unavailable)?
+        .ok_or(AuthError::Invalid)?;
+    let agent = gw
+        .catalog()
+        .agents
+        .get(&record.agent_id)
+        .cloned()
+        .ok_or(AuthError::Invalid)?;
     if !agent.gateway_keys {
         return Err(AuthError::Invalid);
     }
-    Ok(Authenticated { agent, credential_id: record.key_id, transport })
+    Ok(Authenticated {
+        agent,
+        credential_id: record.key_id,
+        transport,
+    })
 }

@@ -49,9 +49,13 @@ pub fn authorize(
     name: &str,
     arguments: Option<Map<String, Value>>,
 ) -> Result<Authorized, Denial> {
-    let tool = catalog.tools.get(name).ok_or_else(|| Denial::UnknownTool { name: name.to_string() })?;
+    let tool = catalog.tools.get(name).ok_or_else(|| Denial::UnknownTool {
+        name: name.to_string(),
+    })?;
     if !who.agent().granted.contains(name) {
-        return Err(Denial::NotGranted { name: name.to_string() });
+        return Err(Denial::NotGranted {
+            name: name.to_string(),
+        });
     }
     let arguments = arguments.unwrap_or_default();
     let instance = Value::Object(arguments);
@@ -61,13 +65,26 @@ pub fn authorize(
         .take(MAX_PROBLEMS)
         .map(|e| {
             let path = e.instance_path().to_string();
-            let at = if path.is_empty() { "(arguments)".to_string() } else { path };
+            let at = if path.is_empty() {
+                "(arguments)".to_string()
+            } else {
+                path
+            };
             (at, e.to_string())
         })
         .collect();
     if !problems.is_empty() {
-        return Err(Denial::InvalidArguments { tool: name.to_string(), problems });
+        return Err(Denial::InvalidArguments {
+            tool: name.to_string(),
+            problems,
+        });
     }
-    let Value::Object(arguments) = instance else { unreachable!("built as an object above") };
-    Ok(Authorized { who: who.clone(), tool: tool.clone(), arguments })
+    let Value::Object(arguments) = instance else {
+        unreachable!("built as an object above")
+    };
+    Ok(Authorized {
+        who: who.clone(),
+        tool: tool.clone(),
+        arguments,
+    })
 }

@@ -7,7 +7,7 @@
 //! that the tool exists.
 
 use rmcp::model::{CallToolResult, ContentBlock, ErrorCode, ErrorData};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 use tollgate_connectors::ConnectorError;
 
 use super::authenticate::AuthError;
@@ -88,7 +88,10 @@ impl Denial {
         match self {
             Denial::InvalidArguments { tool, problems } => {
                 let at: Vec<&str> = problems.iter().map(|(p, _)| p.as_str()).collect();
-                format!("arguments do not match the input schema of `{tool}` at {}", at.join(", "))
+                format!(
+                    "arguments do not match the input schema of `{tool}` at {}",
+                    at.join(", ")
+                )
             }
             other => other.to_string(),
         }
@@ -105,18 +108,29 @@ impl Denial {
             )),
             // Same answer for both: an agent cannot probe for tools it was
             // not granted.
-            Denial::UnknownTool { name } | Denial::NotGranted { name } => AgentReply::Error(ErrorData::invalid_params(
-                format!("Unknown tool: {name}"),
-                Some(json!({ "reason": "unknown_tool" })),
-            )),
+            Denial::UnknownTool { name } | Denial::NotGranted { name } => {
+                AgentReply::Error(ErrorData::invalid_params(
+                    format!("Unknown tool: {name}"),
+                    Some(json!({ "reason": "unknown_tool" })),
+                ))
+            }
             Denial::InvalidArguments { tool, problems } => {
                 let mut text = format!("Invalid arguments for {tool} ({code}):");
                 for (at, problem) in problems {
                     text.push_str(&format!("\n- {at}: {problem}"));
                 }
-                text.push_str("\nFix the arguments to match the tool's input schema and call again.");
-                let details: Vec<Value> = problems.iter().map(|(at, p)| json!({ "at": at, "problem": p })).collect();
-                AgentReply::ToolError(tool_error(text, code, Some(json!({ "tollgate/problems": details }))))
+                text.push_str(
+                    "\nFix the arguments to match the tool's input schema and call again.",
+                );
+                let details: Vec<Value> = problems
+                    .iter()
+                    .map(|(at, p)| json!({ "at": at, "problem": p }))
+                    .collect();
+                AgentReply::ToolError(tool_error(
+                    text,
+                    code,
+                    Some(json!({ "tollgate/problems": details })),
+                ))
             }
             Denial::AuditUnavailable => AgentReply::Error(ErrorData::new(
                 ErrorCode(codes::GATEWAY_UNAVAILABLE),
@@ -131,10 +145,16 @@ impl Denial {
 pub fn failure_to_agent(tool: &str, error: &ConnectorError) -> CallToolResult {
     let code = error.code();
     let advice = match error {
-        ConnectorError::Timeout(_) | ConnectorError::Unreachable(_) => " The call may be retried later.",
+        ConnectorError::Timeout(_) | ConnectorError::Unreachable(_) => {
+            " The call may be retried later."
+        }
         _ => "",
     };
-    tool_error(format!("{tool} failed ({code}): {error}.{advice}"), code, None)
+    tool_error(
+        format!("{tool} failed ({code}): {error}.{advice}"),
+        code,
+        None,
+    )
 }
 
 /// A tool error carrying the reason code in `_meta`, where clients and
@@ -145,5 +165,6 @@ fn tool_error(text: String, code: &str, extra: Option<Value>) -> CallToolResult 
     if let Some(Value::Object(extra)) = extra {
         meta.extend(extra);
     }
-    CallToolResult::error(vec![ContentBlock::text(text)]).with_meta(Some(rmcp::model::MetaObject(meta)))
+    CallToolResult::error(vec![ContentBlock::text(text)])
+        .with_meta(Some(rmcp::model::MetaObject(meta)))
 }

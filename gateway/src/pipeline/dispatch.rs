@@ -24,9 +24,16 @@ pub enum Dispatched {
 }
 
 /// Calls the backend.
-pub async fn dispatch(call: &Authorized, _proof: &Recorded, cancel: &CancellationToken) -> Dispatched {
+pub async fn dispatch(
+    call: &Authorized,
+    _proof: &Recorded,
+    cancel: &CancellationToken,
+) -> Dispatched {
     let tool = call.tool();
-    let request = tool.connector.call(ConnectorCall { tool: &tool.local_name, arguments: call.arguments() });
+    let request = tool.connector.call(ConnectorCall {
+        tool: &tool.local_name,
+        arguments: call.arguments(),
+    });
     tokio::select! {
         result = request => match result {
             Ok(output) => Dispatched::Output(output),

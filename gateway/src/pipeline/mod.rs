@@ -56,10 +56,11 @@ pub async fn call_tool(
     // Authorize first: it is pure and in memory, so unknown tools, missing
     // grants and bad arguments are refused before anything is written or
     // sent, and the backend never sees a malformed call.
-    let authorized = match authorize::authorize(&catalog, who, &request.name, request.arguments.clone()) {
-        Ok(a) => a,
-        Err(denial) => return refuse(gw, who, &request, denial, started).await,
-    };
+    let authorized =
+        match authorize::authorize(&catalog, who, &request.name, request.arguments.clone()) {
+            Ok(a) => a,
+            Err(denial) => return refuse(gw, who, &request, denial, started).await,
+        };
 
     // Record before dispatch: a call whose decision is not durable must not
     // run (fail closed). Credentials (later stages) come after every check.
@@ -87,12 +88,23 @@ pub async fn call_tool(
             (outcome, result)
         }
         Dispatched::Failed(e) => {
-            let outcome = Outcome { outcome: "failed", code: Some(e.code()), backend_status: None };
+            let outcome = Outcome {
+                outcome: "failed",
+                code: Some(e.code()),
+                backend_status: None,
+            };
             (outcome, denial::failure_to_agent(&request.name, &e))
         }
         Dispatched::Cancelled => {
-            let outcome = Outcome { outcome: "cancelled", code: Some("client_cancelled"), backend_status: None };
-            (outcome, CallToolResult::error(vec![ContentBlock::text("cancelled by the client")]))
+            let outcome = Outcome {
+                outcome: "cancelled",
+                code: Some("client_cancelled"),
+                backend_status: None,
+            };
+            (
+                outcome,
+                CallToolResult::error(vec![ContentBlock::text("cancelled by the client")]),
+            )
         }
     };
     record::outcome(gw, recorded, outcome, elapsed_us(started)).await;
@@ -106,7 +118,16 @@ async fn refuse(
     denial: Denial,
     started: Instant,
 ) -> Result<CallToolResult, ErrorData> {
-    if let Err(e) = record::deny(gw, who, &request.name, request.arguments.as_ref(), &denial, elapsed_us(started)).await {
+    if let Err(e) = record::deny(
+        gw,
+        who,
+        &request.name,
+        request.arguments.as_ref(),
+        &denial,
+        elapsed_us(started),
+    )
+    .await
+    {
         // Refused either way; a lost denial record is logged, not hidden.
         tracing::error!(error = %e, code = denial.code(), "cannot record a denial");
     }

@@ -9,15 +9,15 @@
 //! to anyone else.
 
 use hmac::{KeyInit, Mac};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::authenticate::Authenticated;
 use super::authorize::Authorized;
 use super::denial::Denial;
+use crate::Gateway;
 use crate::catalog::ToolEntry;
 use crate::store::{DecisionRecord, OutcomeUpdate, StoreError};
 use crate::util::now_rfc3339;
-use crate::Gateway;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -92,12 +92,18 @@ fn owners(who: &Authenticated, tool: Option<&ToolEntry>) -> Value {
         "agent": { "business": a.business.name, "system": a.system.name, "security": a.security.name },
     });
     if let Some(t) = tool {
-        v["connector"] = json!({ "system": t.owners.system.name, "security": t.owners.security.name });
+        v["connector"] =
+            json!({ "system": t.owners.system.name, "security": t.owners.security.name });
     }
     v
 }
 
-fn base(who: &Authenticated, tool_name: &str, tool: Option<&ToolEntry>, digest: Option<String>) -> DecisionRecord {
+fn base(
+    who: &Authenticated,
+    tool_name: &str,
+    tool: Option<&ToolEntry>,
+    digest: Option<String>,
+) -> DecisionRecord {
     DecisionRecord {
         id: uuid::Uuid::now_v7().to_string(),
         at: now_rfc3339(),
@@ -122,10 +128,19 @@ fn base(who: &Authenticated, tool_name: &str, tool: Option<&ToolEntry>, digest: 
 /// Records an `allow` decision; the call may proceed only with the result.
 pub async fn allow(gw: &Gateway, call: &Authorized) -> Result<Recorded, Denial> {
     let digest = args_digest(gw.digest_key(), call.arguments());
-    let mut r = base(call.who(), &call.tool().full_name, Some(call.tool()), Some(digest));
+    let mut r = base(
+        call.who(),
+        &call.tool().full_name,
+        Some(call.tool()),
+        Some(digest),
+    );
     r.decision = "allow".into();
     r.reason_code = "allowed".into();
-    r.reason = format!("`{}` is granted to `{}` and the arguments match its schema", call.tool().full_name, r.agent_id);
+    r.reason = format!(
+        "`{}` is granted to `{}` and the arguments match its schema",
+        call.tool().full_name,
+        r.agent_id
+    );
     match gw.store().record_decision(&r).await {
         Ok(()) => Ok(Recorded { id: r.id }),
         Err(e) => {
@@ -156,7 +171,12 @@ pub async fn deny(
 
 /// Adds the outcome to the `allow` record of a dispatched call.
 pub async fn outcome(gw: &Gateway, recorded: Recorded, o: Outcome, latency_us: i64) {
-    let update = OutcomeUpdate { outcome: o.outcome, outcome_code: o.code, backend_status: o.backend_status, latency_us };
+    let update = OutcomeUpdate {
+        outcome: o.outcome,
+        outcome_code: o.code,
+        backend_status: o.backend_status,
+        latency_us,
+    };
     if let Err(e) = gw.store().record_outcome(&recorded.id, &update).await {
         // The backend has already acted; the result still goes to the agent.
         // The record shows an `allow` without outcome, which an audit flags.
@@ -170,9 +190,12 @@ mod tests {
 
     #[test]
     fn digest_ignores_key_order_and_depends_on_key_and_values() {
-        let a: Map<String, Value> = serde_json::from_str(r#"{"b":1,"a":{"y":2,"x":[1,"s"]}}"#).expect("json");
-        let b: Map<String, Value> = serde_json::from_str(r#"{"a":{"x":[1,"s"],"y":2},"b":1}"#).expect("json");
-        let c: Map<String, Value> = serde_json::from_str(r#"{"a":{"x":[1,"s"],"y":3},"b":1}"#).expect("json");
+        let a: Map<String, Value> =
+            serde_json::from_str(r#"{"b":1,"a":{"y":2,"x":[1,"s"]}}"#).expect("json");
+        let b: Map<String, Value> =
+            serde_json::from_str(r#"{"a":{"x":[1,"s"],"y":2},"b":1}"#).expect("json");
+        let c: Map<String, Value> =
+            serde_json::from_str(r#"{"a":{"x":[1,"s"],"y":3},"b":1}"#).expect("json");
         assert_eq!(args_digest(b"k1", &a), args_digest(b"k1", &b));
         assert_ne!(args_digest(b"k1", &a), args_digest(b"k1", &c));
         assert_ne!(args_digest(b"k1", &a), args_digest(b"k2", &a));

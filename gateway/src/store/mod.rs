@@ -110,7 +110,13 @@ pub struct DecisionFilter {
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Stores a new key hash for an agent.
-    async fn insert_key(&self, key_id: &str, agent_id: &str, key_hash: &[u8], label: Option<&str>) -> Result<(), StoreError>;
+    async fn insert_key(
+        &self,
+        key_id: &str,
+        agent_id: &str,
+        key_hash: &[u8],
+        label: Option<&str>,
+    ) -> Result<(), StoreError>;
     /// Finds a live (not revoked) key by its hash.
     async fn find_key(&self, key_hash: &[u8]) -> Result<Option<KeyRecord>, StoreError>;
     /// Lists every key (live and revoked).

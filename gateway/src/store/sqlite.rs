@@ -25,8 +25,10 @@ impl SqliteStore {
     /// Opens (creating if needed) `tollgate.db` in `data_dir` and brings its
     /// schema up to date.
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
         restrict_permissions(data_dir);
         let file = data_dir.join("tollgate.db");
         let options = SqliteConnectOptions::from_str("sqlite://")?
@@ -39,7 +41,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
@@ -66,7 +71,13 @@ fn key_row(r: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord, sqlx::Error> {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn insert_key(&self, key_id: &str, agent_id: &str, key_hash: &[u8], label: Option<&str>) -> Result<(), StoreError> {
+    async fn insert_key(
+        &self,
+        key_id: &str,
+        agent_id: &str,
+        key_hash: &[u8],
+        label: Option<&str>,
+    ) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO agent_keys (key_id, agent_id, key_hash, label, created_at) VALUES (?, ?, ?, ?, ?)")
             .bind(key_id)
             .bind(agent_id)
@@ -183,7 +194,10 @@ impl Store for SqliteStore {
             .bind(init)
             .execute(&self.pool)
             .await?;
-        let row = sqlx::query("SELECT value FROM gateway_secrets WHERE name = ?").bind(name).fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT value FROM gateway_secrets WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(row.try_get("value")?)
     }
 }

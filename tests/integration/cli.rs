@@ -1,0 +1,109 @@
+//! The CLI as an operator uses it: exit codes, stdout vs stderr, messages.
+
+use std::process::Command;
+
+use tollgate_tests::workspace_root;
+
+fn tollgate(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tollgate-under-test"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_reports_a_typo_with_file_and_line_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped =
+        std::fs::read_to_string(workspace_root().join("manifests/helpdesk.yaml")).unwrap();
+    let broken = shipped.replacen("    risk: low\n", "    rsk: low\n", 1);
+    let line = broken.lines().position(|l| l.contains("rsk: low")).unwrap() + 1;
+    std::fs::write(dir.path().join("helpdesk.yaml"), broken).unwrap();
+    let out = tollgate(&["check", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("helpdesk.yaml:{line}:")), "{err}");
+    assert!(err.contains("unknown field `rsk`"), "{err}");
+
+    let out = tollgate(&["check", dir.path().to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["errors"][0]["line"], line);
+}
+
+#[test]
+fn check_accepts_the_shipped_manifests() {
+    let out = tollgate(&[
+        "check",
+        workspace_root().join("manifests").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: "));
+}
+
+#[test]
+fn issue_key_prints_only_the_key_and_stores_only_its_hash() {
+    let data = tempfile::tempdir().unwrap();
+    let manifests = workspace_root().join("manifests");
+    let common = [
+        "--data",
+        data.path().to_str().unwrap(),
+        "--manifests",
+        manifests.to_str().unwrap(),
+    ];
+    let out = tollgate(&[&common[..], &["agents", "issue-key", "support-bot"]].concat());
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let key = stdout.trim();
+    assert_eq!(stdout.lines().count(), 1);
+    assert!(key.starts_with("tgk_") && key.len() > 40, "{key}");
+    let db = std::fs::read(data.path().join("tollgate.db")).unwrap();
+    let wal = std::fs::read(data.path().join("tollgate.db-wal")).unwrap_or_default();
+    assert!(!db.windows(key.len()).any(|w| w == key.as_bytes()));
+    assert!(!wal.windows(key.len()).any(|w| w == key.as_bytes()));
+
+    let out = tollgate(&[&common[..], &["agents", "issue-key", "nobody"]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no agent `nobody`"));
+
+    let out = tollgate(&[&common[..], &["agents", "list", "--json"]].concat());
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let support = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "support-bot")
+        .unwrap();
+    assert_eq!(support["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(support["owners"]["business"]["name"], "head-of-support");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(key));
+}
+
+#[test]
+fn serve_refuses_to_start_on_broken_manifests() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.yaml"), "kind: Agent\nid: x\n").unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let out = tollgate(&[
+        "--data",
+        data.path().to_str().unwrap(),
+        "--manifests",
+        dir.path().to_str().unwrap(),
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("a.yaml:1:1: missing field `description`"),
+        "{err}"
+    );
+}
