@@ -253,15 +253,7 @@ async fn serve(data: &Path, manifests: &Path, args: ServeArgs) -> anyhow::Result
     let gw = Arc::new(Gateway::new(catalog, open_store(data).await?).await?);
 
     if let Some(addr) = demo {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-            format!("cannot start the demo backend on {addr} (is another Tollgate running?); edit or remove the DemoBackend manifest")
-        })?;
-        tracing::info!(%addr, "demo backend listening");
-        tokio::spawn(async move {
-            if let Err(e) = crate::demo::serve(listener).await {
-                tracing::error!(error = %e, "demo backend stopped");
-            }
-        });
+        start_demo_backend(addr).await?;
     }
 
     if args.stdio {
@@ -308,6 +300,30 @@ async fn serve(data: &Path, manifests: &Path, args: ServeArgs) -> anyhow::Result
     })
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the built-in demo backend. When its port is taken by another
+/// Tollgate (say an HTTP gateway, while a desktop client launches a stdio
+/// one on the same manifests), that one's demo backend is used instead.
+async fn start_demo_backend(addr: SocketAddr) -> anyhow::Result<()> {
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => {
+            tracing::info!(%addr, "demo backend listening");
+            tokio::spawn(async move {
+                if let Err(e) = crate::demo::serve(listener).await {
+                    tracing::error!(error = %e, "demo backend stopped");
+                }
+            });
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            tracing::warn!(%addr, "demo backend address in use; assuming another Tollgate serves it");
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot start the demo backend on {addr}: {e}; edit or remove the DemoBackend manifest"
+        )),
+    }
 }
 
 async fn agents(data: &Path, manifests: &Path, cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
