@@ -11,8 +11,10 @@ use rmcp::model::{Tool, ToolAnnotations};
 use serde_json::{Map, Value};
 use tollgate_connectors::Connector;
 
+use crate::identity::Issuer;
 use crate::manifest::types::{
-    AgentManifest, AgentOwners, ConnectorManifest, ConnectorOwners, Risk, ToolManifest,
+    AgentManifest, AgentOwners, ConnectorManifest, ConnectorOwners, DeploymentApproval, Risk,
+    ToolManifest,
 };
 
 /// Everything the gateway serves, as loaded from one manifest directory.
@@ -23,6 +25,13 @@ pub struct Catalog {
     pub tools: BTreeMap<String, Arc<ToolEntry>>,
     /// Agents by id.
     pub agents: HashMap<String, Arc<AgentEntry>>,
+    /// Trusted token issuers by manifest id.
+    pub issuers: BTreeMap<String, Arc<Issuer>>,
+    /// The same issuers by their exact `iss` value.
+    pub issuers_by_iss: HashMap<String, Arc<Issuer>>,
+    /// Workload identities: (issuer id, subject) -> agent id. One agent per
+    /// identity, checked at load.
+    pub workloads: HashMap<(String, String), String>,
     /// Where the built-in demo backend should listen, if declared.
     pub demo_backend: Option<SocketAddr>,
     /// The files this catalog was built from, with content hashes.
@@ -124,6 +133,10 @@ pub struct AgentEntry {
     pub description: String,
     /// Who answers for it.
     pub owners: AgentOwners,
+    /// Who approved its deployment, and when.
+    pub deployment: DeploymentApproval,
+    /// From this day on the agent is treated as suspended.
+    pub review_by: time::Date,
     /// The grant patterns as written.
     pub grants: Vec<String>,
     /// Every tool the grants match, resolved once at load.
@@ -137,6 +150,7 @@ pub struct AgentEntry {
 impl AgentEntry {
     pub(crate) fn new(
         a: &AgentManifest,
+        review_by: time::Date,
         granted: BTreeSet<String>,
         tools: &BTreeMap<String, Arc<ToolEntry>>,
     ) -> Self {
@@ -149,6 +163,8 @@ impl AgentEntry {
             id: a.id.clone(),
             description: a.description.clone(),
             owners: a.owners.clone(),
+            deployment: a.deployment.clone(),
+            review_by,
             grants: a.tools.clone(),
             granted,
             listed: Arc::new(listed),

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -20,7 +21,7 @@ use crate::catalog::Catalog;
 use crate::manifest::{self, ManifestErrors};
 use crate::pipeline::authenticate::{self, Transport};
 use crate::server::{self, HttpOptions};
-use crate::store::{DecisionFilter, SqliteStore, Store};
+use crate::store::{AgentStatus, DecisionFilter, SqliteStore, Store};
 
 /// Tollgate: a governed MCP tool gateway for AI agents.
 #[derive(Debug, Parser)]
@@ -87,12 +88,29 @@ struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = server::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// Public base URL of the gateway (e.g. `https://tollgate.example.com`),
+    /// advertised in the OAuth protected resource metadata. Default: taken
+    /// from each request's Host header.
+    #[arg(long)]
+    public_url: Option<String>,
+    /// How often to look for manifest changes, in milliseconds (0: never).
+    #[arg(long, default_value_t = 1000)]
+    reload_interval_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
 enum AgentsCommand {
     /// List declared agents, their owners, grants and keys.
     List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one agent: owners, approval, review date, status, grants, keys,
+    /// status history.
+    Show {
+        /// Agent id.
+        agent: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -105,6 +123,27 @@ enum AgentsCommand {
         #[arg(long)]
         label: Option<String>,
     },
+    /// Suspend AGENT: its calls are refused until it is resumed.
+    Suspend(StatusChange),
+    /// Resume a suspended AGENT.
+    Resume(StatusChange),
+    /// Retire AGENT for good: keys revoked, calls refused, no way back.
+    Retire(StatusChange),
+}
+
+#[derive(Debug, Args)]
+struct StatusChange {
+    /// Agent id.
+    agent: String,
+    /// Why (recorded with the change).
+    #[arg(long)]
+    reason: String,
+    /// Who is making the change (default: $USER).
+    #[arg(long)]
+    by: Option<String>,
+    /// Print the change as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +153,15 @@ enum AuditCommand {
         /// Only this agent's decisions.
         #[arg(long)]
         agent: Option<String>,
+        /// How many to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show manifest loads and reloads (applied or rejected), newest first.
+    Manifests {
         /// How many to show.
         #[arg(long, default_value_t = 20)]
         limit: u32,
@@ -256,12 +304,23 @@ async fn serve(data: &Path, manifests: &Path, args: ServeArgs) -> anyhow::Result
         start_demo_backend(addr).await?;
     }
 
+    if let Err(e) = crate::reload::record_startup(&gw).await {
+        tracing::error!(error = %e, "cannot record the manifest load");
+    }
+    if args.reload_interval_ms > 0 {
+        crate::reload::spawn(
+            gw.clone(),
+            manifests.to_path_buf(),
+            Duration::from_millis(args.reload_interval_ms),
+        );
+    }
+
     if args.stdio {
         let key = std::env::var("TOLLGATE_AGENT_KEY")
             .context("--stdio needs the agent's key in TOLLGATE_AGENT_KEY (issue one with `tollgate agents issue-key AGENT`)")?;
         // Checked once now for a clear startup error; the handler re-checks
         // on every request.
-        let who = authenticate::authenticate_key(&gw, &key, Transport::Stdio)
+        let who = authenticate::authenticate_bearer(&gw, &key, Transport::Stdio)
             .await
             .map_err(|e| anyhow::anyhow!("TOLLGATE_AGENT_KEY was refused: {e}"))?;
         tracing::info!(agent = %who.agent().id, "serving MCP over stdio");
@@ -359,6 +418,127 @@ async fn agents(data: &Path, manifests: &Path, cmd: AgentsCommand) -> anyhow::Re
             writeln!(out, "{}", issued.key)?;
             Ok(ExitCode::SUCCESS)
         }
+        AgentsCommand::Show {
+            agent,
+            json: as_json,
+        } => {
+            let a = known_agent(&catalog, manifests, &agent)?;
+            let lifecycle = store.agent_lifecycle(&agent).await?;
+            let events = store.lifecycle_events(&agent).await?;
+            let keys: Vec<_> = store
+                .list_keys()
+                .await?
+                .into_iter()
+                .filter(|k| k.agent_id == agent)
+                .collect();
+            let status = lifecycle
+                .as_ref()
+                .map(|l| l.status)
+                .unwrap_or(AgentStatus::Active);
+            let overdue = time::OffsetDateTime::now_utc().date() >= a.review_by;
+            let workload: Vec<_> = catalog
+                .workloads
+                .iter()
+                .filter(|(_, owner)| **owner == agent)
+                .map(|((issuer, subject), _)| json!({ "issuer": issuer, "subject": subject }))
+                .collect();
+            if as_json {
+                let out = json!({
+                    "id": a.id, "description": a.description,
+                    "owners": { "business": a.owners.business, "system": a.owners.system, "security": a.owners.security },
+                    "deployment": a.deployment, "review_by": a.review_by.to_string(), "review_overdue": overdue,
+                    "status": status, "status_changed": lifecycle, "status_history": events,
+                    "grants": a.grants, "tools": a.granted, "keys": keys, "workload_identities": workload,
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!("agent        {}", a.id);
+                println!("description  {}", a.description);
+                println!(
+                    "status       {}{}",
+                    status.as_str(),
+                    if overdue {
+                        " (review overdue: treated as suspended)"
+                    } else {
+                        ""
+                    }
+                );
+                if let Some(l) = &lifecycle {
+                    println!(
+                        "             set by {} at {}: {}",
+                        l.changed_by, l.changed_at, l.reason
+                    );
+                }
+                println!(
+                    "owners       business {} <{}>",
+                    a.owners.business.name, a.owners.business.contact
+                );
+                println!(
+                    "             system   {} <{}>",
+                    a.owners.system.name, a.owners.system.contact
+                );
+                println!(
+                    "             security {} <{}>",
+                    a.owners.security.name, a.owners.security.contact
+                );
+                println!(
+                    "approved     by {} on {}",
+                    a.deployment.approved_by, a.deployment.approved_at
+                );
+                println!("review by    {}", a.review_by);
+                println!("grants       {}", a.grants.join(", "));
+                println!(
+                    "tools        {}",
+                    a.granted.iter().cloned().collect::<Vec<_>>().join(", ")
+                );
+                for w in &workload {
+                    println!(
+                        "identity     {}: {}",
+                        w["issuer"].as_str().unwrap_or(""),
+                        w["subject"].as_str().unwrap_or("")
+                    );
+                }
+                for k in &keys {
+                    let state = k
+                        .revoked_at
+                        .as_deref()
+                        .map(|r| format!("revoked {r}"))
+                        .unwrap_or_else(|| "live".into());
+                    println!(
+                        "key          {} ({state}, issued {}{})",
+                        k.key_id,
+                        k.created_at,
+                        k.label
+                            .as_deref()
+                            .map(|l| format!(", {l}"))
+                            .unwrap_or_default()
+                    );
+                }
+                for e in &events {
+                    println!(
+                        "history      {} {} -> {} by {}: {}",
+                        e.changed_at, e.from, e.to, e.changed_by, e.reason
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentsCommand::Suspend(c) => {
+            change_status(
+                store.as_ref(),
+                &catalog,
+                manifests,
+                c,
+                AgentStatus::Suspended,
+            )
+            .await
+        }
+        AgentsCommand::Resume(c) => {
+            change_status(store.as_ref(), &catalog, manifests, c, AgentStatus::Active).await
+        }
+        AgentsCommand::Retire(c) => {
+            change_status(store.as_ref(), &catalog, manifests, c, AgentStatus::Retired).await
+        }
         AgentsCommand::List { json: as_json } => {
             let keys = store.list_keys().await?;
             let mut ids = sorted(catalog.agents.keys());
@@ -405,6 +585,61 @@ async fn agents(data: &Path, manifests: &Path, cmd: AgentsCommand) -> anyhow::Re
     }
 }
 
+fn known_agent<'a>(
+    catalog: &'a Catalog,
+    manifests: &Path,
+    agent: &str,
+) -> anyhow::Result<&'a crate::catalog::AgentEntry> {
+    match catalog.agents.get(agent) {
+        Some(a) => Ok(a),
+        None => {
+            let known: Vec<_> = sorted(catalog.agents.keys())
+                .into_iter()
+                .map(String::as_str)
+                .collect();
+            bail!(
+                "no agent `{agent}` in {} (declared: {})",
+                manifests.display(),
+                known.join(", ")
+            )
+        }
+    }
+}
+
+async fn change_status(
+    store: &dyn Store,
+    catalog: &Catalog,
+    manifests: &Path,
+    c: StatusChange,
+    to: AgentStatus,
+) -> anyhow::Result<ExitCode> {
+    known_agent(catalog, manifests, &c.agent)?;
+    if c.reason.trim().is_empty() {
+        bail!("--reason must say why (it is recorded with the change)");
+    }
+    let by =
+        c.by.or_else(|| std::env::var("USER").ok())
+            .or_else(|| std::env::var("LOGNAME").ok())
+            .unwrap_or_else(|| "unknown".into());
+    let event = store
+        .set_agent_status(&c.agent, to, c.reason.trim(), &by)
+        .await?;
+    if c.json {
+        println!("{}", serde_json::to_string(&event)?);
+    } else {
+        println!(
+            "{}: {} -> {} (by {}, {})",
+            event.agent_id, event.from, event.to, event.changed_by, event.changed_at
+        );
+        if to == AgentStatus::Retired {
+            println!(
+                "Its keys are revoked and every call from it is refused from now on; retirement cannot be undone."
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn audit(data: &Path, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     let store = open_store(data).await?;
     match cmd {
@@ -447,6 +682,43 @@ async fn audit(data: &Path, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                 if records.is_empty() {
                     eprintln!("no decisions recorded yet");
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Manifests {
+            limit,
+            json: as_json,
+        } => {
+            let changes = store.manifest_changes(limit).await?;
+            for c in &changes {
+                if as_json {
+                    println!("{}", serde_json::to_string(c)?);
+                    continue;
+                }
+                let touched: Vec<String> = c
+                    .files
+                    .as_array()
+                    .map(|files| {
+                        files
+                            .iter()
+                            .filter(|f| f["change"] != "unchanged")
+                            .map(|f| {
+                                format!(
+                                    "{} {}",
+                                    f["change"].as_str().unwrap_or(""),
+                                    f["path"].as_str().unwrap_or("")
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                println!("{} {:<8} {}", c.at, c.outcome, touched.join(", "));
+                for e in c.errors.iter().flatten() {
+                    println!("    {e}");
+                }
+            }
+            if changes.is_empty() {
+                eprintln!("no manifest loads recorded yet");
             }
             Ok(ExitCode::SUCCESS)
         }

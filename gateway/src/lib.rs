@@ -9,6 +9,8 @@
 //! - [`pipeline`]: the stages of a call, in order, one module each.
 //! - [`mcp`]: the rmcp handler; `tools/list` per agent, `tools/call` -> pipeline.
 //! - [`server`]: the HTTP edge (auth layer, Origin, sessions, body limits).
+//! - [`identity`]: JWT workload identities from declared issuers (JWKS).
+//! - [`reload`]: watches the manifest directory, swaps the catalog whole.
 //! - [`store`]: persistent state behind a trait; SQLite by default.
 //! - [`demo`]: the built-in demo backend the shipped manifests use.
 //! - [`cli`]: the `tollgate` command line; `main.rs` only calls it.
@@ -16,9 +18,11 @@
 pub mod catalog;
 pub mod cli;
 pub mod demo;
+pub mod identity;
 pub mod manifest;
 pub mod mcp;
 pub mod pipeline;
+pub mod reload;
 pub mod server;
 pub mod store;
 mod util;

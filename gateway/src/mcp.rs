@@ -67,9 +67,13 @@ impl McpFront {
                         "no authenticated principal on this request",
                     )
                 }),
-            Identity::Key(key) => authenticate::authenticate_key(&self.gw, key, Transport::Stdio)
-                .await
-                .map_err(|e| unauthenticated(e.code(), &format!("{e} (check TOLLGATE_AGENT_KEY)"))),
+            Identity::Key(key) => {
+                authenticate::authenticate_bearer(&self.gw, key, Transport::Stdio)
+                    .await
+                    .map_err(|e| {
+                        unauthenticated(e.code(), &format!("{e} (check TOLLGATE_AGENT_KEY)"))
+                    })
+            }
         }
     }
 }
@@ -98,6 +102,15 @@ impl ServerHandler for McpFront {
         ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let who = self.who(&ctx).await?;
+        // A suspended or retired agent sees why, not a stale tool list.
+        if let Err(denial) = pipeline::admit::admit(&self.gw, &who).await {
+            return Err(match denial.to_agent() {
+                pipeline::AgentReply::Error(e) => e,
+                pipeline::AgentReply::ToolError(_) => {
+                    ErrorData::internal_error(denial.to_string(), None)
+                }
+            });
+        }
         let tools: Vec<Tool> = who.agent().listed.as_ref().clone();
         // The list differs per agent: shared caches must not reuse it.
         Ok(ListToolsResult::with_all_items(tools).with_cache_scope(CacheScope::Private))

@@ -51,6 +51,10 @@ pub struct HttpOptions {
     pub allowed_origins: Vec<String>,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// The gateway's public base URL (`https://gw.example.com`), used in the
+    /// protected resource metadata and `WWW-Authenticate`. When unset, it
+    /// is derived from each request's (allow-listed) `Host`.
+    pub public_url: Option<String>,
 }
 
 impl Default for HttpOptions {
@@ -59,6 +63,7 @@ impl Default for HttpOptions {
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             allowed_origins: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            public_url: None,
         }
     }
 }
@@ -67,6 +72,7 @@ impl Default for HttpOptions {
 struct Edge {
     gw: Arc<Gateway>,
     allowed_origins: Vec<String>,
+    public_url: Option<String>,
     sessions: Mutex<HashMap<String, Binding>>,
 }
 
@@ -92,12 +98,62 @@ pub fn router(gw: Arc<Gateway>, options: &HttpOptions) -> Router {
     let edge = Arc::new(Edge {
         gw,
         allowed_origins: options.allowed_origins.clone(),
+        public_url: options.public_url.clone(),
         sessions: Mutex::new(HashMap::new()),
     });
     Router::new()
         .nest_service("/mcp", mcp)
         .layer(middleware::from_fn_with_state(edge.clone(), guard))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(RESOURCE_METADATA_PATH, get(resource_metadata))
+        .route(
+            &format!("{RESOURCE_METADATA_PATH}/mcp"),
+            get(resource_metadata),
+        )
+        .with_state(edge)
+}
+
+/// RFC 9728 protected resource metadata, at the root and in the
+/// path-inserted form for `/mcp`.
+const RESOURCE_METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+impl Edge {
+    /// The public base URL: configured, or from the request's `Host`.
+    fn base_url(&self, headers: &http::HeaderMap) -> String {
+        if let Some(url) = &self.public_url {
+            return url.trim_end_matches('/').to_string();
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        format!("http://{host}")
+    }
+}
+
+async fn resource_metadata(State(edge): State<Arc<Edge>>, headers: http::HeaderMap) -> Response {
+    let base = edge.base_url(&headers);
+    let mut servers: Vec<String> = edge
+        .gw
+        .catalog()
+        .issuers
+        .values()
+        .map(|i| i.authorization_server.clone())
+        .collect();
+    servers.sort();
+    servers.dedup();
+    let body = serde_json::json!({
+        "resource": format!("{base}/mcp"),
+        "authorization_servers": servers,
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Tollgate MCP gateway",
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves.
@@ -128,12 +184,19 @@ fn refuse(status: StatusCode, reason: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn unauthorized(error: &AuthError) -> Response {
-    let mut challenge = String::from("Bearer realm=\"tollgate\"");
-    if !matches!(error, AuthError::Missing) {
-        challenge.push_str(", error=\"invalid_token\"");
+fn unauthorized(error: &AuthError, metadata_url: &str) -> Response {
+    let r = refuse(StatusCode::UNAUTHORIZED, error.code(), &error.to_string());
+    let kind = (!matches!(error, AuthError::Missing)).then_some("invalid_token");
+    with_challenge(r, metadata_url, kind)
+}
+
+/// Adds the RFC 6750 / RFC 9728 challenge: where the protected resource
+/// metadata is, and what was wrong with the token, if one was sent.
+fn with_challenge(mut r: Response, metadata_url: &str, error: Option<&str>) -> Response {
+    let mut challenge = format!("Bearer realm=\"tollgate\", resource_metadata=\"{metadata_url}\"");
+    if let Some(e) = error {
+        challenge.push_str(&format!(", error=\"{e}\""));
     }
-    let mut r = refuse(StatusCode::UNAUTHORIZED, error.code(), &error.to_string());
     if let Ok(v) = HeaderValue::from_str(&challenge) {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
@@ -164,22 +227,22 @@ async fn guard(State(edge): State<Arc<Edge>>, mut request: Request, next: Next) 
             );
         }
     }
+    let metadata_url = format!(
+        "{}{RESOURCE_METADATA_PATH}/mcp",
+        edge.base_url(request.headers())
+    );
     if let Some(q) = request.uri().query() {
         let lower = q.to_ascii_lowercase();
         if ["access_token=", "token=", "key=", "api_key="]
             .iter()
             .any(|k| lower.split('&').any(|p| p.starts_with(k)))
         {
-            let mut r = refuse(
+            let r = refuse(
                 StatusCode::UNAUTHORIZED,
                 "credential_in_url",
                 "credentials must be sent in the Authorization header, never in the URL",
             );
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"tollgate\", error=\"invalid_request\""),
-            );
-            return r;
+            return with_challenge(r, &metadata_url, Some("invalid_request"));
         }
     }
     let presented = request
@@ -192,12 +255,12 @@ async fn guard(State(edge): State<Arc<Edge>>, mut request: Request, next: Next) 
         })
         .map(str::to_string);
     let Some(presented) = presented else {
-        return unauthorized(&AuthError::Missing);
+        return unauthorized(&AuthError::Missing, &metadata_url);
     };
-    let who = match authenticate::authenticate_key(&edge.gw, &presented, Transport::Http).await {
+    let who = match authenticate::authenticate_bearer(&edge.gw, &presented, Transport::Http).await {
         Ok(who) => who,
         Err(AuthError::Unavailable(e)) => {
-            tracing::error!(error = %e, "cannot check credentials; refusing");
+            tracing::error!(error = ?e, "cannot check credentials; refusing");
             return refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "identity_unavailable",
@@ -206,7 +269,7 @@ async fn guard(State(edge): State<Arc<Edge>>, mut request: Request, next: Next) 
         }
         Err(e) => {
             tracing::info!(reason = e.code(), "HTTP request refused");
-            return unauthorized(&e);
+            return unauthorized(&e, &metadata_url);
         }
     };
     let principal = who.principal().to_string();

@@ -125,7 +125,7 @@ async fn support_bot_walkthrough() {
         ("billing.delete_customer", "tool_not_granted")
     );
     assert_eq!(
-        last.owners.as_ref().unwrap()["agent"]["business"],
+        last.owners.as_ref().unwrap()["agent"]["business"]["name"],
         "head-of-support"
     );
     assert_eq!(d.len(), 6);

@@ -308,9 +308,12 @@ async fn every_decision_is_recorded_with_a_digest_not_the_arguments() {
             .unwrap()
             .starts_with("hmac-sha256:")
     );
-    assert_eq!(d[0].owners.as_ref().unwrap()["agent"]["business"], "biz");
     assert_eq!(
-        d[0].owners.as_ref().unwrap()["connector"]["system"],
+        d[0].owners.as_ref().unwrap()["agent"]["business"]["name"],
+        "biz"
+    );
+    assert_eq!(
+        d[0].owners.as_ref().unwrap()["connector"]["system"]["name"],
         "inventory-team"
     );
     assert_eq!(

@@ -107,6 +107,8 @@ owners:
   business: { name: a, contact: a@example.com }
   system: { name: a, contact: a@example.com }
   security: { name: b, contact: b@example.com }
+deployment: { approved_by: ciso, approved_at: 2026-01-01 }
+review_by: 2099-01-01
 tools: [shop.get_order]
 ";
 
@@ -170,7 +172,7 @@ fn broken_manifests_report_file_line_and_reason() {
             "grant that matches no tool",
             vec![("shop.yaml", CONNECTOR.into()), ("bot.yaml", AGENT.replace("[shop.get_order]", "[shop.get_ordr]"))],
             "bot.yaml",
-            8,
+            10,
             "grant `shop.get_ordr` matches no tool (did you mean `shop.get_order`?)",
         ),
         (
@@ -228,6 +230,41 @@ fn broken_manifests_report_file_line_and_reason() {
             "shop.yaml",
             6,
             "owners.security needs a non-empty `name` and `contact`",
+        ),
+        (
+            "agent without deployment approval",
+            vec![("shop.yaml", CONNECTOR.into()), ("bot.yaml", AGENT.replace("deployment: { approved_by: ciso, approved_at: 2026-01-01 }\n", ""))],
+            "bot.yaml",
+            1,
+            "missing field `deployment`",
+        ),
+        (
+            "agent without a review date",
+            vec![("shop.yaml", CONNECTOR.into()), ("bot.yaml", AGENT.replace("review_by: 2099-01-01\n", ""))],
+            "bot.yaml",
+            1,
+            "missing field `review_by`",
+        ),
+        (
+            "review date that is not a date",
+            vec![("shop.yaml", CONNECTOR.into()), ("bot.yaml", AGENT.replace("review_by: 2099-01-01", "review_by: next year"))],
+            "bot.yaml",
+            9,
+            "review_by: `next year` is not a date",
+        ),
+        (
+            "agent without a security owner",
+            vec![("shop.yaml", CONNECTOR.into()), ("bot.yaml", AGENT.replace("  security: { name: b, contact: b@example.com }\n", ""))],
+            "bot.yaml",
+            5,
+            "missing field `security`",
+        ),
+        (
+            "connector without a system owner",
+            vec![("shop.yaml", CONNECTOR.replace("  system: { name: a, contact: a@example.com }\n", "")), ("bot.yaml", AGENT.into())],
+            "shop.yaml",
+            5,
+            "missing field `system`",
         ),
     ];
     for (what, files, file, line, fragment) in cases {

@@ -179,6 +179,8 @@ owners:
   business: {{ name: biz, contact: biz@example.com }}
   system: {{ name: sys, contact: sys@example.com }}
   security: {{ name: sec, contact: sec@example.com }}
+deployment: {{ approved_by: ciso, approved_at: 2026-01-01 }}
+review_by: 2099-01-01
 tools: [inventory.get_item, inventory.create_item, inventory.boom, inventory.slow]
 ---
 kind: Agent
@@ -188,6 +190,8 @@ owners:
   business: {{ name: biz, contact: biz@example.com }}
   system: {{ name: sys, contact: sys@example.com }}
   security: {{ name: sec, contact: sec@example.com }}
+deployment: {{ approved_by: ciso, approved_at: 2026-01-01 }}
+review_by: 2099-01-01
 tools: [inventory.get_item]
 "#
     )

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use tollgate_connectors::Connector;
 use tollgate_connectors::http::HttpConnector;
 
-use super::types::{AgentManifest, ConnectorManifest, DemoBackendManifest};
+use super::types::{AgentManifest, ConnectorManifest, DemoBackendManifest, IssuerManifest};
 use super::{ManifestError, ManifestErrors};
 use crate::catalog::{AgentEntry, Catalog, SourceFile, ToolEntry};
 
@@ -209,6 +209,7 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
     let mut connectors: Vec<Parsed<ConnectorManifest>> = Vec::new();
     let mut agents: Vec<Parsed<AgentManifest>> = Vec::new();
     let mut demos: Vec<Parsed<DemoBackendManifest>> = Vec::new();
+    let mut issuers: Vec<Parsed<IssuerManifest>> = Vec::new();
     for source in sources {
         for doc in split_documents(&source.path, &source.text) {
             let probe: KindProbe = match serde_yaml_ng::from_str(doc.text) {
@@ -232,18 +233,22 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
                     Ok(value) => agents.push(Parsed { doc, value }),
                     Err(e) => errors.push(doc.serde_error(&e)),
                 },
+                Some("Issuer") => match serde_yaml_ng::from_str(doc.text) {
+                    Ok(value) => issuers.push(Parsed { doc, value }),
+                    Err(e) => errors.push(doc.serde_error(&e)),
+                },
                 Some("DemoBackend") => match serde_yaml_ng::from_str(doc.text) {
                     Ok(value) => demos.push(Parsed { doc, value }),
                     Err(e) => errors.push(doc.serde_error(&e)),
                 },
                 Some(other) => {
                     let (l, c) = doc.locate(None, other);
-                    errors.push(doc.error(l, c, format!("unknown kind `{other}`, expected one of `Connector`, `Agent`, `DemoBackend`")));
+                    errors.push(doc.error(l, c, format!("unknown kind `{other}`, expected one of `Connector`, `Agent`, `Issuer`, `DemoBackend`")));
                 }
                 None => errors.push(doc.error(
                     0,
                     0,
-                    "missing `kind` (one of `Connector`, `Agent`, `DemoBackend`)",
+                    "missing `kind` (one of `Connector`, `Agent`, `Issuer`, `DemoBackend`)",
                 )),
             }
         }
@@ -347,6 +352,46 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
         }
     }
 
+    // Issuers of workload identities.
+    for Parsed { doc, value: m } in &issuers {
+        let (l, col) = doc.locate(None, &m.id);
+        if !valid_id(&m.id) {
+            errors.push(doc.error(
+                l,
+                col,
+                format!("issuer id `{}` must match [a-z][a-z0-9_-]*", m.id),
+            ));
+            continue;
+        }
+        if catalog.issuers.contains_key(&m.id) {
+            errors.push(doc.error(l, col, format!("issuer `{}` is declared twice", m.id)));
+            continue;
+        }
+        if catalog.issuers_by_iss.contains_key(&m.issuer) {
+            let (il, ic) = doc.locate(None, &m.issuer);
+            errors.push(doc.error(
+                il,
+                ic,
+                format!("another Issuer already declares `issuer: {}`", m.issuer),
+            ));
+            continue;
+        }
+        let base = doc.file.parent().unwrap_or(Path::new("."));
+        match crate::identity::Issuer::from_manifest(m, base) {
+            Ok(issuer) => {
+                let issuer = Arc::new(issuer);
+                catalog
+                    .issuers_by_iss
+                    .insert(m.issuer.clone(), issuer.clone());
+                catalog.issuers.insert(m.id.clone(), issuer);
+            }
+            Err(message) => {
+                let (jl, jc) = doc.locate(None, "jwks:");
+                errors.push(doc.error(jl, jc, format!("issuer `{}`: {message}", m.id)));
+            }
+        }
+    }
+
     // Agents and their grants.
     let mut seen_agents: HashMap<String, PathBuf> = HashMap::new();
     for Parsed { doc, value: a } in &agents {
@@ -374,6 +419,59 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
         check_owner(doc, "owners.business", &a.owners.business, &mut errors);
         check_owner(doc, "owners.system", &a.owners.system, &mut errors);
         check_owner(doc, "owners.security", &a.owners.security, &mut errors);
+        if a.deployment.approved_by.trim().is_empty() {
+            let (dl, dc) = doc.locate(None, "approved_by:");
+            errors.push(doc.error(
+                dl,
+                dc,
+                "deployment.approved_by must name who approved this agent",
+            ));
+        }
+        if let Err(message) = parse_date(&a.deployment.approved_at) {
+            let (dl, dc) = doc.locate(None, "approved_at:");
+            errors.push(doc.error(dl, dc, format!("deployment.approved_at: {message}")));
+        }
+        let review_by = match parse_date(&a.review_by) {
+            Ok(d) => d,
+            Err(message) => {
+                let (rl, rc) = doc.locate(None, "review_by:");
+                errors.push(doc.error(rl, rc, format!("review_by: {message}")));
+                continue;
+            }
+        };
+        let mut identity_errors = false;
+        for w in &a.credentials.workload {
+            let (wl, wc) = doc.locate(None, &w.subject);
+            if !catalog.issuers.contains_key(&w.issuer) {
+                let (il, ic) = doc.locate(Some("workload:"), &w.issuer);
+                errors.push(doc.error(
+                    il,
+                    ic,
+                    format!(
+                        "workload identity names issuer `{}`, which is not declared",
+                        w.issuer
+                    ),
+                ));
+                identity_errors = true;
+            } else if w.subject.trim().is_empty() {
+                errors.push(doc.error(wl, wc, "workload identity needs a non-empty `subject`"));
+                identity_errors = true;
+            } else if let Some(owner) = catalog
+                .workloads
+                .insert((w.issuer.clone(), w.subject.clone()), a.id.clone())
+                .filter(|o| *o != a.id)
+            {
+                errors.push(doc.error(
+                    wl,
+                    wc,
+                    format!("identity `{}` from issuer `{}` already belongs to agent `{owner}`; two agents can never share an identity", w.subject, w.issuer),
+                ));
+                identity_errors = true;
+            }
+        }
+        if identity_errors {
+            continue;
+        }
         let mut granted = std::collections::BTreeSet::new();
         let mut grant_errors = false;
         for pattern in &a.tools {
@@ -411,7 +509,7 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
         if grant_errors {
             continue;
         }
-        let entry = AgentEntry::new(a, granted, &catalog.tools);
+        let entry = AgentEntry::new(a, review_by, granted, &catalog.tools);
         catalog.agents.insert(entry.id.clone(), Arc::new(entry));
     }
 
@@ -435,6 +533,14 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
     } else {
         Err(ManifestErrors(errors))
     }
+}
+
+fn parse_date(text: &str) -> Result<time::Date, String> {
+    time::Date::parse(
+        text,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .map_err(|_| format!("`{text}` is not a date (YYYY-MM-DD)"))
 }
 
 fn valid_id(id: &str) -> bool {

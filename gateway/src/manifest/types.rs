@@ -18,6 +18,8 @@ pub enum ManifestDocument {
     Connector(ConnectorManifest),
     /// An agent that may call tools.
     Agent(AgentManifest),
+    /// An external token issuer whose JWTs identify agents.
+    Issuer(IssuerManifest),
     /// Tollgate's built-in demo backend.
     DemoBackend(DemoBackendManifest),
 }
@@ -36,6 +38,7 @@ macro_rules! kind_tag {
 kind_tag!(ConnectorKind, "Connector");
 kind_tag!(AgentKind, "Agent");
 kind_tag!(DemoBackendKind, "DemoBackend");
+kind_tag!(IssuerKind, "Issuer");
 
 /// A person or team accountable for something, and how to reach them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -173,12 +176,29 @@ pub struct AgentManifest {
     pub description: String,
     /// Who answers for this agent.
     pub owners: AgentOwners,
+    /// Who approved this agent's deployment, and when.
+    pub deployment: DeploymentApproval,
+    /// Date (`YYYY-MM-DD`) by which the agent must be reviewed again. From
+    /// that day on it is treated as suspended until this date is moved.
+    #[schemars(regex(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
+    pub review_by: String,
     /// Tools the agent may call: exact names (`billing.refund`) or globs
     /// (`helpdesk.*`). Each entry must match at least one tool.
     pub tools: Vec<String>,
     /// How the agent proves who it is.
     #[serde(default)]
     pub credentials: AgentCredentials,
+}
+
+/// Who approved an agent's deployment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentApproval {
+    /// The approver (person or role), e.g. `ciso`.
+    pub approved_by: String,
+    /// Date of approval, `YYYY-MM-DD`.
+    #[schemars(regex(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
+    pub approved_at: String,
 }
 
 /// The ways an agent may authenticate.
@@ -188,6 +208,90 @@ pub struct AgentCredentials {
     /// Accept bearer keys issued by `tollgate agents issue-key`. Default true.
     #[serde(default = "yes")]
     pub gateway_keys: bool,
+    /// Workload identities (JWTs from a declared `Issuer`) that are this
+    /// agent. An identity may belong to one agent only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workload: Vec<WorkloadIdentity>,
+}
+
+/// One external identity: an issuer and the token subject it issues for
+/// this agent (e.g. a SPIFFE ID).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadIdentity {
+    /// Id of an `Issuer` document.
+    pub issuer: String,
+    /// The `sub` claim, e.g. `spiffe://corp/agents/invoice-bot`.
+    pub subject: String,
+}
+
+/// Signature algorithms an issuer may use. `none` does not exist here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[allow(missing_docs)]
+pub enum JwtAlgorithm {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+/// Where an issuer's public keys come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwksSource {
+    /// A JWKS URL, fetched on first use and refreshed every
+    /// `refresh_seconds` and when a token names an unknown key id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// A JWKS file, relative to this manifest's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Seconds a fetched key set is trusted before it is fetched again.
+    /// Default 300.
+    #[serde(default = "default_jwks_refresh")]
+    pub refresh_seconds: u64,
+}
+
+fn default_jwks_refresh() -> u64 {
+    300
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+/// An external issuer of agent identity tokens (OIDC provider, SPIFFE
+/// JWT-SVID issuer, Kubernetes service-account tokens).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerManifest {
+    /// Document kind.
+    pub kind: IssuerKind,
+    /// Identifier used by agents' `credentials.workload[].issuer`.
+    pub id: String,
+    /// What this issuer is.
+    pub description: String,
+    /// The exact `iss` claim its tokens carry.
+    pub issuer: String,
+    /// The audience that names this gateway; tokens whose `aud` does not
+    /// contain it are refused.
+    pub audience: String,
+    /// Algorithms accepted from this issuer (at least one).
+    pub algorithms: Vec<JwtAlgorithm>,
+    /// Where its public keys come from (exactly one of `url`, `file`).
+    pub jwks: JwksSource,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds. Default 30.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+    /// Authorization server advertised to clients in the protected
+    /// resource metadata (RFC 9728). Default: `issuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_server: Option<String>,
 }
 
 fn yes() -> bool {
@@ -196,7 +300,10 @@ fn yes() -> bool {
 
 impl Default for AgentCredentials {
     fn default() -> Self {
-        Self { gateway_keys: true }
+        Self {
+            gateway_keys: true,
+            workload: Vec::new(),
+        }
     }
 }
 

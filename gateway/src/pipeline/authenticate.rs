@@ -1,5 +1,6 @@
-//! Stage 1, authenticate: turns a presented credential into an
-//! [`Authenticated`] principal, or refuses.
+//! Stage 1, authenticate: turns a presented credential (a gateway-issued
+//! key, or a JWT from a declared issuer) into an [`Authenticated`]
+//! principal, or refuses.
 //!
 //! Contract: an `Authenticated` exists only if a live credential was verified
 //! against the store just now and names an agent in the current catalog. The
@@ -16,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::Gateway;
 use crate::catalog::AgentEntry;
+use crate::identity::{self, TokenError};
 use crate::store::StoreError;
 
 /// Prefix of every gateway-issued key, so leaked keys are easy to grep for.
@@ -40,7 +42,7 @@ impl Transport {
     }
 }
 
-/// A verified principal. Only [`authenticate_key`] can build one.
+/// A verified principal. Only this module can build one.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     agent: Arc<AgentEntry>,
@@ -48,12 +50,56 @@ pub struct Authenticated {
     transport: Transport,
 }
 
+/// Verifies whatever bearer credential was presented: a gateway key
+/// (`tgk_…`) or a JWT from a declared issuer.
+pub async fn authenticate_bearer(
+    gw: &Gateway,
+    presented: &str,
+    transport: Transport,
+) -> Result<Authenticated, AuthError> {
+    let presented = presented.trim();
+    if presented.starts_with(KEY_PREFIX) {
+        return authenticate_key(gw, presented, transport).await;
+    }
+    if presented.is_empty() {
+        return Err(AuthError::Missing);
+    }
+    if presented.len() > 16 * 1024 || presented.bytes().filter(|b| *b == b'.').count() != 2 {
+        return Err(AuthError::Invalid);
+    }
+    let catalog = gw.catalog();
+    let iss = identity::unverified_issuer(presented).map_err(AuthError::Token)?;
+    let issuer = catalog
+        .issuers_by_iss
+        .get(&iss)
+        .ok_or(AuthError::Token(TokenError::UnknownIssuer))?;
+    let verified = issuer.verify(presented).await.map_err(|e| match e {
+        TokenError::KeysUnavailable => AuthError::Unavailable(None),
+        other => AuthError::Token(other),
+    })?;
+    let agent_id = catalog
+        .workloads
+        .get(&(verified.issuer_id.clone(), verified.subject.clone()))
+        .ok_or(AuthError::UnknownIdentity)?;
+    let agent = catalog
+        .agents
+        .get(agent_id)
+        .cloned()
+        .ok_or(AuthError::UnknownIdentity)?;
+    Ok(Authenticated {
+        agent,
+        credential_id: format!("jwt:{}/{}", verified.issuer_id, verified.subject),
+        transport,
+    })
+}
+
 impl Authenticated {
     /// The agent, as of the catalog in force when it authenticated.
     pub fn agent(&self) -> &Arc<AgentEntry> {
         &self.agent
     }
-    /// Public id of the credential used (a key id).
+    /// Public id of the credential used: a key id (`key_…`) or a workload
+    /// identity (`jwt:ISSUER/SUBJECT`).
     pub fn credential_id(&self) -> &str {
         &self.credential_id
     }
@@ -61,7 +107,8 @@ impl Authenticated {
     pub fn transport(&self) -> Transport {
         self.transport
     }
-    /// The principal a session is bound to: one credential.
+    /// The principal a session is bound to: one key, or one workload
+    /// identity (whose tokens rotate; the identity stays).
     pub fn principal(&self) -> &str {
         &self.credential_id
     }
@@ -78,9 +125,16 @@ pub enum AuthError {
     /// nothing about which.
     #[error("the credential is not valid")]
     Invalid,
-    /// The credential could not be checked (store failure): refused.
+    /// A JWT was refused.
+    #[error("{0}")]
+    Token(TokenError),
+    /// A valid JWT whose identity no agent declares.
+    #[error("the token's identity is not declared by any agent")]
+    UnknownIdentity,
+    /// The credential could not be checked (store or issuer unreachable):
+    /// refused, never guessed.
     #[error("the credential could not be checked right now")]
-    Unavailable(#[source] StoreError),
+    Unavailable(#[source] Option<StoreError>),
 }
 
 impl AuthError {
@@ -89,6 +143,8 @@ impl AuthError {
         match self {
             AuthError::Missing => "credential_missing",
             AuthError::Invalid => "credential_invalid",
+            AuthError::Token(e) => e.code(),
+            AuthError::UnknownIdentity => "identity_unknown",
             AuthError::Unavailable(_) => "identity_unavailable",
         }
     }
@@ -141,7 +197,7 @@ pub async fn authenticate_key(
         .store()
         .find_key(&key_hash(presented))
         .await
-        .map_err(AuthError::Unavailable)?
+        .map_err(|e| AuthError::Unavailable(Some(e)))?
         .ok_or(AuthError::Invalid)?;
     let agent = gw
         .catalog()

@@ -1,4 +1,4 @@
-//! Stage 2, authorize: is this tool granted to this agent, and do the
+//! Stage 3, authorize: is this tool granted to this agent, and do the
 //! arguments match the tool's input schema?
 //!
 //! Contract: returns [`Authorized`] only for a tool that exists in the
@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::admit::Admitted;
 use super::authenticate::Authenticated;
 use super::denial::Denial;
 use crate::catalog::{Catalog, ToolEntry};
@@ -45,10 +46,11 @@ impl Authorized {
 /// Looks the tool up, checks the grant, validates the arguments.
 pub fn authorize(
     catalog: &Catalog,
-    who: &Authenticated,
+    admitted: &Admitted,
     name: &str,
     arguments: Option<Map<String, Value>>,
 ) -> Result<Authorized, Denial> {
+    let who = admitted.who();
     let tool = catalog.tools.get(name).ok_or_else(|| Denial::UnknownTool {
         name: name.to_string(),
     })?;

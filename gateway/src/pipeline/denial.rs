@@ -18,6 +18,8 @@ pub mod codes {
     pub const UNAUTHENTICATED: i32 = -32001;
     /// The gateway could not make or record a decision; nothing was run.
     pub const GATEWAY_UNAVAILABLE: i32 = -32002;
+    /// The agent may not act now (suspended, retired, review overdue).
+    pub const AGENT_NOT_ADMITTED: i32 = -32003;
 }
 
 /// Why a call was refused before it reached the backend.
@@ -26,6 +28,39 @@ pub enum Denial {
     /// No credential, or not a valid one (stdio re-checks per request).
     #[error("authentication failed: {0}")]
     Unauthenticated(#[from] AuthError),
+    /// The agent is suspended.
+    #[error("agent `{agent}` is suspended (since {since})")]
+    AgentSuspended {
+        /// Agent id.
+        agent: String,
+        /// When it was suspended.
+        since: String,
+        /// Whom to contact (system owner).
+        contact: String,
+    },
+    /// The agent is retired.
+    #[error("agent `{agent}` is retired (since {since})")]
+    AgentRetired {
+        /// Agent id.
+        agent: String,
+        /// When it was retired.
+        since: String,
+        /// Whom to contact (system owner).
+        contact: String,
+    },
+    /// The agent's review date has come.
+    #[error("agent `{agent}` was due for review on {review_by} and is treated as suspended")]
+    ReviewOverdue {
+        /// Agent id.
+        agent: String,
+        /// The review date.
+        review_by: String,
+        /// Whom to contact (system owner).
+        contact: String,
+    },
+    /// The agent's status could not be read.
+    #[error("the agent's status could not be checked")]
+    LifecycleUnavailable,
     /// No tool of that name exists.
     #[error("unknown tool `{name}`")]
     UnknownTool {
@@ -75,6 +110,10 @@ impl Denial {
     pub fn code(&self) -> &'static str {
         match self {
             Denial::Unauthenticated(e) => e.code(),
+            Denial::AgentSuspended { .. } => "agent_suspended",
+            Denial::AgentRetired { .. } => "agent_retired",
+            Denial::ReviewOverdue { .. } => "agent_review_overdue",
+            Denial::LifecycleUnavailable => "lifecycle_unavailable",
             Denial::UnknownTool { .. } => "unknown_tool",
             Denial::NotGranted { .. } => "tool_not_granted",
             Denial::InvalidArguments { .. } => "invalid_arguments",
@@ -132,11 +171,20 @@ impl Denial {
                     Some(json!({ "tollgate/problems": details })),
                 ))
             }
-            Denial::AuditUnavailable => AgentReply::Error(ErrorData::new(
-                ErrorCode(codes::GATEWAY_UNAVAILABLE),
-                "The gateway could not record this call, so it was not run. Try again later.",
+            Denial::AgentSuspended { contact, .. }
+            | Denial::AgentRetired { contact, .. }
+            | Denial::ReviewOverdue { contact, .. } => AgentReply::Error(ErrorData::new(
+                ErrorCode(codes::AGENT_NOT_ADMITTED),
+                format!("{self}; calls are refused. Contact the agent's system owner ({contact})."),
                 Some(json!({ "reason": code })),
             )),
+            Denial::LifecycleUnavailable | Denial::AuditUnavailable => {
+                AgentReply::Error(ErrorData::new(
+                    ErrorCode(codes::GATEWAY_UNAVAILABLE),
+                    format!("{self}, so the call was not run. Try again later."),
+                    Some(json!({ "reason": code })),
+                ))
+            }
         }
     }
 }

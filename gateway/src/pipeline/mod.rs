@@ -4,13 +4,14 @@
 //! skipped without the code failing to compile:
 //!
 //! ```text
-//! authenticate -> Authenticated -> authorize -> Authorized
-//!     -> record::allow -> Recorded -> dispatch -> record::outcome
+//! authenticate -> Authenticated -> admit -> Admitted -> authorize -> Authorized
+//!     -> record::allow -> Recorded -> admit::recheck -> dispatch -> record::outcome
 //! ```
 //!
 //! Every refusal is a [`Denial`] with a stable code; `denial.rs` is the one
 //! place that turns it into what the agent sees.
 
+pub mod admit;
 pub mod authenticate;
 pub mod authorize;
 pub mod denial;
@@ -53,14 +54,21 @@ pub async fn call_tool(
     let started = Instant::now();
     let catalog = gw.catalog();
 
-    // Authorize first: it is pure and in memory, so unknown tools, missing
+    // Admit before looking at the tool: a suspended, retired or overdue
+    // agent is refused whatever it asks for.
+    let admitted = match admit::admit(gw, who).await {
+        Ok(a) => a,
+        Err(denial) => return refuse(gw, who, &request, denial, started).await,
+    };
+
+    // Authorize next: it is pure and in memory, so unknown tools, missing
     // grants and bad arguments are refused before anything is written or
     // sent, and the backend never sees a malformed call.
-    let authorized =
-        match authorize::authorize(&catalog, who, &request.name, request.arguments.clone()) {
-            Ok(a) => a,
-            Err(denial) => return refuse(gw, who, &request, denial, started).await,
-        };
+    let arguments = request.arguments.clone();
+    let authorized = match authorize::authorize(&catalog, &admitted, &request.name, arguments) {
+        Ok(a) => a,
+        Err(denial) => return refuse(gw, who, &request, denial, started).await,
+    };
 
     // Record before dispatch: a call whose decision is not durable must not
     // run (fail closed). Credentials (later stages) come after every check.
@@ -68,6 +76,18 @@ pub async fn call_tool(
         Ok(r) => r,
         Err(denial) => return denial.to_agent().into_result(),
     };
+
+    // Status once more, right before the only step with an effect outside
+    // the gateway: a retirement while this call was in flight wins.
+    if let Err(denial) = admit::recheck(gw, &authorized).await {
+        let outcome = Outcome {
+            outcome: "refused",
+            code: Some(denial.code()),
+            backend_status: None,
+        };
+        record::outcome(gw, recorded, outcome, elapsed_us(started)).await;
+        return denial.to_agent().into_result();
+    }
 
     // Dispatch last: the only step with an effect outside the gateway.
     let dispatched = dispatch::dispatch(&authorized, &recorded, cancel).await;

@@ -86,14 +86,26 @@ fn write_canonical(mac: &mut HmacSha256, v: &Value) {
     }
 }
 
+/// The accountable people as of this decision: the agent's owners and who
+/// approved its deployment, and the connector's owners. Copied into every
+/// record because manifests change; the record must not.
 fn owners(who: &Authenticated, tool: Option<&ToolEntry>) -> Value {
-    let a = &who.agent().owners;
+    let a = who.agent();
+    let o = &a.owners;
     let mut v = json!({
-        "agent": { "business": a.business.name, "system": a.system.name, "security": a.security.name },
+        "agent": {
+            "business": { "name": o.business.name, "contact": o.business.contact },
+            "system": { "name": o.system.name, "contact": o.system.contact },
+            "security": { "name": o.security.name, "contact": o.security.contact },
+            "approved_by": a.deployment.approved_by,
+            "approved_at": a.deployment.approved_at,
+        },
     });
     if let Some(t) = tool {
-        v["connector"] =
-            json!({ "system": t.owners.system.name, "security": t.owners.security.name });
+        v["connector"] = json!({
+            "system": { "name": t.owners.system.name, "contact": t.owners.system.contact },
+            "security": { "name": t.owners.security.name, "contact": t.owners.security.contact },
+        });
     }
     v
 }

@@ -20,6 +20,9 @@ pub enum StoreError {
     /// Schema migration failed.
     #[error("cannot prepare the database schema: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The change is not allowed from the current state.
+    #[error("{0}")]
+    Conflict(String),
     /// The data directory could not be prepared.
     #[error("cannot prepare the data directory {path}: {source}")]
     DataDir {
@@ -106,6 +109,82 @@ pub struct DecisionFilter {
     pub limit: Option<u32>,
 }
 
+/// An agent's runtime status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentStatus {
+    /// Calls are admitted (subject to every other check).
+    Active,
+    /// Calls are refused until the agent is resumed.
+    Suspended,
+    /// Permanently cut off: keys revoked, calls refused, cannot be resumed.
+    Retired,
+}
+
+impl AgentStatus {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Active => "active",
+            AgentStatus::Suspended => "suspended",
+            AgentStatus::Retired => "retired",
+        }
+    }
+
+    /// Parses a stored name; anything unknown reads as `Suspended` so a
+    /// corrupted row fails closed.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "active" => AgentStatus::Active,
+            "retired" => AgentStatus::Retired,
+            _ => AgentStatus::Suspended,
+        }
+    }
+}
+
+/// An agent's current runtime status and the change that set it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lifecycle {
+    /// Current status.
+    pub status: AgentStatus,
+    /// Why it was set.
+    pub reason: String,
+    /// Who set it.
+    pub changed_by: String,
+    /// When (RFC 3339).
+    pub changed_at: String,
+}
+
+/// One lifecycle change.
+#[derive(Debug, Clone, Serialize)]
+pub struct LifecycleEvent {
+    /// Agent.
+    pub agent_id: String,
+    /// Status before.
+    pub from: String,
+    /// Status after.
+    pub to: String,
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub changed_by: String,
+    /// When (RFC 3339).
+    pub changed_at: String,
+}
+
+/// One manifest load or reload attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManifestChange {
+    /// When (RFC 3339).
+    pub at: String,
+    /// `loaded`, `applied` or `rejected`.
+    pub outcome: String,
+    /// Files as `{path, sha256}` objects.
+    pub files: serde_json::Value,
+    /// For a rejected change, the errors (`file:line:col: message`).
+    pub errors: Option<Vec<String>>,
+}
+
 /// The state interface. Every method is safe to call concurrently.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -127,6 +206,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn record_outcome(&self, id: &str, outcome: &OutcomeUpdate) -> Result<(), StoreError>;
     /// Reads decisions back, newest first.
     async fn decisions(&self, filter: &DecisionFilter) -> Result<Vec<DecisionRecord>, StoreError>;
+    /// An agent's runtime status; `None` means never changed (active).
+    async fn agent_lifecycle(&self, agent_id: &str) -> Result<Option<Lifecycle>, StoreError>;
+    /// Changes an agent's status and records the change. Retiring also
+    /// revokes every key of the agent, in the same transaction. A retired
+    /// agent cannot change status again (`Conflict`).
+    async fn set_agent_status(
+        &self,
+        agent_id: &str,
+        to: AgentStatus,
+        reason: &str,
+        changed_by: &str,
+    ) -> Result<LifecycleEvent, StoreError>;
+    /// An agent's lifecycle changes, oldest first.
+    async fn lifecycle_events(&self, agent_id: &str) -> Result<Vec<LifecycleEvent>, StoreError>;
+    /// Records a manifest load or reload attempt.
+    async fn record_manifest_change(&self, change: &ManifestChange) -> Result<(), StoreError>;
+    /// Manifest changes, newest first.
+    async fn manifest_changes(&self, limit: u32) -> Result<Vec<ManifestChange>, StoreError>;
     /// Returns the named gateway secret, creating it with `init` on first use.
     async fn secret(&self, name: &str, init: &[u8]) -> Result<Vec<u8>, StoreError>;
 }

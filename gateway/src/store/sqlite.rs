@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::{DecisionFilter, DecisionRecord, KeyRecord, OutcomeUpdate, Store, StoreError};
+use super::{
+    AgentStatus, DecisionFilter, DecisionRecord, KeyRecord, Lifecycle, LifecycleEvent,
+    ManifestChange, OutcomeUpdate, Store, StoreError,
+};
 use crate::util::now_rfc3339;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -180,6 +183,162 @@ impl Store for SqliteStore {
                     backend_status: r.try_get("backend_status")?,
                     latency_us: r.try_get("latency_us")?,
                     owners: owners.and_then(|o| serde_json::from_str(&o).ok()),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn agent_lifecycle(&self, agent_id: &str) -> Result<Option<Lifecycle>, StoreError> {
+        let row = sqlx::query(
+            "SELECT status, reason, changed_by, changed_at FROM agent_lifecycle WHERE agent_id = ?",
+        )
+        .bind(agent_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let status: String = r.try_get("status")?;
+        Ok(Some(Lifecycle {
+            status: AgentStatus::parse(&status),
+            reason: r.try_get("reason")?,
+            changed_by: r.try_get("changed_by")?,
+            changed_at: r.try_get("changed_at")?,
+        }))
+    }
+
+    async fn set_agent_status(
+        &self,
+        agent_id: &str,
+        to: AgentStatus,
+        reason: &str,
+        changed_by: &str,
+    ) -> Result<LifecycleEvent, StoreError> {
+        // BEGIN IMMEDIATE takes the write lock up front, so two operators
+        // changing the same agent cannot both read the old status.
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let result = async {
+            let current: Option<String> = sqlx::query_scalar("SELECT status FROM agent_lifecycle WHERE agent_id = ?")
+                .bind(agent_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            let from = current.as_deref().map(AgentStatus::parse).unwrap_or(AgentStatus::Active);
+            if from == AgentStatus::Retired {
+                return Err(StoreError::Conflict(format!("agent `{agent_id}` is retired; retirement is permanent")));
+            }
+            if from == to {
+                return Err(StoreError::Conflict(format!("agent `{agent_id}` is already {}", to.as_str())));
+            }
+            let at = now_rfc3339();
+            sqlx::query(
+                "INSERT INTO agent_lifecycle (agent_id, status, reason, changed_by, changed_at) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT(agent_id) DO UPDATE SET status = excluded.status, reason = excluded.reason, \
+                 changed_by = excluded.changed_by, changed_at = excluded.changed_at",
+            )
+            .bind(agent_id)
+            .bind(to.as_str())
+            .bind(reason)
+            .bind(changed_by)
+            .bind(&at)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "INSERT INTO agent_lifecycle_events (agent_id, from_status, to_status, reason, changed_by, changed_at) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(agent_id)
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .bind(reason)
+            .bind(changed_by)
+            .bind(&at)
+            .execute(&mut *conn)
+            .await?;
+            if to == AgentStatus::Retired {
+                sqlx::query("UPDATE agent_keys SET revoked_at = ? WHERE agent_id = ? AND revoked_at IS NULL")
+                    .bind(&at)
+                    .bind(agent_id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(LifecycleEvent {
+                agent_id: agent_id.to_string(),
+                from: from.as_str().to_string(),
+                to: to.as_str().to_string(),
+                reason: reason.to_string(),
+                changed_by: changed_by.to_string(),
+                changed_at: at,
+            })
+        }
+        .await;
+        match result {
+            Ok(event) => {
+                sqlx::query("COMMIT").execute(&mut *conn).await?;
+                Ok(event)
+            }
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn lifecycle_events(&self, agent_id: &str) -> Result<Vec<LifecycleEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT agent_id, from_status, to_status, reason, changed_by, changed_at FROM agent_lifecycle_events \
+             WHERE agent_id = ? ORDER BY seq",
+        )
+        .bind(agent_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LifecycleEvent {
+                    agent_id: r.try_get("agent_id")?,
+                    from: r.try_get("from_status")?,
+                    to: r.try_get("to_status")?,
+                    reason: r.try_get("reason")?,
+                    changed_by: r.try_get("changed_by")?,
+                    changed_at: r.try_get("changed_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn record_manifest_change(&self, c: &ManifestChange) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO manifest_changes (at, outcome, files, errors) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&c.at)
+        .bind(&c.outcome)
+        .bind(c.files.to_string())
+        .bind(
+            c.errors
+                .as_ref()
+                .map(|e| serde_json::Value::from(e.clone()).to_string()),
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn manifest_changes(&self, limit: u32) -> Result<Vec<ManifestChange>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at, outcome, files, errors FROM manifest_changes ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let files: String = r.try_get("files")?;
+                let errors: Option<String> = r.try_get("errors")?;
+                Ok(ManifestChange {
+                    at: r.try_get("at")?,
+                    outcome: r.try_get("outcome")?,
+                    files: serde_json::from_str(&files).unwrap_or(serde_json::Value::Null),
+                    errors: errors.and_then(|e| serde_json::from_str(&e).ok()),
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

@@ -1,0 +1,330 @@
+//! Workload identities: verifying JWTs from the issuers that `Issuer`
+//! manifests declare (OIDC providers, SPIFFE JWT-SVID issuers, Kubernetes
+//! service-account tokens), with their keys from a JWKS URL (cached,
+//! refreshed) or file.
+//!
+//! What is refused, each with its own reason: a token that does not parse,
+//! `alg: none` or any algorithm the issuer does not allow, an unknown
+//! issuer, a key id the issuer does not publish, a bad signature, a wrong or
+//! missing audience, an expired or not-yet-valid token, a token without
+//! `exp` or `sub`. The identity is (issuer id, `sub`) and nothing else.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::manifest::types::{IssuerManifest, JwtAlgorithm};
+
+/// Smallest gap between two forced JWKS refreshes (unknown `kid`), so a
+/// stream of junk tokens cannot make the gateway hammer the issuer.
+const MIN_FORCED_REFRESH: Duration = Duration::from_secs(5);
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not a JWT, or its header or claims do not parse.
+    #[error("the token is not a well-formed JWT")]
+    Malformed,
+    /// No declared issuer has this `iss`.
+    #[error("the token's issuer is not trusted")]
+    UnknownIssuer,
+    /// The algorithm is not allowed for this issuer (includes `none`).
+    #[error("the token's signing algorithm is not allowed")]
+    AlgorithmNotAllowed,
+    /// The issuer does not publish the key that signed the token.
+    #[error("the token's signing key is not published by its issuer")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("the token's signature is invalid")]
+    BadSignature,
+    /// `aud` missing or not naming this gateway.
+    #[error("the token's audience does not name this gateway")]
+    WrongAudience,
+    /// Past `exp`.
+    #[error("the token has expired")]
+    Expired,
+    /// Before `nbf`.
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    /// A required claim (`exp`, `sub`) is missing.
+    #[error("the token lacks a required claim")]
+    MissingClaim,
+    /// The issuer's keys could not be fetched: refused, not guessed.
+    #[error("the issuer's keys cannot be fetched right now")]
+    KeysUnavailable,
+}
+
+impl TokenError {
+    /// Stable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TokenError::Malformed => "token_malformed",
+            TokenError::UnknownIssuer => "token_issuer_unknown",
+            TokenError::AlgorithmNotAllowed => "token_algorithm_not_allowed",
+            TokenError::UnknownKey => "token_key_unknown",
+            TokenError::BadSignature => "token_signature_invalid",
+            TokenError::WrongAudience => "token_audience_invalid",
+            TokenError::Expired => "token_expired",
+            TokenError::NotYetValid => "token_not_yet_valid",
+            TokenError::MissingClaim => "token_claim_missing",
+            TokenError::KeysUnavailable => "issuer_keys_unavailable",
+        }
+    }
+}
+
+/// A verified token's identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    /// The issuer's manifest id.
+    pub issuer_id: String,
+    /// The `sub` claim.
+    pub subject: String,
+}
+
+#[derive(Debug)]
+enum KeySource {
+    Url {
+        url: String,
+        client: reqwest::Client,
+    },
+    File(PathBuf),
+}
+
+#[derive(Debug, Default)]
+struct Cached {
+    keys: Option<Arc<JwkSet>>,
+    fetched: Option<Instant>,
+    forced: Option<Instant>,
+}
+
+/// One trusted issuer with its key cache.
+#[derive(Debug)]
+pub struct Issuer {
+    /// Manifest id.
+    pub id: String,
+    /// Exact `iss`.
+    pub issuer: String,
+    /// Audience naming this gateway.
+    pub audience: String,
+    /// Advertised authorization server.
+    pub authorization_server: String,
+    algorithms: Vec<Algorithm>,
+    leeway: u64,
+    refresh: Duration,
+    source: KeySource,
+    cache: tokio::sync::Mutex<Cached>,
+}
+
+fn algorithm(a: JwtAlgorithm) -> Algorithm {
+    match a {
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::RS384 => Algorithm::RS384,
+        JwtAlgorithm::RS512 => Algorithm::RS512,
+        JwtAlgorithm::PS256 => Algorithm::PS256,
+        JwtAlgorithm::PS384 => Algorithm::PS384,
+        JwtAlgorithm::PS512 => Algorithm::PS512,
+        JwtAlgorithm::ES256 => Algorithm::ES256,
+        JwtAlgorithm::ES384 => Algorithm::ES384,
+        JwtAlgorithm::EdDSA => Algorithm::EdDSA,
+    }
+}
+
+#[derive(Deserialize)]
+struct Unverified {
+    iss: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: Option<String>,
+}
+
+impl Issuer {
+    /// Builds an issuer from its manifest; `base_dir` resolves a relative
+    /// JWKS file. A JWKS file is read now so a bad one fails the load.
+    pub fn from_manifest(m: &IssuerManifest, base_dir: &std::path::Path) -> Result<Self, String> {
+        if m.algorithms.is_empty() {
+            return Err("`algorithms` must list at least one algorithm".into());
+        }
+        if m.audience.trim().is_empty() {
+            return Err("`audience` must name this gateway".into());
+        }
+        let source = match (&m.jwks.url, &m.jwks.file) {
+            (Some(url), None) => {
+                let parsed = reqwest::Url::parse(url)
+                    .map_err(|e| format!("jwks.url `{url}` is not a valid URL: {e}"))?;
+                if parsed.scheme() != "https" && !parsed.host_str().is_some_and(is_loopback_host) {
+                    return Err(format!(
+                        "jwks.url `{url}` must use https (plain http is accepted for loopback only)"
+                    ));
+                }
+                let client = reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .timeout(Duration::from_secs(5))
+                    .tcp_nodelay(true)
+                    .build()
+                    .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+                KeySource::Url {
+                    url: url.clone(),
+                    client,
+                }
+            }
+            (None, Some(file)) => KeySource::File(base_dir.join(file)),
+            _ => return Err("`jwks` needs exactly one of `url` or `file`".into()),
+        };
+        let keys = match &source {
+            KeySource::File(path) => Some(Arc::new(read_jwks_file(path)?)),
+            KeySource::Url { .. } => None,
+        };
+        Ok(Self {
+            id: m.id.clone(),
+            issuer: m.issuer.clone(),
+            audience: m.audience.clone(),
+            authorization_server: m
+                .authorization_server
+                .clone()
+                .unwrap_or_else(|| m.issuer.clone()),
+            algorithms: m.algorithms.iter().copied().map(algorithm).collect(),
+            leeway: m.leeway_seconds,
+            refresh: Duration::from_secs(m.jwks.refresh_seconds.max(1)),
+            source,
+            cache: tokio::sync::Mutex::new(Cached {
+                keys,
+                ..Cached::default()
+            }),
+        })
+    }
+
+    async fn keys(&self, force: bool) -> Result<Arc<JwkSet>, TokenError> {
+        // One fetch at a time; waiters reuse its result.
+        let mut cache = self.cache.lock().await;
+        let KeySource::Url { url, client } = &self.source else {
+            return cache.keys.clone().ok_or(TokenError::KeysUnavailable);
+        };
+        let fresh = cache.fetched.is_some_and(|t| t.elapsed() < self.refresh);
+        if fresh {
+            let throttled = cache
+                .forced
+                .is_some_and(|t| t.elapsed() < MIN_FORCED_REFRESH);
+            if !force || throttled {
+                return cache.keys.clone().ok_or(TokenError::KeysUnavailable);
+            }
+        }
+        if force {
+            cache.forced = Some(Instant::now());
+        }
+        let fetched = async {
+            let r = client.get(url).send().await.ok()?.error_for_status().ok()?;
+            r.json::<JwkSet>().await.ok()
+        }
+        .await;
+        match fetched {
+            Some(set) => {
+                let set = Arc::new(set);
+                cache.keys = Some(set.clone());
+                cache.fetched = Some(Instant::now());
+                Ok(set)
+            }
+            None => {
+                tracing::warn!(issuer = %self.id, %url, "cannot fetch the issuer's JWKS");
+                // Keys past their refresh time are not reused: a key the
+                // issuer retired must stop working.
+                cache.keys = None;
+                cache.fetched = None;
+                Err(TokenError::KeysUnavailable)
+            }
+        }
+    }
+
+    /// Verifies `token` against this issuer.
+    pub async fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if !self.algorithms.contains(&header.alg) {
+            return Err(TokenError::AlgorithmNotAllowed);
+        }
+        let mut set = self.keys(false).await?;
+        let mut jwk = find_key(&set, header.kid.as_deref(), header.alg);
+        if jwk.is_none() {
+            set = self.keys(true).await?;
+            jwk = find_key(&set, header.kid.as_deref(), header.alg);
+        }
+        let jwk = jwk.ok_or(TokenError::UnknownKey)?;
+        let key = DecodingKey::from_jwk(&jwk).map_err(|_| TokenError::UnknownKey)?;
+        let mut validation = Validation::new(header.alg);
+        validation.algorithms = vec![header.alg];
+        validation.leeway = self.leeway;
+        validation.validate_nbf = true;
+        validation.set_audience(&[&self.audience]);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            match e.kind() {
+                K::InvalidSignature => TokenError::BadSignature,
+                K::ExpiredSignature => TokenError::Expired,
+                K::ImmatureSignature => TokenError::NotYetValid,
+                K::InvalidAudience => TokenError::WrongAudience,
+                K::InvalidIssuer => TokenError::UnknownIssuer,
+                K::InvalidAlgorithm => TokenError::AlgorithmNotAllowed,
+                K::MissingRequiredClaim(c) if c == "aud" => TokenError::WrongAudience,
+                K::MissingRequiredClaim(_) => TokenError::MissingClaim,
+                _ => TokenError::Malformed,
+            }
+        })?;
+        let subject = data
+            .claims
+            .sub
+            .filter(|s| !s.is_empty())
+            .ok_or(TokenError::MissingClaim)?;
+        Ok(VerifiedToken {
+            issuer_id: self.id.clone(),
+            subject,
+        })
+    }
+}
+
+fn find_key(set: &JwkSet, kid: Option<&str>, alg: Algorithm) -> Option<jsonwebtoken::jwk::Jwk> {
+    match kid {
+        Some(kid) => set.find(kid).cloned(),
+        // Without a kid, only an unambiguous key set is usable.
+        None => {
+            let usable: Vec<_> = set
+                .keys
+                .iter()
+                .filter(|k| {
+                    k.common
+                        .key_algorithm
+                        .is_none_or(|ka| ka.to_string() == format!("{alg:?}"))
+                })
+                .collect();
+            (usable.len() == 1).then(|| usable[0].clone())
+        }
+    }
+}
+
+fn read_jwks_file(path: &std::path::Path) -> Result<JwkSet, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read jwks.file {}: {e}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| format!("jwks.file {} is not a JWK set: {e}", path.display()))
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1")
+}
+
+/// Reads the `iss` claim without verifying anything, only to pick the
+/// issuer whose keys will verify the token.
+pub fn unverified_issuer(token: &str) -> Result<String, TokenError> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).ok_or(TokenError::Malformed)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| TokenError::Malformed)?;
+    let claims: Unverified = serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
+    claims.iss.ok_or(TokenError::MissingClaim)
+}

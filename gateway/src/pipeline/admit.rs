@@ -1,0 +1,74 @@
+//! Stage 2, admit: is this agent accountable and allowed to act right now?
+//!
+//! Contract: returns [`Admitted`] only if the agent's runtime status (kept
+//! in the store, changed by `tollgate agents suspend|resume|retire`) is
+//! `active` and its `review_by` date has not come. The status is read from
+//! the store on every call, so a change made by an operator in another
+//! process takes effect on the agent's next call; [`recheck`] reads it once
+//! more just before dispatch, so a call in flight that has not reached the
+//! backend is refused too. A store error refuses the call (fail closed).
+
+use super::authenticate::Authenticated;
+use super::authorize::Authorized;
+use super::denial::Denial;
+use crate::Gateway;
+use crate::catalog::AgentEntry;
+use crate::store::AgentStatus;
+
+/// An authenticated agent that may act now. Only [`admit`] builds one.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    who: Authenticated,
+}
+
+impl Admitted {
+    /// The principal.
+    pub fn who(&self) -> &Authenticated {
+        &self.who
+    }
+}
+
+/// Checks the agent's status and review date.
+pub async fn admit(gw: &Gateway, who: &Authenticated) -> Result<Admitted, Denial> {
+    check(gw, who.agent()).await?;
+    Ok(Admitted { who: who.clone() })
+}
+
+/// The same checks again, for a call about to be dispatched.
+pub async fn recheck(gw: &Gateway, call: &Authorized) -> Result<(), Denial> {
+    check(gw, call.who().agent()).await
+}
+
+async fn check(gw: &Gateway, agent: &AgentEntry) -> Result<(), Denial> {
+    let lifecycle = gw.store().agent_lifecycle(&agent.id).await.map_err(|e| {
+        tracing::error!(error = %e, agent = %agent.id, "cannot read the agent's status; refusing");
+        Denial::LifecycleUnavailable
+    })?;
+    let contact = agent.owners.system.contact.clone();
+    match lifecycle.map(|l| (l.status, l)) {
+        Some((AgentStatus::Retired, l)) => {
+            return Err(Denial::AgentRetired {
+                agent: agent.id.clone(),
+                since: l.changed_at,
+                contact,
+            });
+        }
+        Some((AgentStatus::Suspended, l)) => {
+            return Err(Denial::AgentSuspended {
+                agent: agent.id.clone(),
+                since: l.changed_at,
+                contact,
+            });
+        }
+        _ => {}
+    }
+    let today = time::OffsetDateTime::now_utc().date();
+    if today >= agent.review_by {
+        return Err(Denial::ReviewOverdue {
+            agent: agent.id.clone(),
+            review_by: agent.review_by.to_string(),
+            contact,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! Manifest reload: the gateway watches its manifest directory by polling
+//! content hashes (portable, and immune to editors' rename-and-replace
+//! tricks that confuse event-based watchers). A valid change builds a new
+//! catalog and swaps it in whole: connections and calls in flight are not
+//! touched, and each request sees one catalog. An invalid change is logged
+//! with file and line and rejected; the running catalog stays. Every load,
+//! applied change and rejected change is recorded in the store with the
+//! files' content hashes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::Gateway;
+use crate::catalog::SourceFile;
+use crate::manifest::{self, ManifestErrors};
+use crate::store::{ManifestChange, StoreError};
+use crate::util::now_rfc3339;
+
+/// Path -> SHA-256 of every manifest file in a directory.
+pub type Fingerprint = BTreeMap<PathBuf, String>;
+
+/// What one check of the directory did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    /// Nothing changed.
+    Unchanged,
+    /// A new catalog is in force.
+    Applied,
+    /// The change was invalid; the previous catalog stays.
+    Rejected(Vec<String>),
+}
+
+/// Hashes the manifest files (`*.yaml`, `*.yml`) in `dir`.
+pub fn fingerprint(dir: &Path) -> std::io::Result<Fingerprint> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_file()
+            && matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            )
+        {
+            let bytes = std::fs::read(&path)?;
+            out.insert(path, hex::encode(Sha256::digest(&bytes)));
+        }
+    }
+    Ok(out)
+}
+
+/// The fingerprint of the files a catalog was built from.
+pub fn fingerprint_of(sources: &[SourceFile]) -> Fingerprint {
+    sources
+        .iter()
+        .map(|s| (s.path.clone(), s.sha256.clone()))
+        .collect()
+}
+
+fn describe(before: &Fingerprint, after: &Fingerprint) -> serde_json::Value {
+    let mut files = Vec::new();
+    for (path, hash) in after {
+        let change = match before.get(path) {
+            None => "added",
+            Some(h) if h != hash => "modified",
+            Some(_) => "unchanged",
+        };
+        files.push(json!({ "path": path, "sha256": hash, "change": change }));
+    }
+    for path in before.keys().filter(|p| !after.contains_key(*p)) {
+        files.push(json!({ "path": path, "sha256": null, "change": "removed" }));
+    }
+    serde_json::Value::Array(files)
+}
+
+/// Records the catalog loaded at startup.
+pub async fn record_startup(gw: &Gateway) -> Result<(), StoreError> {
+    let now = fingerprint_of(&gw.catalog().sources);
+    let change = ManifestChange {
+        at: now_rfc3339(),
+        outcome: "loaded".into(),
+        files: describe(&Fingerprint::new(), &now),
+        errors: None,
+    };
+    gw.store().record_manifest_change(&change).await
+}
+
+/// Checks `dir` once against `last` and applies or rejects a change.
+pub async fn check_once(gw: &Gateway, dir: &Path, last: &mut Fingerprint) -> Reload {
+    let now = match fingerprint(dir) {
+        Ok(f) => f,
+        Err(e) => {
+            // A directory that cannot be read (mid-rename, say) is not a
+            // change: keep serving and look again next time.
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot read the manifest directory");
+            return Reload::Unchanged;
+        }
+    };
+    if now == *last {
+        return Reload::Unchanged;
+    }
+    let files = describe(last, &now);
+    let (outcome, errors, result) = match manifest::load_dir(dir) {
+        Ok(catalog) => {
+            let applied = fingerprint_of(&catalog.sources);
+            gw.replace_catalog(catalog);
+            *last = applied;
+            tracing::info!(dir = %dir.display(), "manifest change applied");
+            ("applied", None, Reload::Applied)
+        }
+        Err(ManifestErrors(errors)) => {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            for line in &lines {
+                tracing::error!("manifest change rejected: {line}");
+            }
+            tracing::warn!(
+                "the previous configuration stays in force; fix the errors (`tollgate check`) and save again"
+            );
+            // Remember the broken state so it is reported once, not every tick.
+            *last = now;
+            ("rejected", Some(lines.clone()), Reload::Rejected(lines))
+        }
+    };
+    let change = ManifestChange {
+        at: now_rfc3339(),
+        outcome: outcome.into(),
+        files,
+        errors,
+    };
+    if let Err(e) = gw.store().record_manifest_change(&change).await {
+        tracing::error!(error = %e, "cannot record a manifest change");
+    }
+    result
+}
+
+/// Watches `dir` every `every` until the task is dropped or aborted.
+pub fn spawn(gw: Arc<Gateway>, dir: PathBuf, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = fingerprint_of(&gw.catalog().sources);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            check_once(&gw, &dir, &mut last).await;
+        }
+    })
+}
