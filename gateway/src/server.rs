@@ -300,7 +300,13 @@ async fn guard(State(edge): State<Arc<Edge>>, mut request: Request, next: Next) 
     }
     let method = request.method().clone();
     request.extensions_mut().insert(who);
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    // rmcp acknowledges a session DELETE with 202; clients (the Python SDK
+    // among them) expect 200 or 204 and warn otherwise. The session is gone
+    // either way, so say so plainly.
+    if method == Method::DELETE && response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+    }
 
     let mut sessions = edge.sessions.lock().unwrap_or_else(|p| p.into_inner());
     match (&session, &method) {

@@ -6,5 +6,8 @@
 mod cli;
 mod demo;
 mod http_transport;
+mod identity;
+mod lifecycle;
 mod manifests;
+mod reload;
 mod stdio_transport;

@@ -112,6 +112,15 @@ review_by: 2099-01-01
 tools: [shop.get_order]
 ";
 
+const ISSUER: &str = "kind: Issuer
+id: corp
+description: Corporate IdP
+issuer: https://idp.example.com
+audience: https://tollgate.example.com
+algorithms: [ES256]
+jwks: { url: \"https://idp.example.com/jwks\" }
+";
+
 fn errors_of(files: &[(&str, String)]) -> Vec<tollgate::manifest::ManifestError> {
     let sources: Vec<Source> = files
         .iter()
@@ -258,6 +267,47 @@ fn broken_manifests_report_file_line_and_reason() {
             "bot.yaml",
             5,
             "missing field `security`",
+        ),
+        (
+            "two agents claiming one workload identity",
+            vec![
+                ("shop.yaml", CONNECTOR.into()),
+                ("issuer.yaml", ISSUER.into()),
+                ("a.yaml", AGENT.replace("tools:", "credentials:\n  workload: [{ issuer: corp, subject: \"spiffe://corp/bot\" }]\ntools:")),
+                (
+                    "b.yaml",
+                    AGENT
+                        .replace("id: bot", "id: bot2")
+                        .replace("tools:", "credentials:\n  workload: [{ issuer: corp, subject: \"spiffe://corp/bot\" }]\ntools:"),
+                ),
+            ],
+            "b.yaml",
+            11,
+            "already belongs to agent `bot`; two agents can never share an identity",
+        ),
+        (
+            "workload identity naming an undeclared issuer",
+            vec![
+                ("shop.yaml", CONNECTOR.into()),
+                ("a.yaml", AGENT.replace("tools:", "credentials:\n  workload: [{ issuer: nope, subject: x }]\ntools:")),
+            ],
+            "a.yaml",
+            11,
+            "names issuer `nope`, which is not declared",
+        ),
+        (
+            "issuer with two key sources",
+            vec![("issuer.yaml", ISSUER.replace("jwks: { url: \"https://idp.example.com/jwks\" }", "jwks: { url: \"https://idp.example.com/jwks\", file: k.json }"))],
+            "issuer.yaml",
+            7,
+            "needs exactly one of `url` or `file`",
+        ),
+        (
+            "issuer fetching keys over plain http",
+            vec![("issuer.yaml", ISSUER.replace("https://idp.example.com/jwks", "http://idp.example.com/jwks"))],
+            "issuer.yaml",
+            7,
+            "must use https",
         ),
         (
             "connector without a system owner",

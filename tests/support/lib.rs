@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod jwt;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -290,6 +292,24 @@ impl TestGateway {
         };
         ().serve_with_lifecycle(StreamableHttpClientTransport::from_config(config), mode)
             .await
+            .unwrap()
+    }
+
+    /// Watches the manifest directory for changes every `every`.
+    pub fn watch(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        tollgate::reload::spawn(self.gw.clone(), self.manifests.path().to_path_buf(), every)
+    }
+
+    /// Runs the real CLI (`bin`: the test package's `tollgate-under-test`)
+    /// against this gateway's data and manifests.
+    pub fn cli(&self, bin: &str, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(bin)
+            .arg("--data")
+            .arg(self.data.path())
+            .arg("--manifests")
+            .arg(self.manifests.path())
+            .args(args)
+            .output()
             .unwrap()
     }
 
