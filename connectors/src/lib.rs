@@ -26,6 +26,48 @@ pub struct ConnectorCall<'a> {
     pub tool: &'a str,
     /// Arguments, already validated against the tool's input schema.
     pub arguments: &'a Map<String, Value>,
+    /// The credential the gateway issued for this backend, if any.
+    pub credential: Option<&'a BackendCredential>,
+}
+
+/// Headers a tool argument may never set: they carry credentials or
+/// routing, which only the gateway decides.
+pub const RESERVED_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie", "host"];
+
+/// A credential for a backend: one header and its value. The value is
+/// marked sensitive and never shown by `Debug`.
+#[derive(Clone)]
+pub struct BackendCredential {
+    header: ::http::HeaderName,
+    value: ::http::HeaderValue,
+}
+
+impl BackendCredential {
+    /// A credential sent as `header: value`.
+    pub fn new(header: &str, value: &str) -> Result<Self, String> {
+        let header = ::http::HeaderName::from_bytes(header.as_bytes())
+            .map_err(|_| format!("`{header}` is not a header name"))?;
+        let mut value = ::http::HeaderValue::from_str(value)
+            .map_err(|_| "the credential is not a valid header value".to_string())?;
+        value.set_sensitive(true);
+        Ok(Self { header, value })
+    }
+
+    /// The header name.
+    pub fn header(&self) -> &::http::HeaderName {
+        &self.header
+    }
+
+    /// The header value (the secret).
+    pub fn value(&self) -> &::http::HeaderValue {
+        &self.value
+    }
+}
+
+impl std::fmt::Debug for BackendCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BackendCredential({}: <redacted>)", self.header)
+    }
 }
 
 /// What a backend answered, shaped for an MCP tool result.

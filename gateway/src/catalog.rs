@@ -13,8 +13,8 @@ use tollgate_connectors::Connector;
 
 use crate::identity::Issuer;
 use crate::manifest::types::{
-    AgentManifest, AgentOwners, ConnectorManifest, ConnectorOwners, DeploymentApproval, Risk,
-    ToolManifest,
+    AgentManifest, AgentOwners, AgentTaskPolicy, AuthKind, BackendAuth, ConnectorManifest,
+    ConnectorOwners, DeploymentApproval, Risk, ToolManifest,
 };
 
 /// Everything the gateway serves, as loaded from one manifest directory.
@@ -25,6 +25,11 @@ pub struct Catalog {
     pub tools: BTreeMap<String, Arc<ToolEntry>>,
     /// Agents by id.
     pub agents: HashMap<String, Arc<AgentEntry>>,
+    /// Connectors by id.
+    pub connectors: BTreeMap<String, Arc<ConnectorEntry>>,
+    /// Problems that do not stop the load but that an operator should see
+    /// (long-lived static secrets, secrets not available here).
+    pub warnings: Vec<crate::manifest::ManifestError>,
     /// Trusted token issuers by manifest id.
     pub issuers: BTreeMap<String, Arc<Issuer>>,
     /// The same issuers by their exact `iss` value.
@@ -47,6 +52,31 @@ pub struct SourceFile {
     pub sha256: String,
 }
 
+/// A connector: where its backend is and how Tollgate authenticates to it.
+#[derive(Debug)]
+pub struct ConnectorEntry {
+    /// Id.
+    pub id: String,
+    /// Owners.
+    pub owners: Arc<ConnectorOwners>,
+    /// Backend authentication, if any.
+    pub auth: Option<BackendAuth>,
+    /// Directory of the manifest that declared it (for relative secret files).
+    pub base_dir: PathBuf,
+}
+
+impl ConnectorEntry {
+    /// The audience of tokens minted for this connector.
+    pub fn audience(&self) -> String {
+        let default = || format!("urn:tollgate:connector:{}", self.id);
+        match self.auth.as_ref().map(BackendAuth::kind) {
+            Some(Ok(AuthKind::GatewayJwt(j))) => j.audience.clone().unwrap_or_else(default),
+            Some(Ok(AuthKind::TokenExchange(t))) => t.audience.clone(),
+            _ => default(),
+        }
+    }
+}
+
 /// A tool ready to be listed and called.
 #[derive(Debug)]
 pub struct ToolEntry {
@@ -66,6 +96,8 @@ pub struct ToolEntry {
     pub connector: Arc<dyn Connector>,
     /// The connector's owners.
     pub owners: Arc<ConnectorOwners>,
+    /// OAuth scopes the tool needs from its backend's authorization server.
+    pub scopes: Vec<String>,
 }
 
 impl ToolEntry {
@@ -120,6 +152,7 @@ impl ToolEntry {
             validator,
             connector,
             owners,
+            scopes: t.scopes.clone(),
         }
     }
 }
@@ -145,6 +178,8 @@ pub struct AgentEntry {
     pub listed: Arc<Vec<Tool>>,
     /// Whether gateway-issued keys are accepted.
     pub gateway_keys: bool,
+    /// Task rules.
+    pub tasks: AgentTaskPolicy,
 }
 
 impl AgentEntry {
@@ -169,6 +204,7 @@ impl AgentEntry {
             granted,
             listed: Arc::new(listed),
             gateway_keys: a.credentials.gateway_keys,
+            tasks: a.tasks.clone(),
         }
     }
 }

@@ -67,6 +67,12 @@ enum Command {
     /// Read the decision records.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Start, inspect and end tasks.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+    /// The gateway's signing keys (task tokens, backend JWTs).
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +150,81 @@ struct StatusChange {
     /// Print the change as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum TasksCommand {
+    /// Start a task for an agent; prints its id, token and expiry.
+    Start {
+        /// The agent that will act.
+        #[arg(long)]
+        agent: String,
+        /// What the task is for.
+        #[arg(long)]
+        purpose: String,
+        /// Tools it needs, comma-separated (names or globs within the
+        /// agent's grants).
+        #[arg(long, value_delimiter = ',', required = true)]
+        tools: Vec<String>,
+        /// How long it may run: 900, 900s, 15m, 2h.
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+        /// Argument constraint, e.g. `amount <= 500` (repeatable).
+        #[arg(long = "constraint")]
+        constraints: Vec<String>,
+        /// Who is starting it (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        /// Print JSON (id, token, expiry, ...).
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tasks, newest first.
+    List {
+        /// Only this agent's.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only active tasks.
+        #[arg(long)]
+        active: bool,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one task and the credentials issued for it.
+    Show {
+        /// Task id.
+        task: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a task now: its token and credentials are revoked.
+    End {
+        /// Task id.
+        task: String,
+        /// Why (recorded).
+        #[arg(long, default_value = "ended by an operator")]
+        reason: String,
+        /// Who (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// List the signing keys published at /.well-known/jwks.json.
+    List,
+    /// Add a new signing key; older ones stay published until pruned.
+    Rotate {
+        /// Keep at most this many keys (at least 2).
+        #[arg(long, default_value_t = 3)]
+        keep: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,6 +306,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging("warn");
             audit(&cli.data, cmd).await
         }
+        Command::Tasks(cmd) => {
+            init_logging("warn");
+            tasks(&cli.data, &cli.manifests, cmd).await
+        }
+        Command::Keys(cmd) => keys(&cli.data, cmd),
     }
 }
 
@@ -244,8 +330,14 @@ fn load(dir: &Path) -> anyhow::Result<Catalog> {
 fn check(dir: &Path, as_json: bool) -> ExitCode {
     match manifest::load_dir(dir) {
         Ok(c) => {
+            if !as_json {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
+            }
             if as_json {
                 let out = json!({
+                    "warnings": c.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     "valid": true,
                     "files": c.sources.len(),
                     "tools": c.tools.keys().collect::<Vec<_>>(),
@@ -287,6 +379,186 @@ fn sorted<'a>(keys: impl Iterator<Item = &'a String>) -> Vec<&'a String> {
     v
 }
 
+async fn open_gateway(data: &Path, catalog: Catalog) -> anyhow::Result<Gateway> {
+    let secrets = crate::secrets::Secrets::load_or_create(data)?;
+    Ok(Gateway::new(catalog, open_store(data).await?, secrets))
+}
+
+fn operator(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn keys(data: &Path, cmd: KeysCommand) -> anyhow::Result<ExitCode> {
+    let secrets = match cmd {
+        KeysCommand::List => crate::secrets::Secrets::load_or_create(data)?,
+        KeysCommand::Rotate { keep } => {
+            crate::secrets::Secrets::load_or_create(data)?;
+            let s = crate::secrets::Secrets::rotate(data, keep)?;
+            eprintln!("New signing key in use. A running gateway picks it up within a second.");
+            s
+        }
+    };
+    println!("issuer  {}", secrets.issuer());
+    let ids = secrets.key_ids();
+    for (i, (kid, created)) in ids.iter().enumerate() {
+        let role = if i + 1 == ids.len() {
+            "signing"
+        } else {
+            "published"
+        };
+        println!("{kid}  {role:<9}  created {created}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn tasks(data: &Path, manifests: &Path, cmd: TasksCommand) -> anyhow::Result<ExitCode> {
+    use crate::store::{TaskFilter, TaskStatus};
+    let gw = open_gateway(data, load(manifests)?).await?;
+    match cmd {
+        TasksCommand::Start {
+            agent,
+            purpose,
+            tools,
+            ttl,
+            constraints,
+            by,
+            json: as_json,
+        } => {
+            let ttl = crate::tasks::parse_ttl(&ttl).map_err(anyhow::Error::msg)?;
+            let req = crate::tasks::StartTask {
+                agent_id: agent,
+                purpose,
+                tools,
+                constraints,
+                ttl,
+                started_by: operator(by),
+                origin: "cli",
+            };
+            let started = crate::tasks::start(&gw, req).await?;
+            let t = &started.task;
+            if as_json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "task_id": t.id, "agent": t.agent_id, "purpose": t.purpose, "tools": t.tools,
+                        "constraints": t.constraints, "expires_at": t.expires_at, "task_token": started.token,
+                    }))?
+                );
+            } else {
+                eprintln!("Task {} for `{}` until {}", t.id, t.agent_id, t.expires_at);
+                eprintln!("  tools: {}", t.tools.join(", "));
+                if !t.constraints.is_empty() {
+                    eprintln!("  constraints: {}", t.constraints.join("; "));
+                }
+                eprintln!("Task token (the agent's bearer credential for this task; shown once):");
+                println!("{}", started.token);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TasksCommand::List {
+            agent,
+            active,
+            limit,
+            json: as_json,
+        } => {
+            let list = gw
+                .store()
+                .tasks(&TaskFilter {
+                    agent_id: agent,
+                    active_only: active,
+                    limit: Some(limit),
+                })
+                .await?;
+            if as_json {
+                for t in &list {
+                    println!("{}", serde_json::to_string(t)?);
+                }
+            } else {
+                println!(
+                    "{:<38} {:<14} {:<10} {:<27} PURPOSE",
+                    "TASK", "AGENT", "STATUS", "EXPIRES"
+                );
+                for t in &list {
+                    println!(
+                        "{:<38} {:<14} {:<10} {:<27} {}",
+                        t.id,
+                        t.agent_id,
+                        t.status.as_str(),
+                        t.expires_at,
+                        t.purpose
+                    );
+                }
+                if list.is_empty() {
+                    eprintln!("no tasks");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TasksCommand::Show {
+            task,
+            json: as_json,
+        } => {
+            let Some(t) = gw.store().task(&task).await? else {
+                bail!("no task `{task}` (see `tollgate tasks list`)")
+            };
+            let creds = gw.store().task_credentials(&task).await?;
+            if as_json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({ "task": t, "credentials": creds }))?
+                );
+            } else {
+                println!("task         {}", t.id);
+                println!("agent        {}", t.agent_id);
+                println!("purpose      {}", t.purpose);
+                println!("tools        {}", t.tools.join(", "));
+                if !t.constraints.is_empty() {
+                    println!("constraints  {}", t.constraints.join("; "));
+                }
+                println!(
+                    "started      {} by {} ({})",
+                    t.created_at, t.started_by, t.origin
+                );
+                println!("expires      {}", t.expires_at);
+                println!("status       {}", t.status.as_str());
+                if let (Some(at), Some(by)) = (&t.ended_at, &t.ended_by) {
+                    println!(
+                        "ended        {at} by {by}: {}",
+                        t.end_reason.as_deref().unwrap_or("")
+                    );
+                }
+                for c in &creds {
+                    let state = match &c.revoked_at {
+                        Some(r) => format!("revoked {r}"),
+                        None => "live".into(),
+                    };
+                    println!(
+                        "credential   {} {} for {} ({state}; issued {}, expires {})",
+                        c.id,
+                        c.kind,
+                        c.connector_id,
+                        c.issued_at,
+                        c.expires_at.as_deref().unwrap_or("never")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TasksCommand::End { task, reason, by } => {
+            let ended =
+                crate::tasks::end(&gw, &task, TaskStatus::Revoked, &operator(by), &reason).await?;
+            println!(
+                "{}: ended ({}); its token and credentials are revoked",
+                ended.id,
+                ended.status.as_str()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 async fn open_store(data: &Path) -> anyhow::Result<Arc<dyn Store>> {
     let store = SqliteStore::open(data)
         .await
@@ -297,8 +569,12 @@ async fn open_store(data: &Path) -> anyhow::Result<Arc<dyn Store>> {
 async fn serve(data: &Path, manifests: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Bad manifests stop us before any port is bound.
     let catalog = load(manifests)?;
+    for w in &catalog.warnings {
+        tracing::warn!("{w}");
+    }
     let demo = catalog.demo_backend;
-    let gw = Arc::new(Gateway::new(catalog, open_store(data).await?).await?);
+    let gw = Arc::new(open_gateway(data, catalog).await?);
+    crate::tasks::spawn_sweeper(gw.clone(), Duration::from_secs(1));
 
     if let Some(addr) = demo {
         start_demo_backend(addr).await?;

@@ -11,68 +11,93 @@
 //! - [`server`]: the HTTP edge (auth layer, Origin, sessions, body limits).
 //! - [`identity`]: JWT workload identities from declared issuers (JWKS).
 //! - [`reload`]: watches the manifest directory, swaps the catalog whole.
+//! - [`tasks`]: tasks, task tokens, expiry; [`broker`]: backend credentials.
+//! - [`secrets`]: the gateway's signing keys and digest key; [`clock`]: time.
 //! - [`store`]: persistent state behind a trait; SQLite by default.
 //! - [`demo`]: the built-in demo backend the shipped manifests use.
 //! - [`cli`]: the `tollgate` command line; `main.rs` only calls it.
 
+pub mod broker;
 pub mod catalog;
 pub mod cli;
+pub mod clock;
 pub mod demo;
 pub mod identity;
 pub mod manifest;
 pub mod mcp;
 pub mod pipeline;
 pub mod reload;
+pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod tasks;
 mod util;
 
 use std::sync::{Arc, RwLock};
 
-use rand::RngCore;
-
 use catalog::Catalog;
-use store::{Store, StoreError};
+use clock::{Clock, SystemClock};
+use secrets::Secrets;
+use store::Store;
 
-/// The running gateway's shared state: the catalog in force and the store.
-/// Cheap to share (`Arc<Gateway>`); every request reads the catalog once.
+/// The running gateway's shared state: the catalog in force, the store,
+/// the gateway's own secrets and its clock. Cheap to share
+/// (`Arc<Gateway>`); every request reads the catalog once.
 #[derive(Debug)]
 pub struct Gateway {
     catalog: RwLock<Arc<Catalog>>,
     store: Arc<dyn Store>,
-    digest_key: Vec<u8>,
+    secrets: RwLock<Arc<Secrets>>,
+    clock: Arc<dyn Clock>,
+    pub(crate) broker: broker::Broker,
+    /// Task bound to a connection (HTTP session or stdio process) by the
+    /// in-band `tollgate.start_task` tool: connection key -> task id.
+    pub(crate) bound_tasks: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    match lock.read() {
+        Ok(v) => v.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+fn write<T>(lock: &RwLock<T>, value: T) {
+    match lock.write() {
+        Ok(mut v) => *v = value,
+        Err(poisoned) => *poisoned.into_inner() = value,
+    }
 }
 
 impl Gateway {
-    /// Builds the gateway over a loaded catalog and an open store, fetching
-    /// (or creating, on first run) the store's argument-digest key.
-    pub async fn new(catalog: Catalog, store: Arc<dyn Store>) -> Result<Self, StoreError> {
-        let mut fresh = [0u8; 32];
-        rand::rng().fill_bytes(&mut fresh);
-        let digest_key = store.secret("args_digest_hmac_key", &fresh).await?;
-        Ok(Self {
+    /// Builds the gateway over a loaded catalog, an open store and the
+    /// gateway's secrets, on the system clock.
+    pub fn new(catalog: Catalog, store: Arc<dyn Store>, secrets: Secrets) -> Self {
+        Self {
             catalog: RwLock::new(Arc::new(catalog)),
             store,
-            digest_key,
-        })
+            secrets: RwLock::new(Arc::new(secrets)),
+            clock: Arc::new(SystemClock),
+            broker: broker::Broker::default(),
+            bound_tasks: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Replaces the clock (tests move a [`clock::ManualClock`]).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The catalog in force. Hold the `Arc` for the whole request so one
     /// request sees one consistent catalog even across a reload.
     pub fn catalog(&self) -> Arc<Catalog> {
-        match self.catalog.read() {
-            Ok(c) => c.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        read(&self.catalog)
     }
 
     /// Replaces the catalog atomically; requests in flight keep the old one.
     pub fn replace_catalog(&self, catalog: Catalog) {
-        let next = Arc::new(catalog);
-        match self.catalog.write() {
-            Ok(mut c) => *c = next,
-            Err(poisoned) => *poisoned.into_inner() = next,
-        }
+        write(&self.catalog, Arc::new(catalog));
     }
 
     /// The store.
@@ -80,7 +105,18 @@ impl Gateway {
         self.store.as_ref()
     }
 
-    pub(crate) fn digest_key(&self) -> &[u8] {
-        &self.digest_key
+    /// The gateway's secrets in force.
+    pub fn secrets(&self) -> Arc<Secrets> {
+        read(&self.secrets)
+    }
+
+    /// Replaces the secrets (after a key rotation).
+    pub fn replace_secrets(&self, secrets: Secrets) {
+        write(&self.secrets, Arc::new(secrets));
+    }
+
+    /// Now, by the gateway's clock.
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
     }
 }

@@ -33,6 +33,9 @@ enum Identity {
 pub struct McpFront {
     gw: Arc<Gateway>,
     identity: Identity,
+    /// For stdio: this process's connection key (tasks started in band
+    /// bind to it). HTTP uses the session id instead.
+    connection: Option<Arc<str>>,
 }
 
 impl McpFront {
@@ -41,14 +44,17 @@ impl McpFront {
         Self {
             gw,
             identity: Identity::HttpLayer,
+            connection: None,
         }
     }
 
     /// A handler for stdio, authenticating every request with `key`.
     pub fn for_stdio(gw: Arc<Gateway>, key: &str) -> Self {
+        let connection = format!("stdio:{}", uuid::Uuid::new_v4());
         Self {
             gw,
             identity: Identity::Key(Arc::from(key)),
+            connection: Some(Arc::from(connection.as_str())),
         }
     }
 
@@ -74,6 +80,40 @@ impl McpFront {
                         unauthenticated(e.code(), &format!("{e} (check TOLLGATE_AGENT_KEY)"))
                     })
             }
+        }
+    }
+}
+
+impl McpFront {
+    /// The connection a request came on: the stdio process, or the HTTP
+    /// session (stateless requests have none).
+    fn connection(&self, ctx: &RequestContext<RoleServer>) -> Option<String> {
+        if let Some(c) = &self.connection {
+            return Some(c.to_string());
+        }
+        let parts = ctx.extensions.get::<http::request::Parts>()?;
+        let session = parts.headers.get("mcp-session-id")?.to_str().ok()?;
+        Some(format!("http:{session}"))
+    }
+
+    fn request(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        name: String,
+        arguments: Option<serde_json::Map<String, serde_json::Value>>,
+        meta: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> ToolRequest {
+        let hint = |m: &serde_json::Map<String, serde_json::Value>| {
+            m.get("tollgate/task")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        let task_hint = meta.and_then(hint).or_else(|| hint(&ctx.meta.0.0));
+        ToolRequest {
+            name,
+            arguments,
+            task_hint,
+            connection: self.connection(ctx),
         }
     }
 }
@@ -111,7 +151,28 @@ impl ServerHandler for McpFront {
                 }
             });
         }
-        let tools: Vec<Tool> = who.agent().listed.as_ref().clone();
+        // Within a task, only the task's tools (and the way to end it).
+        let probe = self.request(&ctx, String::new(), None, None);
+        let task = match pipeline::scope::task_id_for(&self.gw, &who, &probe) {
+            Some(id) => pipeline::scope::load(&self.gw, &id, &who.agent().id)
+                .await
+                .ok(),
+            None => None,
+        };
+        let agent = who.agent();
+        let mut tools: Vec<Tool> = match &task {
+            Some(t) => agent
+                .listed
+                .iter()
+                .filter(|tool| t.tools.iter().any(|n| *n == tool.name))
+                .cloned()
+                .collect(),
+            None => agent.listed.as_ref().clone(),
+        };
+        tools.extend(pipeline::builtin::tools(
+            task.is_some(),
+            agent.tasks.max_ttl_seconds,
+        ));
         // The list differs per agent: shared caches must not reuse it.
         Ok(ListToolsResult::with_all_items(tools).with_cache_scope(CacheScope::Private))
     }
@@ -122,10 +183,13 @@ impl ServerHandler for McpFront {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let who = self.who(&ctx).await?;
-        let request = ToolRequest {
-            name: request.name.into_owned(),
-            arguments: request.arguments,
-        };
+        let meta = request.meta.as_ref().map(|m| &m.0.0);
+        let request = self.request(
+            &ctx,
+            request.name.to_string(),
+            request.arguments.clone(),
+            meta,
+        );
         pipeline::call_tool(&self.gw, &who, request, &ctx.ct)
             .await
             .map(Into::into)

@@ -105,6 +105,8 @@ pub fn router(gw: Arc<Gateway>, options: &HttpOptions) -> Router {
         .nest_service("/mcp", mcp)
         .layer(middleware::from_fn_with_state(edge.clone(), guard))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/oauth/introspect", axum::routing::post(introspect))
         .route(RESOURCE_METADATA_PATH, get(resource_metadata))
         .route(
             &format!("{RESOURCE_METADATA_PATH}/mcp"),
@@ -129,6 +131,54 @@ impl Edge {
             .unwrap_or("localhost");
         format!("http://{host}")
     }
+}
+
+/// The gateway's public signing keys: backends verify minted JWTs with
+/// them. Cacheable for a minute, so a rotation spreads quickly.
+async fn jwks(State(edge): State<Arc<Edge>>) -> Response {
+    let body =
+        serde_json::to_string(&edge.gw.secrets().jwks()).unwrap_or_else(|_| "{\"keys\":[]}".into());
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "max-age=60"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// RFC 7662 token introspection for tokens this gateway minted for
+/// backends: active only while the credential is unrevoked, unexpired and
+/// its task active. Anything else, including tokens it did not mint, is
+/// `{"active": false}`.
+async fn introspect(State(edge): State<Arc<Edge>>, body: axum::body::Bytes) -> Response {
+    let token = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+        .ok()
+        .and_then(|pairs| {
+            pairs
+                .into_iter()
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v)
+        });
+    let Some(token) = token else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "send the token as form field `token`",
+        );
+    };
+    let answer = crate::broker::introspect(&edge.gw, &token).await;
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        answer.to_string(),
+    )
+        .into_response()
 }
 
 async fn resource_metadata(State(edge): State<Arc<Edge>>, headers: http::HeaderMap) -> Response {

@@ -30,6 +30,10 @@ fn call(name: &str, a: serde_json::Value) -> CallToolRequestParams {
     CallToolRequestParams::new(name.to_string()).with_arguments(args(a))
 }
 
+fn text(r: &rmcp::model::CallToolResult) -> String {
+    r.content[0].as_text().unwrap().text.clone()
+}
+
 #[tokio::test]
 async fn support_bot_walkthrough() {
     let gw = shipped_gateway().await;
@@ -52,11 +56,12 @@ async fn support_bot_walkthrough() {
             "helpdesk.add_comment",
             "helpdesk.close_ticket",
             "helpdesk.get_ticket",
-            "helpdesk.search_tickets"
+            "helpdesk.search_tickets",
+            "tollgate.start_task"
         ]
     );
 
-    // 2. Search and read the duplicate-charge ticket, then its invoice.
+    // 2. Search and read the duplicate-charge ticket.
     let r = client
         .call_tool(call(
             "helpdesk.search_tickets",
@@ -64,8 +69,7 @@ async fn support_bot_walkthrough() {
         ))
         .await
         .unwrap();
-    let found = r.structured_content.unwrap();
-    assert_eq!(found["tickets"][0]["id"], 4521);
+    assert_eq!(r.structured_content.unwrap()["tickets"][0]["id"], 4521);
     let r = client
         .call_tool(call("helpdesk.get_ticket", json!({ "ticket_id": 4521 })))
         .await
@@ -76,7 +80,57 @@ async fn support_bot_walkthrough() {
             .unwrap()
             .contains("INV-1042")
     );
-    let r = client
+
+    // A refund is high risk: not without a task.
+    let refund = |amount: f64| {
+        call(
+            "billing.refund",
+            json!({ "invoice_id": "INV-1042", "amount": amount, "currency": "EUR", "reason": "duplicate charge" }),
+        )
+    };
+    let r = client.call_tool(refund(40.0)).await.unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).contains("task_required"), "{}", text(&r));
+
+    // 3. An operator starts a task; the agent uses its token.
+    let started = tollgate::tasks::start(
+        &gw.gw,
+        tollgate::tasks::StartTask {
+            agent_id: "support-bot".into(),
+            purpose: "Resolve ticket 4521: duplicate charge".into(),
+            tools: vec![
+                "helpdesk.get_ticket".into(),
+                "billing.get_invoice".into(),
+                "billing.refund".into(),
+                "helpdesk.add_comment".into(),
+            ],
+            constraints: vec!["amount <= 500".into()],
+            ttl: std::time::Duration::from_secs(900),
+            started_by: "alice".into(),
+            origin: "cli",
+        },
+    )
+    .await
+    .unwrap();
+    let task = gw.client(&started.token).await;
+    let names: Vec<String> = task
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "billing.get_invoice",
+            "billing.refund",
+            "helpdesk.add_comment",
+            "helpdesk.get_ticket",
+            "tollgate.end_task"
+        ]
+    );
+    let r = task
         .call_tool(call(
             "billing.get_invoice",
             json!({ "invoice_id": "INV-1042" }),
@@ -85,32 +139,30 @@ async fn support_bot_walkthrough() {
         .unwrap();
     assert_eq!(r.structured_content.unwrap()["amount"], 40.0);
 
-    // 4. Refund 40 EUR (no approvals in this release).
-    let r = client
-        .call_tool(call("billing.refund", json!({ "invoice_id": "INV-1042", "amount": 40, "currency": "EUR", "reason": "duplicate charge" })))
-        .await
-        .unwrap();
+    // 4. Refund 40 EUR: within the task and its constraint.
+    let r = task.call_tool(refund(40.0)).await.unwrap();
     assert_eq!(r.is_error, Some(false), "{r:?}");
     assert_eq!(r.structured_content.unwrap()["status"], "issued");
+    // Over the task's constraint: refused before the backend.
+    let r = task.call_tool(refund(600.0)).await.unwrap();
+    assert!(text(&r).contains("amount <= 500"), "{}", text(&r));
     // The backend's own refusal comes back as a tool error with its message.
-    let r = client
-        .call_tool(call(
-            "billing.refund",
-            json!({ "invoice_id": "INV-1042", "amount": 40, "currency": "EUR", "reason": "again" }),
-        ))
+    let r = task.call_tool(refund(40.0)).await.unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).contains("exceed the invoice amount"));
+
+    // 6. Outside the task: a granted tool the task does not list, and a tool
+    // never granted (refused like an unknown tool).
+    let r = task
+        .call_tool(call("helpdesk.search_tickets", json!({ "query": "x" })))
         .await
         .unwrap();
-    assert_eq!(r.is_error, Some(true));
     assert!(
-        r.content[0]
-            .as_text()
-            .unwrap()
-            .text
-            .contains("exceed the invoice amount")
+        text(&r).contains(&started.task.id) && text(&r).contains("outside_task"),
+        "{}",
+        text(&r)
     );
-
-    // 6. delete_customer is refused like an unknown tool, and recorded.
-    let e = client
+    let e = task
         .call_tool(call(
             "billing.delete_customer",
             json!({ "customer_id": "cus_ana" }),
@@ -118,15 +170,54 @@ async fn support_bot_walkthrough() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("Unknown tool"));
-    let d = gw.decisions().await;
-    let last = d.last().unwrap();
-    assert_eq!(
-        (last.tool.as_str(), last.reason_code.as_str()),
-        ("billing.delete_customer", "tool_not_granted")
+
+    // 7. End the task: the connector's credentials are revoked and the token
+    // stops working.
+    let r = task
+        .call_tool(call("tollgate.end_task", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(false), "{r:?}");
+    assert!(
+        task.call_tool(call(
+            "billing.get_invoice",
+            json!({ "invoice_id": "INV-1042" })
+        ))
+        .await
+        .is_err()
     );
+    let creds = gw
+        .gw
+        .store()
+        .task_credentials(&started.task.id)
+        .await
+        .unwrap();
+    assert!(
+        !creds.is_empty()
+            && creds
+                .iter()
+                .all(|c| c.revoked_at.is_some() && c.kind == "gateway_jwt")
+    );
+
+    let d = gw.decisions().await;
+    let codes: Vec<&str> = d.iter().map(|r| r.reason_code.as_str()).collect();
+    assert!(
+        codes.contains(&"task_required")
+            && codes.contains(&"task_constraint")
+            && codes.contains(&"tool_not_granted")
+    );
+    let in_task = d
+        .iter()
+        .filter(|r| r.task_id.as_deref() == Some(started.task.id.as_str()))
+        .count();
+    assert!(in_task >= 6, "{in_task} records name the task");
+    let last_denied = d
+        .iter()
+        .rev()
+        .find(|r| r.reason_code == "tool_not_granted")
+        .unwrap();
     assert_eq!(
-        last.owners.as_ref().unwrap()["agent"]["business"]["name"],
+        last_denied.owners.as_ref().unwrap()["agent"]["business"]["name"],
         "head-of-support"
     );
-    assert_eq!(d.len(), 6);
 }

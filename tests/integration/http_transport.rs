@@ -33,14 +33,15 @@ async fn lists_only_granted_tools_in_a_fixed_order() {
             "inventory.boom",
             "inventory.create_item",
             "inventory.get_item",
-            "inventory.slow"
+            "inventory.slow",
+            "tollgate.start_task"
         ]
     );
 
     let other = gw.issue_key("other").await;
     let client = gw.client(&other).await;
     let tools = client.list_all_tools().await.unwrap();
-    assert_eq!(tools.len(), 1);
+    assert_eq!(tools.len(), 2);
     assert_eq!(tools[0].name, "inventory.get_item");
     let hints = tools[0].annotations.clone().unwrap();
     assert_eq!(hints.read_only_hint, Some(true));
@@ -212,7 +213,7 @@ async fn malformed_json_rpc_gets_an_error_and_the_gateway_keeps_serving() {
     let r = raw_post(&gw.url, Some(&key), "{not json").await;
     assert!(r.status().is_client_error(), "status {}", r.status());
     let client = gw.client(&key).await;
-    assert_eq!(client.list_all_tools().await.unwrap().len(), 4);
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 5);
 }
 
 #[tokio::test]
@@ -258,7 +259,7 @@ async fn stateless_2026_07_28_clients_are_served_and_governed() {
     let (backend, gw, key) = setup().await;
     let client = gw.stateless_client(&key).await;
     let tools = client.list_all_tools().await.unwrap();
-    assert_eq!(tools.len(), 4);
+    assert_eq!(tools.len(), 5);
     let r = client
         .call_tool(call("inventory.get_item", json!({ "item_id": "42" })))
         .await

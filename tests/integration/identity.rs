@@ -78,7 +78,7 @@ async fn a_verified_workload_token_lists_and_calls_and_never_reaches_the_backend
     let tools = client.list_all_tools().await.unwrap();
     assert_eq!(
         tools.iter().map(|t| t.name.to_string()).collect::<Vec<_>>(),
-        ["inventory.get_item"]
+        ["inventory.get_item", "tollgate.start_task"]
     );
     let r = client
         .call_tool(

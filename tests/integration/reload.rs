@@ -43,7 +43,7 @@ async fn a_valid_change_applies_and_a_broken_one_is_rejected() {
         client
             .list_all_tools()
             .await
-            .map(|t| t.len() == 2)
+            .map(|t| t.len() == 3)
             .unwrap_or(false)
     })
     .await;
@@ -83,7 +83,7 @@ async fn a_valid_change_applies_and_a_broken_one_is_rejected() {
         client.call_tool(create()).await.unwrap().is_error,
         Some(false)
     );
-    assert_eq!(client.list_all_tools().await.unwrap().len(), 2);
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 3);
 
     let applied = changes.iter().find(|c| c.outcome == "applied").unwrap();
     let files = applied.files.as_array().unwrap();

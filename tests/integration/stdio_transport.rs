@@ -28,7 +28,7 @@ async fn stdio_lists_and_calls_with_the_key_from_the_environment() {
     let tools = client.list_all_tools().await.unwrap();
     assert_eq!(
         tools.iter().map(|t| t.name.to_string()).collect::<Vec<_>>(),
-        ["inventory.get_item"]
+        ["inventory.get_item", "tollgate.start_task"]
     );
     let r = client
         .call_tool(

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod jwt;
+pub mod oauth;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -208,6 +209,8 @@ pub struct TestGateway {
     pub addr: SocketAddr,
     /// Shared state, to inspect the store.
     pub gw: Arc<Gateway>,
+    /// The gateway's clock: tests move it instead of sleeping.
+    pub clock: Arc<tollgate::clock::ManualClock>,
     /// Data directory (SQLite file lives here).
     pub data: tempfile::TempDir,
     /// Manifest directory.
@@ -241,7 +244,9 @@ impl TestGateway {
             .unwrap_or_else(|e| panic!("manifests: {e}"));
         let data = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(data.path()).await.unwrap());
-        let gw = Arc::new(Gateway::new(catalog, store).await.unwrap());
+        let secrets = tollgate::secrets::Secrets::load_or_create(data.path()).unwrap();
+        let clock = Arc::new(tollgate::clock::ManualClock::new());
+        let gw = Arc::new(Gateway::new(catalog, store, secrets).with_clock(clock.clone()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -256,6 +261,7 @@ impl TestGateway {
             url: format!("http://{addr}/mcp"),
             addr,
             gw,
+            clock,
             data,
             manifests,
             shutdown: Some(tx),

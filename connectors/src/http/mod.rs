@@ -98,6 +98,14 @@ impl HttpConnector {
                 }
             }
             for header in tool.request.headers.keys() {
+                if crate::RESERVED_HEADERS.contains(&header.to_ascii_lowercase().as_str()) {
+                    return Err(HttpConfigError {
+                        tool: Some(name.to_string()),
+                        message: format!(
+                            "header `{header}` carries credentials or routing; only the gateway sets it"
+                        ),
+                    });
+                }
                 if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
                     return Err(HttpConfigError {
                         tool: Some(name.to_string()),
@@ -134,7 +142,10 @@ impl Connector for HttpConnector {
             .tools
             .get(call.tool)
             .ok_or_else(|| ConnectorError::UnknownTool(call.tool.to_string()))?;
-        let request = mapping::build_request(&self.client, &self.base, route, call.arguments)?;
+        let mut request = mapping::build_request(&self.client, &self.base, route, call.arguments)?;
+        if let Some(credential) = call.credential {
+            request = request.header(credential.header().clone(), credential.value().clone());
+        }
         let timeout = route.timeout;
         let response = match tokio::time::timeout(timeout, request.send()).await {
             Err(_) => return Err(ConnectorError::Timeout(timeout)),

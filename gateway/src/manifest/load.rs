@@ -9,9 +9,12 @@ use sha2::{Digest, Sha256};
 use tollgate_connectors::Connector;
 use tollgate_connectors::http::HttpConnector;
 
-use super::types::{AgentManifest, ConnectorManifest, DemoBackendManifest, IssuerManifest};
+use super::types::{
+    AgentManifest, AuthKind, BackendAuth, ConnectorManifest, DemoBackendManifest, IssuerManifest,
+    SecretRef,
+};
 use super::{ManifestError, ManifestErrors};
-use crate::catalog::{AgentEntry, Catalog, SourceFile, ToolEntry};
+use crate::catalog::{AgentEntry, Catalog, ConnectorEntry, SourceFile, ToolEntry};
 
 /// A manifest file's name and text, loaded from disk or given by a test.
 #[derive(Debug, Clone)]
@@ -344,6 +347,34 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
             }
         };
         let owners = Arc::new(c.owners.clone());
+        let base_dir = doc.file.parent().unwrap_or(Path::new(".")).to_path_buf();
+        if let Some(auth) = &c.auth {
+            let (al, ac) = doc.locate(None, "auth:");
+            match check_auth(auth, &base_dir) {
+                Ok(warnings) => {
+                    for w in warnings {
+                        catalog.warnings.push(doc.error(
+                            al,
+                            ac,
+                            format!("connector `{}`: {w}", c.id),
+                        ));
+                    }
+                }
+                Err(message) => {
+                    errors.push(doc.error(al, ac, format!("connector `{}`: {message}", c.id)));
+                    continue;
+                }
+            }
+        }
+        catalog.connectors.insert(
+            c.id.clone(),
+            Arc::new(ConnectorEntry {
+                id: c.id.clone(),
+                owners: owners.clone(),
+                auth: c.auth.clone(),
+                base_dir,
+            }),
+        );
         for (t, validator, _, _) in ok_tools {
             let entry = ToolEntry::new(c, t, validator, connector.clone(), owners.clone());
             catalog
@@ -533,6 +564,88 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
     } else {
         Err(ManifestErrors(errors))
     }
+}
+
+/// Checks a connector's backend authentication; returns warnings.
+fn check_auth(auth: &BackendAuth, base_dir: &Path) -> Result<Vec<String>, String> {
+    let mut warnings = Vec::new();
+    let header = |h: &str| {
+        http::HeaderName::from_bytes(h.as_bytes())
+            .map(|_| ())
+            .map_err(|_| format!("`{h}` is not a valid header name"))
+    };
+    let url = |u: &str, what: &str| -> Result<(), String> {
+        let parsed =
+            reqwest::Url::parse(u).map_err(|e| format!("{what} `{u}` is not a valid URL: {e}"))?;
+        let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+        if parsed.scheme() != "https" && !loopback {
+            return Err(format!(
+                "{what} `{u}` must use https (plain http only on loopback)"
+            ));
+        }
+        Ok(())
+    };
+    let mut secret = |s: &SecretRef, what: &str| -> Result<(), String> {
+        match (&s.env, &s.file) {
+            (Some(var), None) => {
+                if std::env::var_os(var).is_none() {
+                    warnings.push(format!("{what}: environment variable `{var}` is not set here; calls will be refused until it is"));
+                }
+                Ok(())
+            }
+            (None, Some(file)) => {
+                if !base_dir.join(file).is_file() {
+                    warnings.push(format!("{what}: file `{file}` does not exist here; calls will be refused until it does"));
+                }
+                Ok(())
+            }
+            _ => Err(format!("{what} needs exactly one of `env` or `file`")),
+        }
+    };
+    match auth.kind()? {
+        AuthKind::GatewayJwt(j) => {
+            header(&j.header)?;
+            if j.ttl_seconds == 0 || j.ttl_seconds > crate::broker::MAX_CREDENTIAL_TTL.as_secs() {
+                return Err(format!(
+                    "gateway_jwt.ttl_seconds must be between 1 and {}",
+                    crate::broker::MAX_CREDENTIAL_TTL.as_secs()
+                ));
+            }
+        }
+        AuthKind::Oauth2ClientCredentials(c) => {
+            header(&c.header)?;
+            url(&c.token_url, "token_url")?;
+            if let Some(r) = &c.revocation_url {
+                url(r, "revocation_url")?;
+            }
+            secret(&c.client_secret, "client_secret")?;
+        }
+        AuthKind::TokenExchange(t) => {
+            header(&t.header)?;
+            url(&t.token_url, "token_url")?;
+            if let Some(r) = &t.revocation_url {
+                url(r, "revocation_url")?;
+            }
+            match (&t.client_id, &t.client_secret) {
+                (Some(_), Some(s)) => secret(s, "client_secret")?,
+                (None, None) => {}
+                _ => {
+                    return Err(
+                        "token_exchange needs both `client_id` and `client_secret`, or neither"
+                            .into(),
+                    );
+                }
+            }
+        }
+        AuthKind::Static(st) => {
+            header(&st.header)?;
+            secret(&st.value, "static value")?;
+            warnings.push(
+                "uses a static secret: it is long-lived and not task-scoped; prefer gateway_jwt, oauth2_client_credentials or token_exchange".into(),
+            );
+        }
+    }
+    Ok(warnings)
 }
 
 fn parse_date(text: &str) -> Result<time::Date, String> {

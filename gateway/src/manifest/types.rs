@@ -13,6 +13,8 @@ use tollgate_connectors::http::{HttpConnectorConfig, HttpToolConfig};
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 #[schemars(title = "Tollgate manifest document")]
+// Only used to generate the JSON Schema; never built at run time.
+#[allow(clippy::large_enum_variant)]
 pub enum ManifestDocument {
     /// A backend and the tools it offers.
     Connector(ConnectorManifest),
@@ -86,6 +88,11 @@ pub struct ConnectorManifest {
     pub owners: ConnectorOwners,
     /// An HTTP API backend.
     pub http: HttpConnectorConfig,
+    /// How the backend is authenticated. Credentials are issued per task
+    /// (or per call outside a task), just before dispatch, and never shown
+    /// to the agent. Without `auth`, requests carry no credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<BackendAuth>,
     /// The tools this connector offers.
     pub tools: Vec<ToolManifest>,
 }
@@ -160,6 +167,10 @@ pub struct ToolManifest {
     /// MCP annotations shown to clients.
     #[serde(default)]
     pub annotations: ToolHints,
+    /// OAuth scopes this tool needs from the backend's authorization server
+    /// (`oauth2_client_credentials`, `token_exchange`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
     /// How the call maps onto the HTTP backend.
     pub http: HttpToolConfig,
 }
@@ -188,6 +199,207 @@ pub struct AgentManifest {
     /// How the agent proves who it is.
     #[serde(default)]
     pub credentials: AgentCredentials,
+    /// Task rules for this agent.
+    #[serde(default)]
+    pub tasks: AgentTaskPolicy,
+}
+
+fn default_max_task_ttl() -> u64 {
+    3600
+}
+
+/// Task rules for one agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentTaskPolicy {
+    /// Every call must be made within a task. (Tools of risk `high` and
+    /// `critical` always need one.) Default false.
+    #[serde(default)]
+    pub required: bool,
+    /// Longest TTL a task of this agent may have, in seconds. Default 3600.
+    #[serde(default = "default_max_task_ttl")]
+    pub max_ttl_seconds: u64,
+}
+
+impl Default for AgentTaskPolicy {
+    fn default() -> Self {
+        Self {
+            required: false,
+            max_ttl_seconds: default_max_task_ttl(),
+        }
+    }
+}
+
+/// Where a secret comes from (exactly one of `env`, `file`). The value is
+/// read when needed and never written anywhere.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// Name of an environment variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Path of a file (relative to the manifest's directory); surrounding
+    /// whitespace is trimmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+fn default_auth_header() -> String {
+    "authorization".into()
+}
+
+fn default_credential_ttl() -> u64 {
+    300
+}
+
+/// How Tollgate authenticates to a backend: exactly one of the fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackendAuth {
+    /// Tollgate mints a JWT for this backend only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_jwt: Option<GatewayJwtAuth>,
+    /// Tollgate fetches a token from an OAuth 2.0 token endpoint (client
+    /// credentials grant) with the scopes the task's tools need.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2_client_credentials: Option<ClientCredentialsAuth>,
+    /// Tollgate exchanges its own token for the agent and task for a
+    /// down-scoped, audience-bound token (RFC 8693), the agent as actor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_exchange: Option<TokenExchangeAuth>,
+    /// A long-lived secret injected as a header. Allowed, but flagged by
+    /// `tollgate check`: it is neither short-lived nor task-scoped.
+    #[serde(default, rename = "static", skip_serializing_if = "Option::is_none")]
+    pub static_secret: Option<StaticAuth>,
+}
+
+/// The one kind of backend authentication a connector declares.
+#[derive(Debug, Clone, Copy)]
+pub enum AuthKind<'a> {
+    /// `gateway_jwt`.
+    GatewayJwt(&'a GatewayJwtAuth),
+    /// `oauth2_client_credentials`.
+    Oauth2ClientCredentials(&'a ClientCredentialsAuth),
+    /// `token_exchange`.
+    TokenExchange(&'a TokenExchangeAuth),
+    /// `static`.
+    Static(&'a StaticAuth),
+}
+
+impl BackendAuth {
+    /// The declared kind, or why the block is not exactly one kind.
+    pub fn kind(&self) -> Result<AuthKind<'_>, String> {
+        let mut kinds = Vec::new();
+        if let Some(a) = &self.gateway_jwt {
+            kinds.push(AuthKind::GatewayJwt(a));
+        }
+        if let Some(a) = &self.oauth2_client_credentials {
+            kinds.push(AuthKind::Oauth2ClientCredentials(a));
+        }
+        if let Some(a) = &self.token_exchange {
+            kinds.push(AuthKind::TokenExchange(a));
+        }
+        if let Some(a) = &self.static_secret {
+            kinds.push(AuthKind::Static(a));
+        }
+        match kinds.as_slice() {
+            [one] => Ok(*one),
+            [] => Err("`auth` needs one of `gateway_jwt`, `oauth2_client_credentials`, `token_exchange`, `static`".into()),
+            _ => Err("`auth` declares more than one kind; choose one".into()),
+        }
+    }
+}
+
+/// `gateway_jwt` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayJwtAuth {
+    /// `aud` of the minted tokens. Default `urn:tollgate:connector:<id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// Lifetime of one token, in seconds (never past the task's end, never
+    /// past the global cap). Default 300.
+    #[serde(default = "default_credential_ttl")]
+    pub ttl_seconds: u64,
+    /// Header carrying `Bearer <token>`. Default `authorization`.
+    #[serde(default = "default_auth_header")]
+    pub header: String,
+}
+
+/// How Tollgate authenticates itself to a token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMethod {
+    /// HTTP Basic (`client_secret_basic`).
+    Basic,
+    /// Form fields (`client_secret_post`).
+    Post,
+}
+
+fn default_client_auth() -> ClientAuthMethod {
+    ClientAuthMethod::Basic
+}
+
+/// `oauth2_client_credentials` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCredentialsAuth {
+    /// Token endpoint.
+    pub token_url: String,
+    /// RFC 7009 revocation endpoint, called when the task ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_url: Option<String>,
+    /// Client id.
+    pub client_id: String,
+    /// Client secret.
+    pub client_secret: SecretRef,
+    /// How the client authenticates. Default `basic`.
+    #[serde(default = "default_client_auth")]
+    pub client_auth: ClientAuthMethod,
+    /// Header carrying `Bearer <token>`. Default `authorization`.
+    #[serde(default = "default_auth_header")]
+    pub header: String,
+}
+
+/// `token_exchange` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenExchangeAuth {
+    /// Token endpoint that implements RFC 8693.
+    pub token_url: String,
+    /// Audience of the exchanged token (the backend).
+    pub audience: String,
+    /// Optional `resource` (RFC 8707) to request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// RFC 7009 revocation endpoint, called when the task ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_url: Option<String>,
+    /// Client id, if the endpoint authenticates clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Client secret, with `client_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<SecretRef>,
+    /// How the client authenticates. Default `basic`.
+    #[serde(default = "default_client_auth")]
+    pub client_auth: ClientAuthMethod,
+    /// Header carrying `Bearer <token>`. Default `authorization`.
+    #[serde(default = "default_auth_header")]
+    pub header: String,
+}
+
+/// `static` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StaticAuth {
+    /// Header to set, e.g. `x-api-key`.
+    pub header: String,
+    /// Where the secret comes from.
+    pub value: SecretRef,
+    /// Text before the secret, e.g. `"Bearer "`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
 }
 
 /// Who approved an agent's deployment.

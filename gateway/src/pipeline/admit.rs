@@ -39,6 +39,11 @@ pub async fn recheck(gw: &Gateway, call: &Authorized) -> Result<(), Denial> {
     check(gw, call.who().agent()).await
 }
 
+/// The admission checks for one agent (also used when starting a task).
+pub async fn check_agent(gw: &Gateway, agent: &AgentEntry) -> Result<(), Denial> {
+    check(gw, agent).await
+}
+
 async fn check(gw: &Gateway, agent: &AgentEntry) -> Result<(), Denial> {
     let lifecycle = gw.store().agent_lifecycle(&agent.id).await.map_err(|e| {
         tracing::error!(error = %e, agent = %agent.id, "cannot read the agent's status; refusing");
@@ -62,7 +67,7 @@ async fn check(gw: &Gateway, agent: &AgentEntry) -> Result<(), Denial> {
         }
         _ => {}
     }
-    let today = time::OffsetDateTime::now_utc().date();
+    let today = gw.now().date();
     if today >= agent.review_by {
         return Err(Denial::ReviewOverdue {
             agent: agent.id.clone(),

@@ -48,6 +48,7 @@ pub struct Authenticated {
     agent: Arc<AgentEntry>,
     credential_id: String,
     transport: Transport,
+    task_id: Option<String>,
 }
 
 /// Verifies whatever bearer credential was presented: a gateway key
@@ -69,6 +70,9 @@ pub async fn authenticate_bearer(
     }
     let catalog = gw.catalog();
     let iss = identity::unverified_issuer(presented).map_err(AuthError::Token)?;
+    if iss == gw.secrets().issuer() {
+        return authenticate_task_token(gw, presented, transport).await;
+    }
     let issuer = catalog
         .issuers_by_iss
         .get(&iss)
@@ -90,6 +94,44 @@ pub async fn authenticate_bearer(
         agent,
         credential_id: format!("jwt:{}/{}", verified.issuer_id, verified.subject),
         transport,
+        task_id: None,
+    })
+}
+
+/// A task token: signed by this gateway, naming an agent and a task that
+/// must still be active (a token outlives nothing: ending the task ends it).
+async fn authenticate_task_token(
+    gw: &Gateway,
+    token: &str,
+    transport: Transport,
+) -> Result<Authenticated, AuthError> {
+    let claims = crate::tasks::verify_token(gw, token).map_err(AuthError::Token)?;
+    let task = gw
+        .store()
+        .task(&claims.tid)
+        .await
+        .map_err(|e| AuthError::Unavailable(Some(e)))?
+        .filter(|t| t.agent_id == claims.sub)
+        .ok_or(AuthError::Invalid)?;
+    if task.status != crate::store::TaskStatus::Active
+        || crate::util::stamp(gw.now()) >= task.expires_at
+    {
+        return Err(AuthError::TaskEnded {
+            task: task.id,
+            status: task.status.as_str(),
+        });
+    }
+    let agent = gw
+        .catalog()
+        .agents
+        .get(&claims.sub)
+        .cloned()
+        .ok_or(AuthError::Invalid)?;
+    Ok(Authenticated {
+        agent,
+        credential_id: format!("task:{}", task.id),
+        transport,
+        task_id: Some(task.id),
     })
 }
 
@@ -106,6 +148,10 @@ impl Authenticated {
     /// How it reached the gateway.
     pub fn transport(&self) -> Transport {
         self.transport
+    }
+    /// The task its credential is bound to (task tokens only).
+    pub fn task_id(&self) -> Option<&str> {
+        self.task_id.as_deref()
     }
     /// The principal a session is bound to: one key, or one workload
     /// identity (whose tokens rotate; the identity stays).
@@ -128,6 +174,14 @@ pub enum AuthError {
     /// A JWT was refused.
     #[error("{0}")]
     Token(TokenError),
+    /// A task token whose task has ended.
+    #[error("task `{task}` is {status}; its token no longer works")]
+    TaskEnded {
+        /// Task id.
+        task: String,
+        /// Its status.
+        status: &'static str,
+    },
     /// A valid JWT whose identity no agent declares.
     #[error("the token's identity is not declared by any agent")]
     UnknownIdentity,
@@ -145,6 +199,7 @@ impl AuthError {
             AuthError::Invalid => "credential_invalid",
             AuthError::Token(e) => e.code(),
             AuthError::UnknownIdentity => "identity_unknown",
+            AuthError::TaskEnded { .. } => "task_ended",
             AuthError::Unavailable(_) => "identity_unavailable",
         }
     }
@@ -212,5 +267,6 @@ pub async fn authenticate_key(
         agent,
         credential_id: record.key_id,
         transport,
+        task_id: None,
     })
 }

@@ -81,6 +81,59 @@ pub enum Denial {
         /// (JSON pointer into the arguments, problem) pairs.
         problems: Vec<(String, String)>,
     },
+    /// The tool needs a task and the call has none.
+    #[error("`{tool}` can only be called within a task ({why})")]
+    TaskRequired {
+        /// Tool.
+        tool: String,
+        /// Why a task is needed.
+        why: String,
+    },
+    /// The tool is not among the task's tools.
+    #[error("`{tool}` is not part of task `{task}` (\"{purpose}\")")]
+    OutsideTask {
+        /// Tool.
+        tool: String,
+        /// Task id.
+        task: String,
+        /// Its purpose.
+        purpose: String,
+        /// What the task allows.
+        allowed: Vec<String>,
+    },
+    /// The arguments break one of the task's constraints.
+    #[error("`{tool}` arguments break the constraint `{constraint}` of task `{task}`")]
+    ConstraintViolated {
+        /// Tool.
+        tool: String,
+        /// Task id.
+        task: String,
+        /// The constraint.
+        constraint: String,
+    },
+    /// The task named by the request has ended.
+    #[error("task `{task}` is {status}")]
+    TaskNotActive {
+        /// Task id.
+        task: String,
+        /// Its status.
+        status: &'static str,
+    },
+    /// The request names a task that does not exist (or is not this agent's).
+    #[error("no task `{task}` for this agent")]
+    TaskUnknown {
+        /// Task id as given.
+        task: String,
+    },
+    /// The task could not be read.
+    #[error("the task could not be checked")]
+    TaskUnavailable,
+    /// No credential could be issued for the backend.
+    #[error("the credential for connector `{connector}` could not be issued")]
+    CredentialUnavailable {
+        /// Connector.
+        connector: String,
+    },
     /// The decision could not be recorded, so the call was not run.
     #[error("the decision could not be recorded")]
     AuditUnavailable,
@@ -118,6 +171,13 @@ impl Denial {
             Denial::NotGranted { .. } => "tool_not_granted",
             Denial::InvalidArguments { .. } => "invalid_arguments",
             Denial::AuditUnavailable => "audit_unavailable",
+            Denial::TaskRequired { .. } => "task_required",
+            Denial::OutsideTask { .. } => "outside_task",
+            Denial::ConstraintViolated { .. } => "task_constraint",
+            Denial::TaskNotActive { .. } => "task_ended",
+            Denial::TaskUnknown { .. } => "task_unknown",
+            Denial::TaskUnavailable => "task_unavailable",
+            Denial::CredentialUnavailable { .. } => "credential_unavailable",
         }
     }
 
@@ -178,13 +238,40 @@ impl Denial {
                 format!("{self}; calls are refused. Contact the agent's system owner ({contact})."),
                 Some(json!({ "reason": code })),
             )),
-            Denial::LifecycleUnavailable | Denial::AuditUnavailable => {
-                AgentReply::Error(ErrorData::new(
-                    ErrorCode(codes::GATEWAY_UNAVAILABLE),
-                    format!("{self}, so the call was not run. Try again later."),
-                    Some(json!({ "reason": code })),
+            Denial::TaskRequired { .. } => AgentReply::ToolError(tool_error(
+                format!(
+                    "{self} ({code}). Start one with tollgate.start_task, or ask an operator for a task token."
+                ),
+                code,
+                None,
+            )),
+            Denial::OutsideTask { allowed, .. } => AgentReply::ToolError(tool_error(
+                format!("{self} ({code}). This task allows: {}.", allowed.join(", ")),
+                code,
+                None,
+            )),
+            Denial::ConstraintViolated { .. } => AgentReply::ToolError(tool_error(
+                format!(
+                    "{self} ({code}). Change the arguments to fit the task, or ask for a new task."
+                ),
+                code,
+                None,
+            )),
+            Denial::TaskNotActive { .. } | Denial::TaskUnknown { .. } => {
+                AgentReply::ToolError(tool_error(
+                    format!("{self} ({code}). Start a new task to go on."),
+                    code,
+                    None,
                 ))
             }
+            Denial::LifecycleUnavailable
+            | Denial::AuditUnavailable
+            | Denial::TaskUnavailable
+            | Denial::CredentialUnavailable { .. } => AgentReply::Error(ErrorData::new(
+                ErrorCode(codes::GATEWAY_UNAVAILABLE),
+                format!("{self}, so the call was not run. Try again later."),
+                Some(json!({ "reason": code })),
+            )),
         }
     }
 }
@@ -207,7 +294,7 @@ pub fn failure_to_agent(tool: &str, error: &ConnectorError) -> CallToolResult {
 
 /// A tool error carrying the reason code in `_meta`, where clients and
 /// scripts can read it without parsing text.
-fn tool_error(text: String, code: &str, extra: Option<Value>) -> CallToolResult {
+pub(crate) fn tool_error(text: String, code: &str, extra: Option<Value>) -> CallToolResult {
     let mut meta = Map::new();
     meta.insert("tollgate/reason".into(), Value::String(code.into()));
     if let Some(Value::Object(extra)) = extra {

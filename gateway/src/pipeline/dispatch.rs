@@ -1,16 +1,18 @@
-//! Stage 4, dispatch: the connector call. The only code in the gateway that
+//! Stage 7, dispatch: the connector call. The only code in the gateway that
 //! reaches a backend.
 //!
-//! Contract: takes an [`Authorized`] call and the [`Recorded`] proof that its
-//! decision is durable, so neither stage can be skipped. The connector
-//! enforces its own timeout; cancellation by the client (disconnect or
+//! Contract: takes the [`Scoped`] call, the [`Recorded`] proof that its
+//! decision is durable and the [`Credentialed`] proof that the credential
+//! step ran, so no stage can be skipped. The connector enforces its own
+//! timeout; cancellation by the client (disconnect or
 //! `notifications/cancelled`) drops the backend request.
 
 use tokio_util::sync::CancellationToken;
 use tollgate_connectors::{ConnectorCall, ConnectorError, ToolOutput};
 
-use super::authorize::Authorized;
+use super::credential::Credentialed;
 use super::record::Recorded;
+use super::scope::Scoped;
 
 /// How the connector call ended.
 #[derive(Debug)]
@@ -25,14 +27,17 @@ pub enum Dispatched {
 
 /// Calls the backend.
 pub async fn dispatch(
-    call: &Authorized,
+    scoped: &Scoped,
     _proof: &Recorded,
+    credentialed: &Credentialed,
     cancel: &CancellationToken,
 ) -> Dispatched {
+    let call = scoped.call();
     let tool = call.tool();
     let request = tool.connector.call(ConnectorCall {
         tool: &tool.local_name,
         arguments: call.arguments(),
+        credential: credentialed.credential(),
     });
     tokio::select! {
         result = request => match result {

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! authenticate -> Authenticated -> admit -> Admitted -> authorize -> Authorized
-//!     -> record::allow -> Recorded -> admit::recheck -> dispatch -> record::outcome
+//!   -> scope -> Scoped -> record::allow -> Recorded -> recheck (admit, scope)
+//!   -> credential -> Credentialed -> dispatch -> record::outcome
 //! ```
 //!
 //! Every refusal is a [`Denial`] with a stable code; `denial.rs` is the one
@@ -14,9 +15,12 @@
 pub mod admit;
 pub mod authenticate;
 pub mod authorize;
+pub mod builtin;
+pub mod credential;
 pub mod denial;
 pub mod dispatch;
 pub mod record;
+pub mod scope;
 
 use std::time::Instant;
 
@@ -32,12 +36,17 @@ use dispatch::Dispatched;
 use record::Outcome;
 
 /// A `tools/call` as it arrives.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ToolRequest {
     /// Tool name.
     pub name: String,
     /// Arguments, if any.
     pub arguments: Option<Map<String, Value>>,
+    /// Task named in the request's `_meta["tollgate/task"]`.
+    pub task_hint: Option<String>,
+    /// The connection (HTTP session or stdio process) it came on, for tasks
+    /// started in band.
+    pub connection: Option<String>,
 }
 
 /// Runs one tool call through every stage.
@@ -53,13 +62,21 @@ pub async fn call_tool(
 ) -> Result<CallToolResult, ErrorData> {
     let started = Instant::now();
     let catalog = gw.catalog();
+    let task_id = scope::task_id_for(gw, who, &request);
+    let refused = |denial: Denial| refuse(gw, who, &request, denial, task_id.as_deref(), started);
 
     // Admit before looking at the tool: a suspended, retired or overdue
     // agent is refused whatever it asks for.
     let admitted = match admit::admit(gw, who).await {
         Ok(a) => a,
-        Err(denial) => return refuse(gw, who, &request, denial, started).await,
+        Err(denial) => return refused(denial).await,
     };
+
+    // The gateway's own tools (start and end a task) are governed by the
+    // same identity and admission, and recorded like any call.
+    if builtin::is_builtin(&request.name) {
+        return builtin::call(gw, &admitted, &request, task_id.as_deref(), started).await;
+    }
 
     // Authorize next: it is pure and in memory, so unknown tools, missing
     // grants and bad arguments are refused before anything is written or
@@ -67,30 +84,49 @@ pub async fn call_tool(
     let arguments = request.arguments.clone();
     let authorized = match authorize::authorize(&catalog, &admitted, &request.name, arguments) {
         Ok(a) => a,
-        Err(denial) => return refuse(gw, who, &request, denial, started).await,
+        Err(denial) => return refused(denial).await,
+    };
+
+    // Scope: the call must fit its task (or need none). After authorize, so
+    // a task can only narrow what the grants allow.
+    let scoped = match scope::scope(gw, authorized, task_id.as_deref()).await {
+        Ok(s) => s,
+        Err(denial) => return refused(denial).await,
     };
 
     // Record before dispatch: a call whose decision is not durable must not
-    // run (fail closed). Credentials (later stages) come after every check.
-    let recorded = match record::allow(gw, &authorized).await {
+    // run (fail closed).
+    let recorded = match record::allow(gw, &scoped).await {
         Ok(r) => r,
         Err(denial) => return denial.to_agent().into_result(),
     };
 
-    // Status once more, right before the only step with an effect outside
-    // the gateway: a retirement while this call was in flight wins.
-    if let Err(denial) = admit::recheck(gw, &authorized).await {
-        let outcome = Outcome {
-            outcome: "refused",
-            code: Some(denial.code()),
-            backend_status: None,
-        };
-        record::outcome(gw, recorded, outcome, elapsed_us(started)).await;
-        return denial.to_agent().into_result();
-    }
+    // Status and task once more, right before anything leaves the gateway:
+    // a suspension, retirement or task end while this call was in flight
+    // wins. Then the credential, last, so nothing is minted for a call that
+    // will not run.
+    let ready = match admit::recheck(gw, scoped.call()).await {
+        Ok(()) => match scope::recheck(gw, &scoped).await {
+            Ok(()) => credential::issue(gw, &scoped).await,
+            Err(d) => Err(d),
+        },
+        Err(d) => Err(d),
+    };
+    let credentialed = match ready {
+        Ok(c) => c,
+        Err(denial) => {
+            let outcome = Outcome {
+                outcome: "refused",
+                code: Some(denial.code()),
+                backend_status: None,
+            };
+            record::outcome(gw, recorded, outcome, elapsed_us(started)).await;
+            return denial.to_agent().into_result();
+        }
+    };
 
     // Dispatch last: the only step with an effect outside the gateway.
-    let dispatched = dispatch::dispatch(&authorized, &recorded, cancel).await;
+    let dispatched = dispatch::dispatch(&scoped, &recorded, &credentialed, cancel).await;
 
     let (outcome, result) = match dispatched {
         Dispatched::Output(out) => {
@@ -136,15 +172,18 @@ async fn refuse(
     who: &Authenticated,
     request: &ToolRequest,
     denial: Denial,
+    task_id: Option<&str>,
     started: Instant,
 ) -> Result<CallToolResult, ErrorData> {
+    let latency = elapsed_us(started);
     if let Err(e) = record::deny(
         gw,
         who,
         &request.name,
         request.arguments.as_ref(),
         &denial,
-        elapsed_us(started),
+        task_id,
+        latency,
     )
     .await
     {
@@ -155,6 +194,6 @@ async fn refuse(
     denial.to_agent().into_result()
 }
 
-fn elapsed_us(started: Instant) -> i64 {
+pub(crate) fn elapsed_us(started: Instant) -> i64 {
     i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX)
 }

@@ -12,8 +12,8 @@ use hmac::{KeyInit, Mac};
 use serde_json::{Map, Value, json};
 
 use super::authenticate::Authenticated;
-use super::authorize::Authorized;
 use super::denial::Denial;
+use super::scope::Scoped;
 use crate::Gateway;
 use crate::catalog::ToolEntry;
 use crate::store::{DecisionRecord, OutcomeUpdate, StoreError};
@@ -134,12 +134,14 @@ fn base(
         backend_status: None,
         latency_us: None,
         owners: Some(owners(who, tool)),
+        task_id: None,
     }
 }
 
 /// Records an `allow` decision; the call may proceed only with the result.
-pub async fn allow(gw: &Gateway, call: &Authorized) -> Result<Recorded, Denial> {
-    let digest = args_digest(gw.digest_key(), call.arguments());
+pub async fn allow(gw: &Gateway, scoped: &Scoped) -> Result<Recorded, Denial> {
+    let call = scoped.call();
+    let digest = args_digest(gw.secrets().digest_key(), call.arguments());
     let mut r = base(
         call.who(),
         &call.tool().full_name,
@@ -153,10 +155,40 @@ pub async fn allow(gw: &Gateway, call: &Authorized) -> Result<Recorded, Denial> 
         call.tool().full_name,
         r.agent_id
     );
+    if let Some(t) = scoped.task() {
+        r.reason
+            .push_str(&format!("; within task `{}` (\"{}\")", t.id, t.purpose));
+        r.task_id = Some(t.id.clone());
+    }
     match gw.store().record_decision(&r).await {
         Ok(()) => Ok(Recorded { id: r.id }),
         Err(e) => {
             tracing::error!(error = %e, tool = %r.tool, agent = %r.agent_id, "cannot record decision; refusing the call");
+            Err(Denial::AuditUnavailable)
+        }
+    }
+}
+
+/// Records an `allow` decision for one of the gateway's own tools
+/// (`tollgate.start_task`, `tollgate.end_task`).
+pub async fn allow_builtin(
+    gw: &Gateway,
+    who: &Authenticated,
+    name: &str,
+    arguments: &Map<String, Value>,
+    task_id: Option<&str>,
+) -> Result<Recorded, Denial> {
+    let digest = args_digest(gw.secrets().digest_key(), arguments);
+    let mut r = base(who, name, None, Some(digest));
+    r.connector_id = Some("tollgate".into());
+    r.decision = "allow".into();
+    r.reason_code = "allowed".into();
+    r.reason = format!("gateway tool `{name}` for an admitted agent");
+    r.task_id = task_id.map(str::to_string);
+    match gw.store().record_decision(&r).await {
+        Ok(()) => Ok(Recorded { id: r.id }),
+        Err(e) => {
+            tracing::error!(error = %e, tool = %name, "cannot record decision; refusing the call");
             Err(Denial::AuditUnavailable)
         }
     }
@@ -169,15 +201,17 @@ pub async fn deny(
     tool_name: &str,
     arguments: Option<&Map<String, Value>>,
     denial: &Denial,
+    task_id: Option<&str>,
     latency_us: i64,
 ) -> Result<(), StoreError> {
     let tool = gw.catalog().tools.get(tool_name).cloned();
-    let digest = arguments.map(|a| args_digest(gw.digest_key(), a));
+    let digest = arguments.map(|a| args_digest(gw.secrets().digest_key(), a));
     let mut r = base(who, tool_name, tool.as_deref(), digest);
     r.decision = "deny".into();
     r.reason_code = denial.code().into();
     r.reason = denial.record_reason();
     r.latency_us = Some(latency_us);
+    r.task_id = task_id.map(str::to_string);
     gw.store().record_decision(&r).await
 }
 

@@ -85,6 +85,8 @@ pub struct DecisionRecord {
     pub latency_us: Option<i64>,
     /// Owners of the agent and the connector as of the decision (JSON).
     pub owners: Option<serde_json::Value>,
+    /// The task the call was made in, if any.
+    pub task_id: Option<String>,
 }
 
 /// What the outcome of an allowed call was.
@@ -185,6 +187,128 @@ pub struct ManifestChange {
     pub errors: Option<Vec<String>>,
 }
 
+/// A task's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Running: its tools may be called until it expires.
+    Active,
+    /// Ended by the agent or an operator.
+    Completed,
+    /// Its TTL ran out.
+    Expired,
+    /// Ended by an operator or by the agent's suspension or retirement.
+    Revoked,
+}
+
+impl TaskStatus {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Active => "active",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Expired => "expired",
+            TaskStatus::Revoked => "revoked",
+        }
+    }
+
+    /// Parses a stored name; anything unknown reads as `Revoked` (closed).
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "active" => TaskStatus::Active,
+            "completed" => TaskStatus::Completed,
+            "expired" => TaskStatus::Expired,
+            _ => TaskStatus::Revoked,
+        }
+    }
+}
+
+/// A task as stored.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TaskRecord {
+    /// Random id.
+    pub id: String,
+    /// The agent acting in it.
+    pub agent_id: String,
+    /// Declared purpose.
+    pub purpose: String,
+    /// Tools it needs (a subset of the agent's grants).
+    pub tools: Vec<String>,
+    /// Argument constraints, e.g. `amount <= 500`.
+    pub constraints: Vec<String>,
+    /// Who started it (operator name, admin key name, or the agent).
+    pub started_by: String,
+    /// `cli`, `admin_api` or `in_band`.
+    pub origin: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// Status.
+    pub status: TaskStatus,
+    /// When it ended.
+    pub ended_at: Option<String>,
+    /// Who ended it.
+    pub ended_by: Option<String>,
+    /// Why.
+    pub end_reason: Option<String>,
+}
+
+/// How a task ends.
+#[derive(Debug, Clone)]
+pub struct TaskEnd {
+    /// The final status (not `Active`).
+    pub status: TaskStatus,
+    /// Who ended it.
+    pub by: String,
+    /// Why.
+    pub reason: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// Filter for listing tasks.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    /// Only this agent's.
+    pub agent_id: Option<String>,
+    /// Only active ones.
+    pub active_only: bool,
+    /// At most this many.
+    pub limit: Option<u32>,
+}
+
+/// A credential issued to reach a backend, as recorded.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CredentialRecord {
+    /// Id (the JWT `jti` for minted tokens).
+    pub id: String,
+    /// The task it was issued for (`None`: one call outside any task).
+    pub task_id: Option<String>,
+    /// Agent.
+    pub agent_id: String,
+    /// The connector (backend) it is for.
+    pub connector_id: String,
+    /// `gateway_jwt`, `oauth2_client_credentials`, `token_exchange`, `static`.
+    pub kind: String,
+    /// Keyed HMAC of the secret value.
+    pub digest: String,
+    /// Scope granted.
+    pub scope: Option<String>,
+    /// Audience it is bound to.
+    pub audience: Option<String>,
+    /// RFC 3339.
+    pub issued_at: String,
+    /// RFC 3339; `None` for static secrets (which do not expire).
+    pub expires_at: Option<String>,
+    /// RFC 3339, once revoked.
+    pub revoked_at: Option<String>,
+    /// Why it was revoked.
+    pub revoke_reason: Option<String>,
+    /// The issuer must still be told about the revocation.
+    pub upstream_pending: bool,
+}
+
 /// The state interface. Every method is safe to call concurrently.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -224,6 +348,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn record_manifest_change(&self, change: &ManifestChange) -> Result<(), StoreError>;
     /// Manifest changes, newest first.
     async fn manifest_changes(&self, limit: u32) -> Result<Vec<ManifestChange>, StoreError>;
-    /// Returns the named gateway secret, creating it with `init` on first use.
-    async fn secret(&self, name: &str, init: &[u8]) -> Result<Vec<u8>, StoreError>;
+    /// Stores a new task.
+    async fn create_task(&self, task: &TaskRecord) -> Result<(), StoreError>;
+    /// One task.
+    async fn task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError>;
+    /// Tasks, newest first.
+    async fn tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError>;
+    /// Ends an active task with `status` and revokes every credential issued
+    /// for it, in one transaction. `None` if the task was not active.
+    async fn end_task(&self, id: &str, end: &TaskEnd) -> Result<Option<TaskRecord>, StoreError>;
+    /// Ends every active task whose expiry is at or before `now` (status
+    /// `expired`), revoking their credentials.
+    async fn expire_tasks(&self, now: &str) -> Result<Vec<TaskRecord>, StoreError>;
+    /// Records an issued credential (its digest, never the secret).
+    async fn record_credential(&self, c: &CredentialRecord) -> Result<(), StoreError>;
+    /// One credential record.
+    async fn credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError>;
+    /// Credentials issued for a task, oldest first.
+    async fn task_credentials(&self, task_id: &str) -> Result<Vec<CredentialRecord>, StoreError>;
+    /// Revoked credentials whose issuer still has to be told (RFC 7009).
+    async fn pending_upstream_revocations(&self) -> Result<Vec<CredentialRecord>, StoreError>;
+    /// Marks the upstream revocation of a credential as done.
+    async fn upstream_revoked(&self, id: &str) -> Result<(), StoreError>;
 }

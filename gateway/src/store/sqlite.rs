@@ -11,8 +11,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    AgentStatus, DecisionFilter, DecisionRecord, KeyRecord, Lifecycle, LifecycleEvent,
-    ManifestChange, OutcomeUpdate, Store, StoreError,
+    AgentStatus, CredentialRecord, DecisionFilter, DecisionRecord, KeyRecord, Lifecycle,
+    LifecycleEvent, ManifestChange, OutcomeUpdate, Store, StoreError, TaskEnd, TaskFilter,
+    TaskRecord, TaskStatus,
 };
 use crate::util::now_rfc3339;
 
@@ -112,8 +113,8 @@ impl Store for SqliteStore {
     async fn record_decision(&self, r: &DecisionRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO decisions (id, seq, at, agent_id, credential_id, transport, tool, connector_id, risk, args_digest, \
-             decision, reason_code, reason, outcome, outcome_code, backend_status, latency_us, owners) \
-             VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM decisions), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             decision, reason_code, reason, outcome, outcome_code, backend_status, latency_us, owners, task_id) \
+             VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM decisions), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&r.id)
         .bind(&r.at)
@@ -132,6 +133,7 @@ impl Store for SqliteStore {
         .bind(r.backend_status)
         .bind(r.latency_us)
         .bind(r.owners.as_ref().map(|o| o.to_string()))
+        .bind(&r.task_id)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -183,6 +185,7 @@ impl Store for SqliteStore {
                     backend_status: r.try_get("backend_status")?,
                     latency_us: r.try_get("latency_us")?,
                     owners: owners.and_then(|o| serde_json::from_str(&o).ok()),
+                    task_id: r.try_get("task_id")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -254,6 +257,25 @@ impl Store for SqliteStore {
             .bind(&at)
             .execute(&mut *conn)
             .await?;
+            if to != AgentStatus::Active {
+                // A suspended or retired agent's tasks end now, and with them
+                // every credential issued for them.
+                let why = format!("agent {}: {reason}", to.as_str());
+                let ids: Vec<String> =
+                    sqlx::query_scalar("SELECT id FROM tasks WHERE agent_id = ? AND status = 'active'")
+                        .bind(agent_id)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                for id in ids {
+                    end_task_in(&mut conn, &id, &TaskEnd {
+                        status: TaskStatus::Revoked,
+                        by: changed_by.to_string(),
+                        reason: why.clone(),
+                        at: at.clone(),
+                    })
+                    .await?;
+                }
+            }
             if to == AgentStatus::Retired {
                 sqlx::query("UPDATE agent_keys SET revoked_at = ? WHERE agent_id = ? AND revoked_at IS NULL")
                     .bind(&at)
@@ -345,18 +367,213 @@ impl Store for SqliteStore {
             .map_err(StoreError::from)
     }
 
-    async fn secret(&self, name: &str, init: &[u8]) -> Result<Vec<u8>, StoreError> {
-        // INSERT OR IGNORE then SELECT: two replicas starting together agree
-        // on whichever value landed first.
-        sqlx::query("INSERT OR IGNORE INTO gateway_secrets (name, value) VALUES (?, ?)")
-            .bind(name)
-            .bind(init)
+    async fn create_task(&self, t: &TaskRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tasks (id, agent_id, purpose, tools, constraints, started_by, origin, created_at, expires_at, status) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&t.id)
+        .bind(&t.agent_id)
+        .bind(&t.purpose)
+        .bind(serde_json::Value::from(t.tools.clone()).to_string())
+        .bind(serde_json::Value::from(t.constraints.clone()).to_string())
+        .bind(&t.started_by)
+        .bind(&t.origin)
+        .bind(&t.created_at)
+        .bind(&t.expires_at)
+        .bind(t.status.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM tasks WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(task_row).transpose()?)
+    }
+
+    async fn tasks(&self, f: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM tasks WHERE (?1 IS NULL OR agent_id = ?1) AND (?2 = 0 OR status = 'active') \
+             ORDER BY created_at DESC LIMIT ?3",
+        )
+        .bind(&f.agent_id)
+        .bind(f.active_only)
+        .bind(i64::from(f.limit.unwrap_or(u32::MAX)))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(task_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn end_task(&self, id: &str, end: &TaskEnd) -> Result<Option<TaskRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        match end_task_in(&mut conn, id, end).await {
+            Ok(task) => {
+                sqlx::query("COMMIT").execute(&mut *conn).await?;
+                Ok(task)
+            }
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn expire_tasks(&self, now: &str) -> Result<Vec<TaskRecord>, StoreError> {
+        let due: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM tasks WHERE status = 'active' AND expires_at <= ?")
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut ended = Vec::new();
+        for id in due {
+            let end = TaskEnd {
+                status: TaskStatus::Expired,
+                by: "tollgate".into(),
+                reason: "the task's time limit passed".into(),
+                at: now.to_string(),
+            };
+            if let Some(t) = self.end_task(&id, &end).await? {
+                ended.push(t);
+            }
+        }
+        Ok(ended)
+    }
+
+    async fn record_credential(&self, c: &CredentialRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO credentials (id, task_id, agent_id, connector_id, kind, digest, scope, audience, issued_at, \
+             expires_at, revoked_at, revoke_reason, upstream_pending) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&c.id)
+        .bind(&c.task_id)
+        .bind(&c.agent_id)
+        .bind(&c.connector_id)
+        .bind(&c.kind)
+        .bind(&c.digest)
+        .bind(&c.scope)
+        .bind(&c.audience)
+        .bind(&c.issued_at)
+        .bind(&c.expires_at)
+        .bind(&c.revoked_at)
+        .bind(&c.revoke_reason)
+        .bind(c.upstream_pending)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM credentials WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(credential_row).transpose()?)
+    }
+
+    async fn task_credentials(&self, task_id: &str) -> Result<Vec<CredentialRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM credentials WHERE task_id = ? ORDER BY issued_at")
+            .bind(task_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(credential_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn pending_upstream_revocations(&self) -> Result<Vec<CredentialRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM credentials WHERE revoked_at IS NOT NULL AND upstream_pending = 1",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(credential_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn upstream_revoked(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE credentials SET upstream_pending = 0 WHERE id = ?")
+            .bind(id)
             .execute(&self.pool)
             .await?;
-        let row = sqlx::query("SELECT value FROM gateway_secrets WHERE name = ?")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get("value")?)
+        Ok(())
     }
+}
+
+/// Ends one task inside an open transaction: the task row and every
+/// credential issued for it. Credentials that an external issuer handed out
+/// are flagged for upstream revocation (RFC 7009) by the gateway.
+async fn end_task_in(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    id: &str,
+    end: &TaskEnd,
+) -> Result<Option<TaskRecord>, StoreError> {
+    let done = sqlx::query(
+        "UPDATE tasks SET status = ?, ended_at = ?, ended_by = ?, end_reason = ? WHERE id = ? AND status = 'active'",
+    )
+    .bind(end.status.as_str())
+    .bind(&end.at)
+    .bind(&end.by)
+    .bind(&end.reason)
+    .bind(id)
+    .execute(&mut **conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(None);
+    }
+    sqlx::query(
+        "UPDATE credentials SET revoked_at = ?, revoke_reason = ?, \
+         upstream_pending = CASE WHEN kind IN ('oauth2_client_credentials', 'token_exchange') THEN 1 ELSE 0 END \
+         WHERE task_id = ? AND revoked_at IS NULL",
+    )
+    .bind(&end.at)
+    .bind(format!("task {}: {}", end.status.as_str(), end.reason))
+    .bind(id)
+    .execute(&mut **conn)
+    .await?;
+    let row = sqlx::query("SELECT * FROM tasks WHERE id = ?")
+        .bind(id)
+        .fetch_one(&mut **conn)
+        .await?;
+    Ok(Some(task_row(&row)?))
+}
+
+fn task_row(r: &sqlx::sqlite::SqliteRow) -> Result<TaskRecord, sqlx::Error> {
+    let tools: String = r.try_get("tools")?;
+    let constraints: String = r.try_get("constraints")?;
+    let status: String = r.try_get("status")?;
+    Ok(TaskRecord {
+        id: r.try_get("id")?,
+        agent_id: r.try_get("agent_id")?,
+        purpose: r.try_get("purpose")?,
+        tools: serde_json::from_str(&tools).unwrap_or_default(),
+        constraints: serde_json::from_str(&constraints).unwrap_or_default(),
+        started_by: r.try_get("started_by")?,
+        origin: r.try_get("origin")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        status: TaskStatus::parse(&status),
+        ended_at: r.try_get("ended_at")?,
+        ended_by: r.try_get("ended_by")?,
+        end_reason: r.try_get("end_reason")?,
+    })
+}
+
+fn credential_row(r: &sqlx::sqlite::SqliteRow) -> Result<CredentialRecord, sqlx::Error> {
+    Ok(CredentialRecord {
+        id: r.try_get("id")?,
+        task_id: r.try_get("task_id")?,
+        agent_id: r.try_get("agent_id")?,
+        connector_id: r.try_get("connector_id")?,
+        kind: r.try_get("kind")?,
+        digest: r.try_get("digest")?,
+        scope: r.try_get("scope")?,
+        audience: r.try_get("audience")?,
+        issued_at: r.try_get("issued_at")?,
+        expires_at: r.try_get("expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+        revoke_reason: r.try_get("revoke_reason")?,
+        upstream_pending: r.try_get("upstream_pending")?,
+    })
 }

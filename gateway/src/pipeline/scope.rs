@@ -1,0 +1,133 @@
+//! Stage 4, scope: does the call fit the agent's task?
+//!
+//! Contract: returns [`Scoped`] only when (a) the call is made within an
+//! active task that lists the tool and whose argument constraints the
+//! arguments satisfy, or (b) there is no task and none is required (the
+//! agent does not require one, and the tool's risk is below `high`). The
+//! task is named by the bearer (a task token), else by the request's
+//! `_meta["tollgate/task"]`, else by the connection it was started on in
+//! band. The task is read from the store on every call, so an ended task
+//! stops working at once.
+
+use super::ToolRequest;
+use super::authorize::Authorized;
+use super::denial::Denial;
+use crate::Gateway;
+use crate::manifest::types::Risk;
+use crate::store::TaskRecord;
+use crate::tasks::constraint::Constraint;
+use crate::tasks::{self, TaskError};
+
+/// A call that fits its task (or needs none). Only [`scope`] builds one.
+#[derive(Debug)]
+pub struct Scoped {
+    call: Authorized,
+    task: Option<TaskRecord>,
+}
+
+impl Scoped {
+    /// The authorized call.
+    pub fn call(&self) -> &Authorized {
+        &self.call
+    }
+    /// The task it runs in.
+    pub fn task(&self) -> Option<&TaskRecord> {
+        self.task.as_ref()
+    }
+}
+
+/// Which task a request runs in, if any: task token, then `_meta`, then the
+/// task bound to its connection.
+pub fn task_id_for(
+    gw: &Gateway,
+    who: &super::Authenticated,
+    request: &ToolRequest,
+) -> Option<String> {
+    if let Some(id) = who.task_id() {
+        return Some(id.to_string());
+    }
+    if let Some(id) = &request.task_hint {
+        return Some(id.clone());
+    }
+    let key = request.connection.as_deref()?;
+    gw.bound_tasks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(key)
+        .cloned()
+}
+
+/// Loads the named task for this agent, mapping failures to denials.
+pub async fn load(gw: &Gateway, task_id: &str, agent_id: &str) -> Result<TaskRecord, Denial> {
+    tasks::active(gw, task_id, agent_id)
+        .await
+        .map_err(|e| match e {
+            TaskError::NotFound(id) => Denial::TaskUnknown { task: id },
+            TaskError::NotActive { id, status } => Denial::TaskNotActive { task: id, status },
+            other => {
+                tracing::error!(error = %other, "cannot read the task; refusing");
+                Denial::TaskUnavailable
+            }
+        })
+}
+
+/// Checks the call against its task.
+pub async fn scope(
+    gw: &Gateway,
+    call: Authorized,
+    task_id: Option<&str>,
+) -> Result<Scoped, Denial> {
+    let tool = call.tool().clone();
+    let agent = call.who().agent().clone();
+    let Some(task_id) = task_id else {
+        if agent.tasks.required {
+            return Err(Denial::TaskRequired {
+                tool: tool.full_name.clone(),
+                why: format!("agent `{}` must work within a task", agent.id),
+            });
+        }
+        if tool.risk >= Risk::High {
+            return Err(Denial::TaskRequired {
+                tool: tool.full_name.clone(),
+                why: format!("its risk is {}", tool.risk.as_str()),
+            });
+        }
+        return Ok(Scoped { call, task: None });
+    };
+    let task = load(gw, task_id, &agent.id).await?;
+    if !task.tools.iter().any(|t| *t == tool.full_name) {
+        return Err(Denial::OutsideTask {
+            tool: tool.full_name.clone(),
+            task: task.id.clone(),
+            purpose: task.purpose.clone(),
+            allowed: task.tools.clone(),
+        });
+    }
+    for text in &task.constraints {
+        // Stored constraints were parsed when the task started; one that no
+        // longer parses fails closed.
+        let allowed = Constraint::parse(text)
+            .map(|c| c.allows(call.arguments()))
+            .unwrap_or(false);
+        if !allowed {
+            return Err(Denial::ConstraintViolated {
+                tool: tool.full_name.clone(),
+                task: task.id.clone(),
+                constraint: text.clone(),
+            });
+        }
+    }
+    Ok(Scoped {
+        call,
+        task: Some(task),
+    })
+}
+
+/// Re-reads the task just before dispatch: an end while the call was in
+/// flight wins.
+pub async fn recheck(gw: &Gateway, scoped: &Scoped) -> Result<(), Denial> {
+    match &scoped.task {
+        Some(t) => load(gw, &t.id, &t.agent_id).await.map(|_| ()),
+        None => Ok(()),
+    }
+}
