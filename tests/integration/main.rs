@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cli;
+mod credentials;
 mod demo;
 mod http_transport;
 mod identity;
@@ -11,3 +12,4 @@ mod lifecycle;
 mod manifests;
 mod reload;
 mod stdio_transport;
+mod tasks;

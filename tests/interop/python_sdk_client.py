@@ -45,6 +45,7 @@ EXPECTED_TOOLS = [
     "helpdesk.close_ticket",
     "helpdesk.get_ticket",
     "helpdesk.search_tickets",
+    "tollgate.start_task",
 ]
 WITHHELD_TOOL = "billing.delete_customer"
 NONEXISTENT_TOOL = "helpdesk.no_such_tool"
@@ -219,7 +220,7 @@ async def run_mode(mode: str, url: str, key: str, report: Report, recorder: Reco
             listed = await client.list_tools()
             names = [t.name for t in listed.tools]
             check(
-                "tools/list returns exactly support-bot's 6 tools",
+                "tools/list returns exactly support-bot's 6 tools and tollgate.start_task",
                 sorted(names) == EXPECTED_TOOLS and len(names) == len(set(names)),
                 f"got {names}",
             )

@@ -240,6 +240,39 @@ impl TestGateway {
 
     /// Starts the gateway on an existing manifest directory.
     pub async fn start_dir(manifests: tempfile::TempDir, options: HttpOptions) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, manifests, options).await
+    }
+
+    /// Reserves the gateway's address first, for backends that must know
+    /// it (to fetch its JWKS) before the manifests naming them are written.
+    pub async fn reserve() -> (TcpListener, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        (listener, base)
+    }
+
+    /// Starts the gateway on a reserved listener with `manifests` as
+    /// `test.yaml` and extra files (secrets) beside it.
+    pub async fn start_reserved(
+        listener: TcpListener,
+        manifests: &str,
+        files: &[(&str, &str)],
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("test.yaml"), manifests).unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        Self::start_on(listener, dir, HttpOptions::default()).await
+    }
+
+    /// Starts the gateway on `listener`.
+    pub async fn start_on(
+        listener: TcpListener,
+        manifests: tempfile::TempDir,
+        options: HttpOptions,
+    ) -> Self {
         let catalog = tollgate::manifest::load_dir(manifests.path())
             .unwrap_or_else(|e| panic!("manifests: {e}"));
         let data = tempfile::tempdir().unwrap();
@@ -247,7 +280,6 @@ impl TestGateway {
         let secrets = tollgate::secrets::Secrets::load_or_create(data.path()).unwrap();
         let clock = Arc::new(tollgate::clock::ManualClock::new());
         let gw = Arc::new(Gateway::new(catalog, store, secrets).with_clock(clock.clone()));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = gw.clone();
@@ -317,6 +349,35 @@ impl TestGateway {
             .args(args)
             .output()
             .unwrap()
+    }
+
+    /// Starts a task as an operator would.
+    pub async fn start_task(
+        &self,
+        agent: &str,
+        tools: &[&str],
+        constraints: &[&str],
+        ttl_secs: u64,
+    ) -> tollgate::tasks::StartedTask {
+        tollgate::tasks::start(
+            &self.gw,
+            tollgate::tasks::StartTask {
+                agent_id: agent.into(),
+                purpose: "integration test".into(),
+                tools: tools.iter().map(|t| t.to_string()).collect(),
+                constraints: constraints.iter().map(|c| c.to_string()).collect(),
+                ttl: Duration::from_secs(ttl_secs),
+                started_by: "tester-operator".into(),
+                origin: "cli",
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// The gateway's JWKS URL.
+    pub fn jwks_url(&self) -> String {
+        format!("http://{}/.well-known/jwks.json", self.addr)
     }
 
     /// Every decision record, oldest first.

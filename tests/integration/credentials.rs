@@ -1,0 +1,489 @@
+//! The credential broker against real backends that check what they get:
+//! gateway JWTs verified against the gateway's JWKS and bound to one
+//! connector, introspection that turns inactive when the task ends, OAuth
+//! client credentials and token exchange against a real token endpoint,
+//! a static canary secret that must never leak, and the property that no
+//! credential outlives its task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use serde_json::{Value, json};
+use tollgate_tests::oauth::{IntrospectingBackend, OAuthServer, VerifyingBackend};
+use tollgate_tests::{Backend, TestGateway, args};
+
+fn call(name: &str, a: Value) -> CallToolRequestParams {
+    CallToolRequestParams::new(name.to_string()).with_arguments(args(a))
+}
+
+fn text(r: &CallToolResult) -> String {
+    r.content[0].as_text().unwrap().text.clone()
+}
+
+/// One connector named `id` in front of `url` with `auth` (YAML, indented
+/// by two) and one tool `read` needing `scopes`.
+fn connector(id: &str, url: &str, auth: &str, scopes: &str) -> String {
+    format!(
+        r#"kind: Connector
+id: {id}
+description: {id} API
+owners:
+  system: {{ name: {id}-team, contact: {id}@example.com }}
+  security: {{ name: secops, contact: secops@example.com }}
+http:
+  base_url: {url}
+auth:
+{auth}
+tools:
+  - name: read
+    description: Read
+    risk: low
+    scopes: [{scopes}]
+    input_schema: {{ type: object, properties: {{ id: {{ type: string }} }} }}
+    http:
+      request: {{ method: GET, path: "/things" }}
+  - name: write
+    description: Write
+    risk: medium
+    scopes: [{id}:write]
+    input_schema: {{ type: object }}
+    http:
+      request: {{ method: POST, path: "/things" }}
+---
+"#
+    )
+}
+
+fn agent(tools: &str) -> String {
+    format!(
+        r#"kind: Agent
+id: tester
+description: Test agent
+owners:
+  business: {{ name: biz, contact: biz@example.com }}
+  system: {{ name: sys, contact: sys@example.com }}
+  security: {{ name: sec, contact: sec@example.com }}
+deployment: {{ approved_by: ciso, approved_at: 2026-01-01 }}
+review_by: 2099-01-01
+tools: [{tools}]
+"#
+    )
+}
+
+#[tokio::test]
+async fn gateway_jwts_verify_against_the_jwks_and_bind_to_one_connector() {
+    let (listener, base) = TestGateway::reserve().await;
+    let jwks = format!("{base}/.well-known/jwks.json");
+    let alpha = VerifyingBackend::start(&jwks, "urn:tollgate:connector:alpha").await;
+    let beta = VerifyingBackend::start(&jwks, "https://beta.example").await;
+    let manifests = format!(
+        "{}{}{}",
+        connector("alpha", &alpha.url, "  gateway_jwt: {}", "alpha:read"),
+        connector(
+            "beta",
+            &beta.url,
+            "  gateway_jwt: { audience: \"https://beta.example\", ttl_seconds: 120 }",
+            "beta:read"
+        ),
+        agent("alpha.*, beta.*"),
+    );
+    let gw = TestGateway::start_reserved(listener, &manifests, &[]).await;
+    let key = gw.issue_key("tester").await;
+    let started = gw
+        .start_task("tester", &["alpha.read", "beta.read"], &[], 900)
+        .await;
+    let client = gw.client(&started.token).await;
+    for tool in ["alpha.read", "beta.read"] {
+        let r = client.call_tool(call(tool, json!({}))).await.unwrap();
+        assert_eq!(r.is_error, Some(false), "{tool}: {}", text(&r));
+    }
+    let a = alpha.accepted();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0]["aud"], "urn:tollgate:connector:alpha");
+    assert_eq!(a[0]["sub"], "tester");
+    assert_eq!(a[0]["tid"], started.task.id.as_str());
+    // Scope: the task's tools on this connector only.
+    assert_eq!(a[0]["scope"], "alpha.read");
+    let task_end = tollgate_tests_time(&started.task.expires_at);
+    assert!(a[0]["exp"].as_i64().unwrap() <= task_end);
+    assert_eq!(beta.accepted()[0]["aud"], "https://beta.example");
+
+    // alpha's token presented to beta is refused: it names another audience.
+    let alpha_token = alpha.seen_authorization_headers()[0].clone();
+    let r = reqwest::Client::new()
+        .get(format!("{}/things", beta.url))
+        .header("authorization", &alpha_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        beta.rejected().iter().any(|why| why.contains("audience")),
+        "{:?}",
+        beta.rejected()
+    );
+    // Neither backend ever saw the agent's key or task token.
+    for h in alpha
+        .seen_authorization_headers()
+        .iter()
+        .chain(beta.seen_authorization_headers().iter())
+    {
+        assert!(!h.contains(&key) && !h.contains(&started.token));
+    }
+    // The store has a digest and the expiry, not the token.
+    let creds = gw
+        .gw
+        .store()
+        .task_credentials(&started.task.id)
+        .await
+        .unwrap();
+    assert_eq!(creds.len(), 2);
+    let db = std::fs::read(gw.data.path().join("tollgate.db")).unwrap();
+    let wal = std::fs::read(gw.data.path().join("tollgate.db-wal")).unwrap_or_default();
+    let raw = alpha_token.trim_start_matches("Bearer ");
+    let sig = raw.rsplit('.').next().unwrap();
+    for bytes in [db, wal] {
+        assert!(!bytes.windows(sig.len()).any(|w| w == sig.as_bytes()));
+    }
+}
+
+fn tollgate_tests_time(stamp: &str) -> i64 {
+    time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339)
+        .unwrap()
+        .unix_timestamp()
+}
+
+#[tokio::test]
+async fn a_backend_that_introspects_sees_the_credential_die_with_the_task() {
+    let (listener, base) = TestGateway::reserve().await;
+    let backend = IntrospectingBackend::start(&format!("{base}/oauth/introspect")).await;
+    let manifests = format!(
+        "{}{}",
+        connector("gamma", &backend.url, "  gateway_jwt: {}", "g"),
+        agent("gamma.read")
+    );
+    let gw = TestGateway::start_reserved(listener, &manifests, &[]).await;
+    let started = gw.start_task("tester", &["gamma.read"], &[], 600).await;
+    let client = gw.client(&started.token).await;
+    let r = client
+        .call_tool(call("gamma.read", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(false), "{}", text(&r));
+    let (token, active) = backend.checks()[0].clone();
+    assert!(active);
+    tollgate::tasks::end(
+        &gw.gw,
+        &started.task.id,
+        tollgate::store::TaskStatus::Completed,
+        "alice",
+        "done",
+    )
+    .await
+    .unwrap();
+    let answer = backend.introspect(&token).await;
+    assert_eq!(answer["active"], false, "{answer}");
+    // Tokens the gateway did not mint are inactive too.
+    assert_eq!(backend.introspect("not-a-token").await["active"], false);
+}
+
+#[tokio::test]
+async fn client_credentials_fetch_task_scopes_and_are_revoked_when_the_task_ends() {
+    let oauth = OAuthServer::start(&[("tollgate", "client-s3cret-canary")], None).await;
+    let backend = Backend::start().await;
+    let auth = format!(
+        "  oauth2_client_credentials:\n    token_url: {}\n    revocation_url: {}\n    client_id: tollgate\n    client_secret: {{ file: delta.secret }}",
+        oauth.token_url(),
+        oauth.revocation_url()
+    );
+    let manifests = format!(
+        "{}{}",
+        connector("delta", &backend.url, &auth, "\"inventory:read\""),
+        agent("delta.*")
+    );
+    let (listener, _) = TestGateway::reserve().await;
+    let gw = TestGateway::start_reserved(
+        listener,
+        &manifests,
+        &[("delta.secret", "client-s3cret-canary\n")],
+    )
+    .await;
+    let started = gw.start_task("tester", &["delta.read"], &[], 600).await;
+    let client = gw.client(&started.token).await;
+    for _ in 0..2 {
+        let r = client
+            .call_tool(call("delta.read", json!({})))
+            .await
+            .unwrap();
+        assert_eq!(r.is_error, Some(false), "{}", text(&r));
+    }
+    // One token for the task, with only the task's scopes.
+    let requests = oauth.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].grant_type.as_deref(),
+        Some("client_credentials")
+    );
+    assert_eq!(requests[0].scope.as_deref(), Some("inventory:read"));
+    assert_eq!(
+        requests[0].client_auth.as_deref(),
+        Some("client_secret_basic")
+    );
+    let issued = requests[0].issued_token.clone().unwrap();
+    let hits = Backend::hits(&backend);
+    assert!(hits.iter().all(|h| {
+        h.headers
+            .iter()
+            .any(|(k, v)| k == "authorization" && *v == format!("Bearer {issued}"))
+    }));
+    assert!(oauth.is_active(&issued));
+
+    tollgate::tasks::end(
+        &gw.gw,
+        &started.task.id,
+        tollgate::store::TaskStatus::Completed,
+        "alice",
+        "done",
+    )
+    .await
+    .unwrap();
+    assert!(
+        oauth.revoked().contains(&issued),
+        "the token is revoked upstream when the task ends"
+    );
+    assert!(!oauth.is_active(&issued));
+    let creds = gw
+        .gw
+        .store()
+        .task_credentials(&started.task.id)
+        .await
+        .unwrap();
+    assert_eq!(creds[0].kind, "oauth2_client_credentials");
+    assert!(creds[0].revoked_at.is_some() && !creds[0].upstream_pending);
+}
+
+#[tokio::test]
+async fn token_exchange_gets_an_audience_bound_token_with_the_agent_as_actor() {
+    let (listener, base) = TestGateway::reserve().await;
+    let oauth = OAuthServer::start(
+        &[("tollgate", "x-secret")],
+        Some(format!("{base}/.well-known/jwks.json")),
+    )
+    .await;
+    let backend = Backend::start().await;
+    let auth = format!(
+        "  token_exchange:\n    token_url: {}\n    audience: https://epsilon.example\n    client_id: tollgate\n    client_secret: {{ file: eps.secret }}",
+        oauth.token_url()
+    );
+    let manifests = format!(
+        "{}{}",
+        connector("epsilon", &backend.url, &auth, "\"epsilon:read\""),
+        agent("epsilon.*")
+    );
+    let gw = TestGateway::start_reserved(listener, &manifests, &[("eps.secret", "x-secret")]).await;
+    let started = gw.start_task("tester", &["epsilon.read"], &[], 600).await;
+    let client = gw.client(&started.token).await;
+    let r = client
+        .call_tool(call("epsilon.read", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(false), "{}", text(&r));
+    let req = &oauth.requests()[0];
+    assert_eq!(req.status, 200, "{req:?}");
+    assert_eq!(
+        req.grant_type.as_deref(),
+        Some(tollgate_tests::oauth::TOKEN_EXCHANGE)
+    );
+    assert_eq!(req.audience, ["https://epsilon.example"]);
+    assert_eq!(req.scope.as_deref(), Some("epsilon:read"));
+    // Verified against the gateway's JWKS by the token endpoint.
+    assert_eq!(req.actor_claims.as_ref().unwrap()["sub"], "tester");
+    assert_eq!(
+        req.subject_claims.as_ref().unwrap()["tid"],
+        started.task.id.as_str()
+    );
+    let issued = req.issued_token.clone().unwrap();
+    let claims = tollgate_tests::oauth::verify_jwt(
+        &reqwest::Client::new(),
+        &oauth.jwks_url(),
+        &issued,
+        Some("https://epsilon.example"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(claims["act"]["sub"], "tester");
+    assert_eq!(claims["scope"], "epsilon:read");
+    assert!(
+        backend.hits()[0]
+            .headers
+            .iter()
+            .any(|(k, v)| k == "authorization" && *v == format!("Bearer {issued}"))
+    );
+}
+
+#[tokio::test]
+async fn a_token_endpoint_that_is_down_refuses_the_call_before_the_backend() {
+    let oauth = OAuthServer::start(&[("tollgate", "s")], None).await;
+    oauth.set_down(true);
+    let backend = Backend::start().await;
+    let auth = format!(
+        "  oauth2_client_credentials:\n    token_url: {}\n    client_id: tollgate\n    client_secret: {{ file: s.secret }}",
+        oauth.token_url()
+    );
+    let manifests = format!(
+        "{}{}",
+        connector("delta", &backend.url, &auth, "\"r\""),
+        agent("delta.*")
+    );
+    let (listener, _) = TestGateway::reserve().await;
+    let gw = TestGateway::start_reserved(listener, &manifests, &[("s.secret", "s")]).await;
+    let client = gw.client(&gw.issue_key("tester").await).await;
+    let e = client
+        .call_tool(call("delta.read", json!({})))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("credential for connector `delta` could not be issued"),
+        "{e}"
+    );
+    assert!(backend.hits().is_empty());
+    let d = gw.decisions().await;
+    assert_eq!(d[0].outcome_code.as_deref(), Some("credential_unavailable"));
+}
+
+#[tokio::test]
+async fn a_static_canary_secret_never_reaches_the_agent_the_logs_or_the_store() {
+    const CANARY: &str = "CANARY-7f3e9a1c-static-secret";
+    let backend = Backend::start().await;
+    let auth = "  static: { header: x-api-key, value: { file: zeta.secret } }";
+    let manifests = format!(
+        "{}{}",
+        connector("zeta", &backend.url, auth, "z"),
+        agent("zeta.*")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("test.yaml"), &manifests).unwrap();
+    std::fs::write(dir.path().join("zeta.secret"), CANARY).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_tollgate-under-test");
+
+    // `check` flags the long-lived secret but accepts the manifests.
+    let out = std::process::Command::new(bin)
+        .args(["check", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("static secret"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let key = {
+        let out = std::process::Command::new(bin)
+            .args([
+                "--data",
+                data.path().to_str().unwrap(),
+                "--manifests",
+                dir.path().to_str().unwrap(),
+                "agents",
+                "issue-key",
+                "tester",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args([
+        "--data",
+        data.path().to_str().unwrap(),
+        "--manifests",
+        dir.path().to_str().unwrap(),
+        "serve",
+        "--stdio",
+    ])
+    .env("TOLLGATE_AGENT_KEY", &key)
+    .env("RUST_LOG", "trace");
+    let (transport, stderr) = rmcp::transport::TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut s = String::new();
+        if let Some(mut e) = stderr {
+            let _ = e.read_to_string(&mut s).await;
+        }
+        s
+    });
+    let client = rmcp::ServiceExt::serve((), transport).await.unwrap();
+    let r = client
+        .call_tool(call("zeta.read", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(false), "{}", text(&r));
+    let e = client
+        .call_tool(call("zeta.nope", json!({})))
+        .await
+        .unwrap_err();
+    client.cancel().await.unwrap();
+    let logs = tokio::time::timeout(Duration::from_secs(10), logs)
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert!(
+        backend.hits()[0]
+            .headers
+            .iter()
+            .any(|(k, v)| k == "x-api-key" && v == CANARY),
+        "the backend got the secret"
+    );
+    let seen_by_agent = format!("{r:?}{e:?}");
+    assert!(!seen_by_agent.contains(CANARY));
+    assert!(
+        !logs.is_empty() && !logs.contains(CANARY),
+        "the canary leaked into the logs"
+    );
+    for file in ["tollgate.db", "tollgate.db-wal", "gateway-secrets.json"] {
+        let bytes = std::fs::read(data.path().join(file)).unwrap_or_default();
+        assert!(
+            !bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()),
+            "the canary is in {file}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Whatever the task TTL, the connector's token TTL and how far into the
+    /// task the credential is issued, it never outlives the task.
+    #[test]
+    fn no_credential_outlives_its_task(task_ttl in 1u64..3600, cred_ttl in 1u64..900, into_task in 0.0f64..0.999) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let backend = Backend::start().await;
+            let auth = format!("  gateway_jwt: {{ ttl_seconds: {cred_ttl} }}");
+            let manifests = format!("{}{}", connector("alpha", &backend.url, &auth, "a"), agent("alpha.*"));
+            let (listener, _) = TestGateway::reserve().await;
+            let gw = TestGateway::start_reserved(listener, &manifests, &[]).await;
+            let started = gw.start_task("tester", &["alpha.read"], &[], task_ttl).await;
+            gw.clock.advance(Duration::from_secs_f64(task_ttl as f64 * into_task));
+            let catalog = gw.gw.catalog();
+            let agent = catalog.agents["tester"].clone();
+            let tool = catalog.tools["alpha.read"].clone();
+            let credential = tollgate::broker::issue(&gw.gw, &agent, Some(&started.task), &tool).await.unwrap();
+            prop_assert!(credential.is_some());
+            let records = gw.gw.store().task_credentials(&started.task.id).await.unwrap();
+            let expires = records[0].expires_at.clone().unwrap();
+            prop_assert!(expires <= started.task.expires_at, "{expires} > {}", started.task.expires_at);
+            let _ = Arc::clone(&gw.gw);
+            Ok(())
+        })?;
+    }
+}
