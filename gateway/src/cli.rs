@@ -73,6 +73,9 @@ enum Command {
     /// The gateway's signing keys (task tokens, backend JWTs).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Keys for the admin HTTP API (/admin/tasks).
+    #[command(subcommand)]
+    Admin(AdminCommand),
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +219,16 @@ enum TasksCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Issue an admin API key for NAME (a person or an orchestrator);
+    /// prints the key alone on stdout, once.
+    IssueKey {
+        /// Who will use it; recorded as `started_by` on the tasks it starts.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// List the signing keys published at /.well-known/jwks.json.
     List,
@@ -311,6 +324,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tasks(&cli.data, &cli.manifests, cmd).await
         }
         Command::Keys(cmd) => keys(&cli.data, cmd),
+        Command::Admin(AdminCommand::IssueKey { name }) => {
+            init_logging("warn");
+            if name.trim().is_empty() {
+                bail!("NAME must say who will use the key");
+            }
+            let store = open_store(&cli.data).await?;
+            let k = crate::admin::new_admin_key();
+            store
+                .insert_admin_key(&k.key_id, name.trim(), &k.hash)
+                .await?;
+            eprintln!(
+                "Issued admin key {} for `{}`. Tollgate keeps only its hash: store the key now.",
+                k.key_id,
+                name.trim()
+            );
+            println!("{}", k.key);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 //! - [`demo`]: the built-in demo backend the shipped manifests use.
 //! - [`cli`]: the `tollgate` command line; `main.rs` only calls it.
 
+pub mod admin;
 pub mod broker;
 pub mod catalog;
 pub mod cli;

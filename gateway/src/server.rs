@@ -112,7 +112,8 @@ pub fn router(gw: Arc<Gateway>, options: &HttpOptions) -> Router {
             &format!("{RESOURCE_METADATA_PATH}/mcp"),
             get(resource_metadata),
         )
-        .with_state(edge)
+        .with_state(edge.clone())
+        .merge(crate::admin::router(edge.gw.clone()))
 }
 
 /// RFC 9728 protected resource metadata, at the root and in the

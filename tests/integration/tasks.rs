@@ -431,3 +431,116 @@ async fn suspending_the_agent_ends_its_tasks() {
         401
     );
 }
+
+#[tokio::test]
+async fn the_admin_api_starts_lists_shows_and_ends_tasks() {
+    let backend = Backend::start().await;
+    let gw = TestGateway::start(&test_manifests(&backend.url)).await;
+    let out = gw.cli(BIN, &["admin", "issue-key", "orchestrator"]);
+    assert_eq!(out.status.code(), Some(0));
+    let admin = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(admin.starts_with("tga_"));
+    let base = format!("http://{}/admin/tasks", gw.addr);
+    let http = reqwest::Client::new();
+
+    // No key, an agent key, a wrong key: 401.
+    let agent_key = gw.issue_key("tester").await;
+    for bearer in [None, Some(agent_key.as_str()), Some("tga_wrong")] {
+        let mut r = http.get(&base);
+        if let Some(b) = bearer {
+            r = r.bearer_auth(b);
+        }
+        assert_eq!(r.send().await.unwrap().status(), 401, "{bearer:?}");
+    }
+    // Bad requests say what is wrong.
+    let r = http
+        .post(&base)
+        .bearer_auth(&admin)
+        .body("{\"agent\":\"tester\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http
+        .post(&base)
+        .bearer_auth(&admin)
+        .json(&json!({ "agent": "tester", "purpose": "p", "tools": ["inventory.purge"], "ttl_seconds": 60 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["reason"], "task_invalid");
+
+    let r = http
+        .post(&base)
+        .bearer_auth(&admin)
+        .json(&json!({ "agent": "tester", "purpose": "Nightly count", "tools": ["inventory.get_item"], "ttl_seconds": 300 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let started: Value = r.json().await.unwrap();
+    let id = started["task_id"].as_str().unwrap().to_string();
+    assert_eq!(started["started_by"], "admin:orchestrator");
+    let client = gw.client(started["task_token"].as_str().unwrap()).await;
+    assert_eq!(
+        client
+            .call_tool(call("inventory.get_item", json!({ "item_id": "1" })))
+            .await
+            .unwrap()
+            .is_error,
+        Some(false)
+    );
+
+    let listed: Value = http
+        .get(format!("{base}?agent=tester&active=true"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["tasks"][0]["id"], id.as_str());
+    let r = http
+        .post(format!("{base}/{id}/end"))
+        .bearer_auth(&admin)
+        .json(&json!({ "reason": "count done" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .post(format!("{base}/{id}/end"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let shown: Value = http
+        .get(format!("{base}/{id}"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["task"]["status"], "revoked");
+    assert_eq!(shown["task"]["end_reason"], "count done");
+    assert!(
+        client
+            .call_tool(call("inventory.get_item", json!({ "item_id": "1" })))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        http.get(format!("{base}/task_nope"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}

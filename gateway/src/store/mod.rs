@@ -330,6 +330,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn record_outcome(&self, id: &str, outcome: &OutcomeUpdate) -> Result<(), StoreError>;
     /// Reads decisions back, newest first.
     async fn decisions(&self, filter: &DecisionFilter) -> Result<Vec<DecisionRecord>, StoreError>;
+    /// Stores a new admin API key hash for `name`.
+    async fn insert_admin_key(
+        &self,
+        key_id: &str,
+        name: &str,
+        key_hash: &[u8],
+    ) -> Result<(), StoreError>;
+    /// The name a live admin key belongs to.
+    async fn find_admin_key(&self, key_hash: &[u8]) -> Result<Option<String>, StoreError>;
     /// An agent's runtime status; `None` means never changed (active).
     async fn agent_lifecycle(&self, agent_id: &str) -> Result<Option<Lifecycle>, StoreError>;
     /// Changes an agent's status and records the change. Retiring also

@@ -192,6 +192,33 @@ impl Store for SqliteStore {
             .map_err(StoreError::from)
     }
 
+    async fn insert_admin_key(
+        &self,
+        key_id: &str,
+        name: &str,
+        key_hash: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO admin_keys (key_id, name, key_hash, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(key_id)
+        .bind(name)
+        .bind(key_hash)
+        .bind(now_rfc3339())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_admin_key(&self, key_hash: &[u8]) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT name FROM admin_keys WHERE key_hash = ? AND revoked_at IS NULL",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     async fn agent_lifecycle(&self, agent_id: &str) -> Result<Option<Lifecycle>, StoreError> {
         let row = sqlx::query(
             "SELECT status, reason, changed_by, changed_at FROM agent_lifecycle WHERE agent_id = ?",
