@@ -134,30 +134,34 @@ async fn authenticate(
 }
 
 fn task_error(e: TaskError) -> Response {
-    match e {
-        TaskError::Invalid(m) => error(StatusCode::BAD_REQUEST, "task_invalid", m),
-        TaskError::NotFound(id) => error(
-            StatusCode::NOT_FOUND,
-            "task_unknown",
-            format!("no task `{id}`"),
-        ),
-        TaskError::NotActive { id, status } => error(
-            StatusCode::CONFLICT,
-            "task_ended",
-            format!("task `{id}` is already {status}"),
-        ),
-        other => {
-            tracing::error!(error = %other, "admin API failure");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "task_unavailable",
-                "the task store is unavailable",
-            )
-        }
-    }
+    let status = match e {
+        TaskError::Invalid(_) => StatusCode::BAD_REQUEST,
+        TaskError::NotFound(_) => StatusCode::NOT_FOUND,
+        TaskError::NotActive { .. } => StatusCode::CONFLICT,
+        TaskError::Store(_) | TaskError::Signing(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, e.code(), e.public_message())
 }
 
-#[derive(Debug, Deserialize)]
+/// Parses a JSON body strictly; an empty body is the type's default when
+/// `empty_ok`. The error is the 400 to send.
+fn json_body<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    empty_ok: bool,
+) -> Result<T, Box<Response>> {
+    if empty_ok && body.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("invalid JSON body: {e}"),
+        ))
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StartBody {
     agent: String,
@@ -173,15 +177,9 @@ async fn start(
     Extension(admin): Extension<Admin>,
     body: axum::body::Bytes,
 ) -> Response {
-    let body: StartBody = match serde_json::from_slice(&body) {
+    let body: StartBody = match json_body(&body, false) {
         Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                format!("invalid JSON body: {e}"),
-            );
-        }
+        Err(r) => return *r,
     };
     let req = StartTask {
         agent_id: body.agent,
@@ -249,19 +247,9 @@ async fn end(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let body: EndBody = if body.is_empty() {
-        EndBody::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    format!("invalid JSON body: {e}"),
-                );
-            }
-        }
+    let body: EndBody = match json_body(&body, true) {
+        Ok(b) => b,
+        Err(r) => return *r,
     };
     let reason = body
         .reason

@@ -483,28 +483,13 @@ async fn token_request(
         connector: connector.to_string(),
         why,
     };
-    let mut request = gw
+    let request = gw
         .broker
         .http
         .post(url)
         .header(http::header::ACCEPT, "application/json");
-    match client {
-        Some((id, secret, ClientAuthMethod::Basic)) => {
-            request = request.basic_auth(id, Some(secret))
-        }
-        Some((id, secret, ClientAuthMethod::Post)) => {
-            form.push(("client_id".into(), id.clone()));
-            form.push(("client_secret".into(), secret.clone()));
-        }
-        None => {}
-    }
-    let body = serde_urlencoded::to_string(&form).map_err(|e| fail(e.to_string()))?;
-    let response = request
-        .header(
-            http::header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded",
-        )
-        .body(body)
+    let response = form_post(request, &mut form, client)
+        .map_err(|e| fail(e.to_string()))?
         .send()
         .await
         .map_err(|e| {
@@ -585,8 +570,32 @@ async fn revoke_upstream(gw: &Gateway, up: &Upstream) {
         ("token".to_string(), up.token.clone()),
         ("token_type_hint".into(), "access_token".into()),
     ];
-    let mut request = gw.broker.http.post(&up.revocation_url);
-    match &up.client {
+    let request = match form_post(
+        gw.broker.http.post(&up.revocation_url),
+        &mut form,
+        up.client.as_ref(),
+    ) {
+        Ok(r) => r,
+        Err(_) => return,
+    };
+    match request.send().await {
+        Ok(r) if r.status().is_success() => tracing::info!("upstream token revoked"),
+        Ok(r) => tracing::warn!(
+            status = r.status().as_u16(),
+            "the revocation endpoint refused"
+        ),
+        Err(_) => tracing::warn!("the revocation endpoint is unreachable"),
+    }
+}
+
+/// A form POST to a token or revocation endpoint, with the client's
+/// authentication (HTTP Basic, or form fields) applied.
+fn form_post(
+    mut request: reqwest::RequestBuilder,
+    form: &mut Vec<(String, String)>,
+    client: Option<&(String, String, ClientAuthMethod)>,
+) -> Result<reqwest::RequestBuilder, serde_urlencoded::ser::Error> {
+    match client {
         Some((id, secret, ClientAuthMethod::Basic)) => {
             request = request.basic_auth(id, Some(secret))
         }
@@ -596,23 +605,13 @@ async fn revoke_upstream(gw: &Gateway, up: &Upstream) {
         }
         None => {}
     }
-    let body = serde_urlencoded::to_string(&form).unwrap_or_default();
-    match request
+    let body = serde_urlencoded::to_string(&*form)?;
+    Ok(request
         .header(
             http::header::CONTENT_TYPE,
             "application/x-www-form-urlencoded",
         )
-        .body(body)
-        .send()
-        .await
-    {
-        Ok(r) if r.status().is_success() => tracing::info!("upstream token revoked"),
-        Ok(r) => tracing::warn!(
-            status = r.status().as_u16(),
-            "the revocation endpoint refused"
-        ),
-        Err(_) => tracing::warn!("the revocation endpoint is unreachable"),
-    }
+        .body(body))
 }
 
 /// RFC 7662 answer for a token this gateway minted for a backend.

@@ -924,10 +924,7 @@ async fn change_status(
     if c.reason.trim().is_empty() {
         bail!("--reason must say why (it is recorded with the change)");
     }
-    let by =
-        c.by.or_else(|| std::env::var("USER").ok())
-            .or_else(|| std::env::var("LOGNAME").ok())
-            .unwrap_or_else(|| "unknown".into());
+    let by = operator(c.by);
     let event = store
         .set_agent_status(&c.agent, to, c.reason.trim(), &by)
         .await?;

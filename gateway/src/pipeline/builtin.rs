@@ -126,6 +126,10 @@ pub async fn call(
 
 type BuiltinResult = Result<CallToolResult, (&'static str, String)>;
 
+fn failure(e: TaskError) -> (&'static str, String) {
+    (e.code(), e.public_message())
+}
+
 async fn start(
     gw: &Gateway,
     who: &super::Authenticated,
@@ -156,16 +160,7 @@ async fn start(
         started_by: format!("agent:{}", who.agent().id),
         origin: "in_band",
     };
-    let started = tasks::start(gw, req).await.map_err(|e| match e {
-        TaskError::Invalid(m) => ("task_invalid", m),
-        other => {
-            tracing::error!(error = %other, "cannot start a task");
-            (
-                "task_unavailable",
-                "the task could not be started right now".to_string(),
-            )
-        }
-    })?;
+    let started = tasks::start(gw, req).await.map_err(failure)?;
     if let Some(conn) = &request.connection {
         gw.bound_tasks
             .lock()
@@ -218,19 +213,7 @@ async fn end(
     let by = format!("agent:{}", who.agent().id);
     let ended = tasks::end(gw, &id, TaskStatus::Completed, &by, "ended by the agent")
         .await
-        .map_err(|e| match e {
-            TaskError::NotActive { id, status } => {
-                ("task_ended", format!("task `{id}` is already {status}"))
-            }
-            TaskError::NotFound(id) => ("task_unknown", format!("no task `{id}`")),
-            other => {
-                tracing::error!(error = %other, "cannot end a task");
-                (
-                    "task_unavailable",
-                    "the task could not be ended right now".to_string(),
-                )
-            }
-        })?;
+        .map_err(failure)?;
     if let Some(conn) = &request.connection {
         gw.bound_tasks
             .lock()

@@ -320,16 +320,7 @@ impl Store for SqliteStore {
             })
         }
         .await;
-        match result {
-            Ok(event) => {
-                sqlx::query("COMMIT").execute(&mut *conn).await?;
-                Ok(event)
-            }
-            Err(e) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                Err(e)
-            }
-        }
+        finish(&mut conn, result).await
     }
 
     async fn lifecycle_events(&self, agent_id: &str) -> Result<Vec<LifecycleEvent>, StoreError> {
@@ -438,16 +429,8 @@ impl Store for SqliteStore {
     async fn end_task(&self, id: &str, end: &TaskEnd) -> Result<Option<TaskRecord>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        match end_task_in(&mut conn, id, end).await {
-            Ok(task) => {
-                sqlx::query("COMMIT").execute(&mut *conn).await?;
-                Ok(task)
-            }
-            Err(e) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                Err(e)
-            }
-        }
+        let result = end_task_in(&mut conn, id, end).await;
+        finish(&mut conn, result).await
     }
 
     async fn expire_tasks(&self, now: &str) -> Result<Vec<TaskRecord>, StoreError> {
@@ -525,6 +508,24 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+/// Commits the open transaction if `result` is a success, rolls it back
+/// otherwise.
+async fn finish<T>(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match result {
+        Ok(v) => {
+            sqlx::query("COMMIT").execute(&mut **conn).await?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = sqlx::query("ROLLBACK").execute(&mut **conn).await;
+            Err(e)
+        }
     }
 }
 

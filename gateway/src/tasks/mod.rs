@@ -53,6 +53,30 @@ pub enum TaskError {
     Signing(#[from] SecretsError),
 }
 
+impl TaskError {
+    /// Stable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TaskError::Invalid(_) => "task_invalid",
+            TaskError::NotFound(_) => "task_unknown",
+            TaskError::NotActive { .. } => "task_ended",
+            TaskError::Store(_) | TaskError::Signing(_) => "task_unavailable",
+        }
+    }
+
+    /// What to tell a caller: the problem for request errors, a generic
+    /// line for internal ones (logged here with their cause).
+    pub fn public_message(&self) -> String {
+        match self {
+            TaskError::Store(_) | TaskError::Signing(_) => {
+                tracing::error!(error = %self, "task operation failed");
+                "the task store is unavailable right now".into()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
 /// A request to start a task.
 #[derive(Debug, Clone)]
 pub struct StartTask {
