@@ -487,3 +487,55 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn a_key_rotation_keeps_issued_tokens_valid_and_signs_new_ones_with_the_new_key() {
+    let (listener, base) = TestGateway::reserve().await;
+    let jwks = format!("{base}/.well-known/jwks.json");
+    let alpha = VerifyingBackend::start(&jwks, "urn:tollgate:connector:alpha").await;
+    let manifests = format!(
+        "{}{}",
+        connector("alpha", &alpha.url, "  gateway_jwt: {}", "a"),
+        agent("alpha.*")
+    );
+    let gw = TestGateway::start_reserved(listener, &manifests, &[]).await;
+    let before = gw.start_task("tester", &["alpha.read"], &[], 600).await;
+    let old_kid = gw.gw.secrets().key_ids().last().unwrap().0.clone();
+
+    // `tollgate keys rotate`, then the running gateway picks the file up.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate-under-test"))
+        .args(["--data", gw.data.path().to_str().unwrap(), "keys", "rotate"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    gw.gw.replace_secrets(gw.gw.secrets().reload().unwrap());
+    let published: Value = reqwest::get(&jwks).await.unwrap().json().await.unwrap();
+    let kids: Vec<&str> = published["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids.len(), 2);
+    assert!(kids.contains(&old_kid.as_str()));
+
+    // The task token signed before the rotation still works, and the backend
+    // verifies a JWT signed with the new key.
+    let client = gw.client(&before.token).await;
+    let r = client
+        .call_tool(call("alpha.read", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(false), "{}", text(&r));
+    let header = alpha.seen_authorization_headers()[0]
+        .trim_start_matches("Bearer ")
+        .to_string();
+    let kid = jsonwebtoken::decode_header(&header).unwrap().kid.unwrap();
+    assert_ne!(kid, old_kid);
+    assert!(kids.contains(&kid.as_str()));
+}
