@@ -28,27 +28,42 @@ impl Admitted {
     }
 }
 
-/// Checks the agent's status and review date.
+/// Checks the agent's status and review date. A status read together with
+/// the credential for this very request is used as is (one store round
+/// trip fewer); otherwise it is read now.
 pub async fn admit(gw: &Gateway, who: &Authenticated) -> Result<Admitted, Denial> {
-    check(gw, who.agent()).await?;
+    match who.status_snapshot() {
+        Some(status) => judge(gw, who.agent(), status.clone())?,
+        None => check_agent(gw, who.agent()).await?,
+    }
     Ok(Admitted { who: who.clone() })
 }
 
 /// The same checks again, for a call about to be dispatched.
 pub async fn recheck(gw: &Gateway, call: &Authorized) -> Result<(), Denial> {
-    check(gw, call.who().agent()).await
+    check_agent(gw, call.who().agent()).await
 }
 
-/// The admission checks for one agent (also used when starting a task).
+/// The admission checks for one agent, reading its status now (also used
+/// when starting a task).
 pub async fn check_agent(gw: &Gateway, agent: &AgentEntry) -> Result<(), Denial> {
-    check(gw, agent).await
+    let lifecycle = read(gw, agent).await?;
+    judge(gw, agent, lifecycle)
 }
 
-async fn check(gw: &Gateway, agent: &AgentEntry) -> Result<(), Denial> {
-    let lifecycle = gw.store().agent_lifecycle(&agent.id).await.map_err(|e| {
+async fn read(gw: &Gateway, agent: &AgentEntry) -> Result<Option<crate::store::Lifecycle>, Denial> {
+    gw.store().agent_lifecycle(&agent.id).await.map_err(|e| {
         tracing::error!(error = %e, agent = %agent.id, "cannot read the agent's status; refusing");
         Denial::LifecycleUnavailable
-    })?;
+    })
+}
+
+/// The decision on a status already read.
+fn judge(
+    gw: &Gateway,
+    agent: &AgentEntry,
+    lifecycle: Option<crate::store::Lifecycle>,
+) -> Result<(), Denial> {
     let contact = agent.owners.system.contact.clone();
     match lifecycle.map(|l| (l.status, l)) {
         Some((AgentStatus::Retired, l)) => {

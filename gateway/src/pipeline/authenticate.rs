@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::Gateway;
 use crate::catalog::AgentEntry;
 use crate::identity::{self, TokenError};
-use crate::store::StoreError;
+use crate::store::{Lifecycle, StoreError};
 
 /// Prefix of every gateway-issued key, so leaked keys are easy to grep for.
 pub const KEY_PREFIX: &str = "tgk_";
@@ -49,6 +49,8 @@ pub struct Authenticated {
     credential_id: String,
     transport: Transport,
     task_id: Option<String>,
+    /// The agent's status as read with the credential, for this request.
+    status: Option<Option<Lifecycle>>,
 }
 
 /// Verifies whatever bearer credential was presented: a gateway key
@@ -95,6 +97,7 @@ pub async fn authenticate_bearer(
         credential_id: format!("jwt:{}/{}", verified.issuer_id, verified.subject),
         transport,
         task_id: None,
+        status: None,
     })
 }
 
@@ -132,6 +135,7 @@ async fn authenticate_task_token(
         credential_id: format!("task:{}", task.id),
         transport,
         task_id: Some(task.id),
+        status: None,
     })
 }
 
@@ -148,6 +152,11 @@ impl Authenticated {
     /// How it reached the gateway.
     pub fn transport(&self) -> Transport {
         self.transport
+    }
+    /// The agent's runtime status, if it was read together with the
+    /// credential for this very request (`Some(None)`: never changed).
+    pub fn status_snapshot(&self) -> Option<&Option<Lifecycle>> {
+        self.status.as_ref()
     }
     /// The task its credential is bound to (task tokens only).
     pub fn task_id(&self) -> Option<&str> {
@@ -248,7 +257,7 @@ pub async fn authenticate_key(
     if !presented.starts_with(KEY_PREFIX) || presented.len() > 128 {
         return Err(AuthError::Invalid);
     }
-    let record = gw
+    let found = gw
         .store()
         .find_key(&key_hash(presented))
         .await
@@ -257,7 +266,7 @@ pub async fn authenticate_key(
     let agent = gw
         .catalog()
         .agents
-        .get(&record.agent_id)
+        .get(&found.key.agent_id)
         .cloned()
         .ok_or(AuthError::Invalid)?;
     if !agent.gateway_keys {
@@ -265,8 +274,9 @@ pub async fn authenticate_key(
     }
     Ok(Authenticated {
         agent,
-        credential_id: record.key_id,
+        credential_id: found.key.key_id,
         transport,
         task_id: None,
+        status: Some(found.lifecycle),
     })
 }

@@ -48,6 +48,15 @@ pub struct KeyRecord {
     pub revoked_at: Option<String>,
 }
 
+/// A live key and its agent's status, read together.
+#[derive(Debug, Clone)]
+pub struct KeyMatch {
+    /// The key.
+    pub key: KeyRecord,
+    /// The agent's runtime status (`None`: never changed, active).
+    pub lifecycle: Option<Lifecycle>,
+}
+
 /// One tools/call decision and, once known, its outcome.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DecisionRecord {
@@ -320,8 +329,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         key_hash: &[u8],
         label: Option<&str>,
     ) -> Result<(), StoreError>;
-    /// Finds a live (not revoked) key by its hash.
-    async fn find_key(&self, key_hash: &[u8]) -> Result<Option<KeyRecord>, StoreError>;
+    /// Finds a live (not revoked) key by its hash, with its agent's current
+    /// runtime status.
+    async fn find_key(&self, key_hash: &[u8]) -> Result<Option<KeyMatch>, StoreError>;
     /// Lists every key (live and revoked).
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
     /// Writes a decision record. Must be durable before it returns `Ok`.
@@ -330,6 +340,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn record_outcome(&self, id: &str, outcome: &OutcomeUpdate) -> Result<(), StoreError>;
     /// Reads decisions back, newest first.
     async fn decisions(&self, filter: &DecisionFilter) -> Result<Vec<DecisionRecord>, StoreError>;
+    /// Housekeeping the gateway runs every second off the call path (for
+    /// SQLite: a passive WAL checkpoint).
+    async fn maintenance(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Stores a new admin API key hash for `name`.
     async fn insert_admin_key(
         &self,

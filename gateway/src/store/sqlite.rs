@@ -11,7 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    AgentStatus, CredentialRecord, DecisionFilter, DecisionRecord, KeyRecord, Lifecycle,
+    AgentStatus, CredentialRecord, DecisionFilter, DecisionRecord, KeyMatch, KeyRecord, Lifecycle,
     LifecycleEvent, ManifestChange, OutcomeUpdate, Store, StoreError, TaskEnd, TaskFilter,
     TaskRecord, TaskStatus,
 };
@@ -22,7 +22,12 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// SQLite-backed [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    /// Readers: WAL lets them run beside the writer.
+    read: SqlitePool,
+    /// The one writer. SQLite admits one writer at a time anyway; queueing
+    /// writes here (async, in order) avoids the busy-wait sleeps that
+    /// several writing connections cost under load.
+    write: SqlitePool,
 }
 
 impl SqliteStore {
@@ -44,13 +49,21 @@ impl SqliteStore {
             // call; operators who need it can run on PostgreSQL.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
+            // Checkpoints run from `maintenance` (every second, on a reader,
+            // beside the writer) rather than inside a call; the automatic
+            // one stays as a backstop for a WAL that grows anyway.
+            .pragma("wal_autocheckpoint", "10000")
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&write).await?;
+        let read = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { read, write })
     }
 }
 
@@ -88,24 +101,43 @@ impl Store for SqliteStore {
             .bind(key_hash)
             .bind(label)
             .bind(now_rfc3339())
-            .execute(&self.pool)
+            .execute(&self.write)
             .await?;
         Ok(())
     }
 
-    async fn find_key(&self, key_hash: &[u8]) -> Result<Option<KeyRecord>, StoreError> {
+    async fn find_key(&self, key_hash: &[u8]) -> Result<Option<KeyMatch>, StoreError> {
+        // The agent's status comes along in the same round trip: the admit
+        // stage uses it for this request instead of reading it again.
         let row = sqlx::query(
-            "SELECT key_id, agent_id, label, created_at, revoked_at FROM agent_keys WHERE key_hash = ? AND revoked_at IS NULL",
+            "SELECT k.key_id, k.agent_id, k.label, k.created_at, k.revoked_at, \
+             l.status, l.reason, l.changed_by, l.changed_at \
+             FROM agent_keys k LEFT JOIN agent_lifecycle l ON l.agent_id = k.agent_id \
+             WHERE k.key_hash = ? AND k.revoked_at IS NULL",
         )
         .bind(key_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.read)
         .await?;
-        Ok(row.as_ref().map(key_row).transpose()?)
+        let Some(r) = row else { return Ok(None) };
+        let status: Option<String> = r.try_get("status")?;
+        let lifecycle = match status {
+            Some(status) => Some(Lifecycle {
+                status: AgentStatus::parse(&status),
+                reason: r.try_get("reason")?,
+                changed_by: r.try_get("changed_by")?,
+                changed_at: r.try_get("changed_at")?,
+            }),
+            None => None,
+        };
+        Ok(Some(KeyMatch {
+            key: key_row(&r)?,
+            lifecycle,
+        }))
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
         let rows = sqlx::query("SELECT key_id, agent_id, label, created_at, revoked_at FROM agent_keys ORDER BY agent_id, created_at")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await?;
         Ok(rows.iter().map(key_row).collect::<Result<_, _>>()?)
     }
@@ -134,7 +166,7 @@ impl Store for SqliteStore {
         .bind(r.latency_us)
         .bind(r.owners.as_ref().map(|o| o.to_string()))
         .bind(&r.task_id)
-        .execute(&self.pool)
+        .execute(&self.write)
         .await?;
         Ok(())
     }
@@ -148,7 +180,7 @@ impl Store for SqliteStore {
         .bind(o.backend_status.map(i64::from))
         .bind(o.latency_us)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.write)
         .await?;
         if done.rows_affected() != 1 {
             return Err(StoreError::Database(sqlx::Error::RowNotFound));
@@ -162,7 +194,7 @@ impl Store for SqliteStore {
         )
         .bind(&f.agent_id)
         .bind(i64::from(f.limit.unwrap_or(u32::MAX)))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?;
         rows.iter()
             .map(|r| {
@@ -192,6 +224,13 @@ impl Store for SqliteStore {
             .map_err(StoreError::from)
     }
 
+    async fn maintenance(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.read)
+            .await?;
+        Ok(())
+    }
+
     async fn insert_admin_key(
         &self,
         key_id: &str,
@@ -205,7 +244,7 @@ impl Store for SqliteStore {
         .bind(name)
         .bind(key_hash)
         .bind(now_rfc3339())
-        .execute(&self.pool)
+        .execute(&self.write)
         .await?;
         Ok(())
     }
@@ -215,7 +254,7 @@ impl Store for SqliteStore {
             "SELECT name FROM admin_keys WHERE key_hash = ? AND revoked_at IS NULL",
         )
         .bind(key_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.read)
         .await?)
     }
 
@@ -224,7 +263,7 @@ impl Store for SqliteStore {
             "SELECT status, reason, changed_by, changed_at FROM agent_lifecycle WHERE agent_id = ?",
         )
         .bind(agent_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.read)
         .await?;
         let Some(r) = row else { return Ok(None) };
         let status: String = r.try_get("status")?;
@@ -245,7 +284,7 @@ impl Store for SqliteStore {
     ) -> Result<LifecycleEvent, StoreError> {
         // BEGIN IMMEDIATE takes the write lock up front, so two operators
         // changing the same agent cannot both read the old status.
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.write.acquire().await?;
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
         let result = async {
             let current: Option<String> = sqlx::query_scalar("SELECT status FROM agent_lifecycle WHERE agent_id = ?")
@@ -329,7 +368,7 @@ impl Store for SqliteStore {
              WHERE agent_id = ? ORDER BY seq",
         )
         .bind(agent_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?;
         rows.iter()
             .map(|r| {
@@ -358,7 +397,7 @@ impl Store for SqliteStore {
                 .as_ref()
                 .map(|e| serde_json::Value::from(e.clone()).to_string()),
         )
-        .execute(&self.pool)
+        .execute(&self.write)
         .await?;
         Ok(())
     }
@@ -368,7 +407,7 @@ impl Store for SqliteStore {
             "SELECT at, outcome, files, errors FROM manifest_changes ORDER BY seq DESC LIMIT ?",
         )
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?;
         rows.iter()
             .map(|r| {
@@ -400,7 +439,7 @@ impl Store for SqliteStore {
         .bind(&t.created_at)
         .bind(&t.expires_at)
         .bind(t.status.as_str())
-        .execute(&self.pool)
+        .execute(&self.write)
         .await?;
         Ok(())
     }
@@ -408,7 +447,7 @@ impl Store for SqliteStore {
     async fn task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM tasks WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?;
         Ok(row.as_ref().map(task_row).transpose()?)
     }
@@ -421,13 +460,13 @@ impl Store for SqliteStore {
         .bind(&f.agent_id)
         .bind(f.active_only)
         .bind(i64::from(f.limit.unwrap_or(u32::MAX)))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?;
         Ok(rows.iter().map(task_row).collect::<Result<_, _>>()?)
     }
 
     async fn end_task(&self, id: &str, end: &TaskEnd) -> Result<Option<TaskRecord>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.write.acquire().await?;
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
         let result = end_task_in(&mut conn, id, end).await;
         finish(&mut conn, result).await
@@ -437,7 +476,7 @@ impl Store for SqliteStore {
         let due: Vec<String> =
             sqlx::query_scalar("SELECT id FROM tasks WHERE status = 'active' AND expires_at <= ?")
                 .bind(now)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?;
         let mut ended = Vec::new();
         for id in due {
@@ -472,7 +511,7 @@ impl Store for SqliteStore {
         .bind(&c.revoked_at)
         .bind(&c.revoke_reason)
         .bind(c.upstream_pending)
-        .execute(&self.pool)
+        .execute(&self.write)
         .await?;
         Ok(())
     }
@@ -480,7 +519,7 @@ impl Store for SqliteStore {
     async fn credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM credentials WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?;
         Ok(row.as_ref().map(credential_row).transpose()?)
     }
@@ -488,7 +527,7 @@ impl Store for SqliteStore {
     async fn task_credentials(&self, task_id: &str) -> Result<Vec<CredentialRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM credentials WHERE task_id = ? ORDER BY issued_at")
             .bind(task_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await?;
         Ok(rows.iter().map(credential_row).collect::<Result<_, _>>()?)
     }
@@ -497,7 +536,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "SELECT * FROM credentials WHERE revoked_at IS NOT NULL AND upstream_pending = 1",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?;
         Ok(rows.iter().map(credential_row).collect::<Result<_, _>>()?)
     }
@@ -505,7 +544,7 @@ impl Store for SqliteStore {
     async fn upstream_revoked(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE credentials SET upstream_pending = 0 WHERE id = ?")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.write)
             .await?;
         Ok(())
     }

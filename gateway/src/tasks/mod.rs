@@ -392,6 +392,9 @@ pub fn spawn_sweeper(gw: Arc<Gateway>, every: Duration) -> tokio::task::JoinHand
 
 /// One sweep: expire due tasks, revoke upstream what is pending.
 pub async fn sweep(gw: &Gateway) {
+    if let Err(e) = gw.store().maintenance().await {
+        tracing::warn!(error = %e, "store maintenance failed");
+    }
     match gw.store().expire_tasks(&stamp(gw.now())).await {
         Ok(expired) => {
             for t in expired {
