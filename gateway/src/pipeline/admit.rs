@@ -5,11 +5,12 @@
 //! `active` and its `review_by` date has not come. The status is read from
 //! the store on every call, so a change made by an operator in another
 //! process takes effect on the agent's next call; [`recheck`] reads it once
-//! more just before dispatch, so a call in flight that has not reached the
-//! backend is refused too. A store error refuses the call (fail closed).
+//! more just before dispatch when the call has been in flight for more than
+//! a few milliseconds, so a call held up (slow store, later an approval
+//! wait) that has not reached the backend is refused too. A store error
+//! refuses the call (fail closed).
 
 use super::authenticate::Authenticated;
-use super::authorize::Authorized;
 use super::denial::Denial;
 use crate::Gateway;
 use crate::catalog::AgentEntry;
@@ -19,6 +20,7 @@ use crate::store::AgentStatus;
 #[derive(Debug, Clone)]
 pub struct Admitted {
     who: Authenticated,
+    at: std::time::Instant,
 }
 
 impl Admitted {
@@ -36,12 +38,24 @@ pub async fn admit(gw: &Gateway, who: &Authenticated) -> Result<Admitted, Denial
         Some(status) => judge(gw, who.agent(), status.clone())?,
         None => check_agent(gw, who.agent()).await?,
     }
-    Ok(Admitted { who: who.clone() })
+    Ok(Admitted {
+        who: who.clone(),
+        at: std::time::Instant::now(),
+    })
 }
 
-/// The same checks again, for a call about to be dispatched.
-pub async fn recheck(gw: &Gateway, call: &Authorized) -> Result<(), Denial> {
-    check_agent(gw, call.who().agent()).await
+/// A status read this recently is as good as a new one: the race with an
+/// operator's change is there either way, so reading again would only add a
+/// store round trip to every call.
+pub(crate) const FRESH: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The same checks again, for a call about to be dispatched, when time has
+/// passed since admission (a slow store write, and later an approval wait).
+pub async fn recheck(gw: &Gateway, admitted: &Admitted) -> Result<(), Denial> {
+    if admitted.at.elapsed() < FRESH {
+        return Ok(());
+    }
+    check_agent(gw, admitted.who.agent()).await
 }
 
 /// The admission checks for one agent, reading its status now (also used

@@ -105,7 +105,7 @@ pub async fn call_tool(
     // a suspension, retirement or task end while this call was in flight
     // wins. Then the credential, last, so nothing is minted for a call that
     // will not run.
-    let ready = match admit::recheck(gw, scoped.call()).await {
+    let ready = match admit::recheck(gw, &admitted).await {
         Ok(()) => match scope::recheck(gw, &scoped).await {
             Ok(()) => credential::issue(gw, &scoped).await,
             Err(d) => Err(d),

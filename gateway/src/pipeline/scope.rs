@@ -23,6 +23,7 @@ use crate::tasks::{self, TaskError};
 pub struct Scoped {
     call: Authorized,
     task: Option<TaskRecord>,
+    at: std::time::Instant,
 }
 
 impl Scoped {
@@ -92,7 +93,11 @@ pub async fn scope(
                 why: format!("its risk is {}", tool.risk.as_str()),
             });
         }
-        return Ok(Scoped { call, task: None });
+        return Ok(Scoped {
+            call,
+            task: None,
+            at: std::time::Instant::now(),
+        });
     };
     let task = load(gw, task_id, &agent.id).await?;
     if !task.tools.iter().any(|t| *t == tool.full_name) {
@@ -120,12 +125,16 @@ pub async fn scope(
     Ok(Scoped {
         call,
         task: Some(task),
+        at: std::time::Instant::now(),
     })
 }
 
-/// Re-reads the task just before dispatch: an end while the call was in
-/// flight wins.
+/// Re-reads the task just before dispatch when the call has been in flight
+/// for a while (see `admit::FRESH`): an end while the call waited wins.
 pub async fn recheck(gw: &Gateway, scoped: &Scoped) -> Result<(), Denial> {
+    if scoped.at.elapsed() < super::admit::FRESH {
+        return Ok(());
+    }
     match &scoped.task {
         Some(t) => load(gw, &t.id, &t.agent_id).await.map(|_| ()),
         None => Ok(()),

@@ -54,13 +54,18 @@ impl SqliteStore {
             // one stays as a backstop for a WAL that grows anyway.
             .pragma("wal_autocheckpoint", "10000")
             .foreign_keys(true);
+        // No ping before each use: a broken SQLite connection shows as an
+        // error on the query itself, and the ping would double every round
+        // trip on the call path.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         Ok(Self { read, write })
