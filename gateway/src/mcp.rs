@@ -183,12 +183,17 @@ impl ServerHandler for McpFront {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let who = self.who(&ctx).await?;
-        let meta = request.meta.as_ref().map(|m| &m.0.0);
+        let CallToolRequestParams {
+            name,
+            arguments,
+            meta,
+            ..
+        } = request;
         let request = self.request(
             &ctx,
-            request.name.to_string(),
-            request.arguments.clone(),
-            meta,
+            name.into_owned(),
+            arguments,
+            meta.as_ref().map(|m| &m.0.0),
         );
         pipeline::call_tool(&self.gw, &who, request, &ctx.ct)
             .await
