@@ -132,6 +132,12 @@ enum AgentsCommand {
         #[arg(long)]
         label: Option<String>,
     },
+    /// Revoke one key (say, a leaked one) at once; the agent's other
+    /// credentials keep working.
+    RevokeKey {
+        /// Key id, as shown by `agents show` (`key_…`).
+        key_id: String,
+    },
     /// Suspend AGENT: its calls are refused until it is resumed.
     Suspend(StatusChange),
     /// Resume a suspended AGENT.
@@ -829,6 +835,14 @@ async fn agents(data: &Path, manifests: &Path, cmd: AgentsCommand) -> anyhow::Re
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        AgentsCommand::RevokeKey { key_id } => {
+            if store.revoke_key(&key_id).await? {
+                println!("{key_id}: revoked; requests presenting it get 401 from now on");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                bail!("no live key `{key_id}` (see `tollgate agents show AGENT` for key ids)")
+            }
         }
         AgentsCommand::Suspend(c) => {
             change_status(

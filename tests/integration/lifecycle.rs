@@ -159,3 +159,52 @@ async fn an_overdue_review_suspends_the_agent() {
     let out = gw.cli(BIN, &["agents", "show", "tester"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("review overdue"));
 }
+
+#[tokio::test]
+async fn revoking_one_key_cuts_it_off_and_leaves_the_others() {
+    let backend = Backend::start().await;
+    let gw = TestGateway::start(&test_manifests(&backend.url)).await;
+    let leaked = gw.issue_key("tester").await;
+    let spare = gw.issue_key("tester").await;
+    let shown: Value =
+        serde_json::from_slice(&gw.cli(BIN, &["agents", "show", "tester", "--json"]).stdout)
+            .unwrap();
+    let ids: Vec<String> = shown["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    // A key's public id is derived from its hash.
+    let hash = tollgate::pipeline::authenticate::key_hash(&leaked);
+    let leaked_id = format!("key_{}", tollgate_hex(&hash[..6]));
+    assert!(ids.contains(&leaked_id), "{ids:?}");
+    let out = gw.cli(BIN, &["agents", "revoke-key", &leaked_id]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}).to_string();
+    assert_eq!(
+        tollgate_tests::raw_post(&gw.url, Some(&leaked), init.clone())
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        tollgate_tests::raw_post(&gw.url, Some(&spare), init)
+            .await
+            .status(),
+        200
+    );
+    let again = gw.cli(BIN, &["agents", "revoke-key", &leaked_id]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no live key"));
+}
+
+fn tollgate_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

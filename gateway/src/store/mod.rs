@@ -332,6 +332,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Finds a live (not revoked) key by its hash, with its agent's current
     /// runtime status.
     async fn find_key(&self, key_hash: &[u8]) -> Result<Option<KeyMatch>, StoreError>;
+    /// Revokes one key (of any agent); false if no live key has that id.
+    async fn revoke_key(&self, key_id: &str) -> Result<bool, StoreError>;
     /// Lists every key (live and revoked).
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
     /// Writes a decision record. Must be durable before it returns `Ok`.

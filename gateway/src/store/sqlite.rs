@@ -140,6 +140,17 @@ impl Store for SqliteStore {
         }))
     }
 
+    async fn revoke_key(&self, key_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE agent_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+        )
+        .bind(now_rfc3339())
+        .bind(key_id)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
         let rows = sqlx::query("SELECT key_id, agent_id, label, created_at, revoked_at FROM agent_keys ORDER BY agent_id, created_at")
             .fetch_all(&self.read)
