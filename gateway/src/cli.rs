@@ -614,7 +614,21 @@ async fn serve(data: &Path, manifests: &Path, args: ServeArgs) -> anyhow::Result
     crate::tasks::spawn_sweeper(gw.clone(), Duration::from_secs(1));
 
     if let Some(addr) = demo {
-        start_demo_backend(addr).await?;
+        // Over HTTP the demo backend verifies credentials against the
+        // gateway's published keys, as a real backend would; over stdio
+        // there is no HTTP endpoint to publish them.
+        let jwks = (!args.stdio).then(|| {
+            let mut at = args.listen;
+            if at.ip().is_unspecified() {
+                at.set_ip(if at.is_ipv4() {
+                    [127, 0, 0, 1].into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            format!("http://{at}/.well-known/jwks.json")
+        });
+        start_demo_backend(addr, jwks).await?;
     }
 
     if let Err(e) = crate::reload::record_startup(&gw).await {
@@ -677,12 +691,12 @@ async fn serve(data: &Path, manifests: &Path, args: ServeArgs) -> anyhow::Result
 /// Starts the built-in demo backend. When its port is taken by another
 /// Tollgate (say an HTTP gateway, while a desktop client launches a stdio
 /// one on the same manifests), that one's demo backend is used instead.
-async fn start_demo_backend(addr: SocketAddr) -> anyhow::Result<()> {
+async fn start_demo_backend(addr: SocketAddr, jwks: Option<String>) -> anyhow::Result<()> {
     match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => {
             tracing::info!(%addr, "demo backend listening");
             tokio::spawn(async move {
-                if let Err(e) = crate::demo::serve(listener).await {
+                if let Err(e) = crate::demo::serve(listener, jwks).await {
                     tracing::error!(error = %e, "demo backend stopped");
                 }
             });

@@ -88,11 +88,117 @@ pub fn router() -> Router {
 }
 
 /// Serves the demo backend on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
+///
+/// With `jwks_url` (the gateway's `/.well-known/jwks.json`), the backend
+/// does what a real one should: it verifies every bearer credential it is
+/// given against the gateway's published keys and refuses (401) one that
+/// does not verify or names another backend as audience, logging what it
+/// accepted. Requests without a credential (connectors declared without
+/// `auth`) pass, so the examples that declare none keep working.
+pub async fn serve(listener: TcpListener, jwks_url: Option<String>) -> std::io::Result<()> {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router()).await
+    let app = match jwks_url {
+        Some(url) => {
+            let verifier = Arc::new(Verifier {
+                url,
+                keys: tokio::sync::Mutex::new(None),
+                http: reqwest::Client::new(),
+            });
+            router().layer(axum::middleware::from_fn_with_state(verifier, verify))
+        }
+        None => router(),
+    };
+    axum::serve(listener, app).await
+}
+
+#[derive(Debug)]
+struct Verifier {
+    url: String,
+    keys: tokio::sync::Mutex<Option<jsonwebtoken::jwk::JwkSet>>,
+    http: reqwest::Client,
+}
+
+impl Verifier {
+    async fn key(&self, kid: &str) -> Option<jsonwebtoken::DecodingKey> {
+        let mut keys = self.keys.lock().await;
+        let known = keys.as_ref().and_then(|k| k.find(kid)).is_some();
+        if !known {
+            // First use, or a rotation: fetch the published keys again.
+            let fetched = async {
+                self.http
+                    .get(&self.url)
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()
+            }
+            .await;
+            *keys = fetched.or(keys.take());
+        }
+        keys.as_ref()
+            .and_then(|k| k.find(kid))
+            .and_then(|jwk| jsonwebtoken::DecodingKey::from_jwk(jwk).ok())
+    }
+}
+
+async fn verify(
+    State(v): State<Arc<Verifier>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(token) = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::to_string)
+    else {
+        return next.run(request).await;
+    };
+    let api = request
+        .uri()
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let audience = format!("urn:tollgate:connector:{api}");
+    let refuse = |why: &str| {
+        tracing::warn!(backend = %api, why, "demo backend refused a credential");
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "error": format!("credential refused: {why}") })),
+        )
+            .into_response()
+    };
+    let Some(kid) = jsonwebtoken::decode_header(&token).ok().and_then(|h| h.kid) else {
+        return refuse("not a signed JWT");
+    };
+    let Some(key) = v.key(&kid).await else {
+        return refuse("signed with a key the gateway does not publish");
+    };
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&[&audience]);
+    match jsonwebtoken::decode::<Value>(&token, &key, &validation) {
+        Ok(data) => {
+            let c = data.claims;
+            tracing::info!(
+                backend = %api,
+                agent = %c["sub"].as_str().unwrap_or(""),
+                task = %c["tid"].as_str().unwrap_or("-"),
+                scope = %c["scope"].as_str().unwrap_or(""),
+                "demo backend verified a gateway-minted credential"
+            );
+            next.run(request).await
+        }
+        Err(e) => refuse(&e.to_string()),
+    }
 }
 
 fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Data> {

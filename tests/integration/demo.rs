@@ -9,10 +9,16 @@ use tollgate_tests::{TestGateway, args, workspace_root};
 
 /// Copies the shipped manifests, pointing the connectors at a demo backend
 /// started on port 0.
-async fn shipped_gateway() -> TestGateway {
+async fn shipped_gateway() -> (TestGateway, String) {
+    let (gateway_listener, base) = TestGateway::reserve().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(tollgate::demo::serve(listener));
+    // The demo backend verifies credentials against the gateway's JWKS, as
+    // `tollgate serve` runs it.
+    tokio::spawn(tollgate::demo::serve(
+        listener,
+        Some(format!("{base}/.well-known/jwks.json")),
+    ));
     let dir = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(workspace_root().join("manifests")).unwrap() {
         let path = entry.unwrap().path();
@@ -23,7 +29,8 @@ async fn shipped_gateway() -> TestGateway {
             std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
         }
     }
-    TestGateway::start_dir(dir, HttpOptions::default()).await
+    let gw = TestGateway::start_on(gateway_listener, dir, HttpOptions::default()).await;
+    (gw, format!("http://{addr}"))
 }
 
 fn call(name: &str, a: serde_json::Value) -> CallToolRequestParams {
@@ -36,7 +43,7 @@ fn text(r: &rmcp::model::CallToolResult) -> String {
 
 #[tokio::test]
 async fn support_bot_walkthrough() {
-    let gw = shipped_gateway().await;
+    let (gw, demo) = shipped_gateway().await;
     let key = gw.issue_key("support-bot").await;
     let client = gw.client(&key).await;
 
@@ -211,6 +218,43 @@ async fn support_bot_walkthrough() {
         .filter(|r| r.task_id.as_deref() == Some(started.task.id.as_str()))
         .count();
     assert!(in_task >= 6, "{in_task} records name the task");
+    // The demo backend refuses what the gateway did not mint for it.
+    let http = reqwest::Client::new();
+    let forged = http
+        .get(format!("{demo}/billing/invoices/INV-1042"))
+        .bearer_auth("eyJhbGciOiJub25lIn0.e30.")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    let helpdesk_token = tollgate::broker::issue(
+        &gw.gw,
+        &gw.gw.catalog().agents["support-bot"],
+        None,
+        &gw.gw.catalog().tools["helpdesk.get_ticket"],
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let wrong_backend = http
+        .get(format!("{demo}/billing/invoices/INV-1042"))
+        .header("authorization", helpdesk_token.value().to_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        wrong_backend.status(),
+        401,
+        "a helpdesk credential must not open billing"
+    );
+    let right_backend = http
+        .get(format!("{demo}/helpdesk/tickets/4521"))
+        .header("authorization", helpdesk_token.value().to_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right_backend.status(), 200);
+
     let last_denied = d
         .iter()
         .rev()
