@@ -57,8 +57,6 @@ pub struct SourceFile {
 pub struct ConnectorEntry {
     /// Id.
     pub id: String,
-    /// Owners.
-    pub owners: Arc<ConnectorOwners>,
     /// Backend authentication, if any.
     pub auth: Option<BackendAuth>,
     /// Directory of the manifest that declared it (for relative secret files).

@@ -370,7 +370,6 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
             c.id.clone(),
             Arc::new(ConnectorEntry {
                 id: c.id.clone(),
-                owners: owners.clone(),
                 auth: c.auth.clone(),
                 base_dir,
             }),
