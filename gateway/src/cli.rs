@@ -612,6 +612,9 @@ async fn serve(data: &Path, manifests: &Path, args: ServeArgs) -> anyhow::Result
     let demo = catalog.demo_backend;
     let gw = Arc::new(open_gateway(data, catalog).await?);
     crate::tasks::spawn_sweeper(gw.clone(), Duration::from_secs(1));
+    gw.watch_revocations()
+        .await
+        .context("cannot read the revocation feed")?;
 
     if let Some(addr) = demo {
         // Over HTTP the demo backend verifies credentials against the

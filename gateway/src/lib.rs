@@ -14,20 +14,25 @@
 //! - [`tasks`]: tasks, task tokens, expiry; [`broker`]: backend credentials.
 //! - [`secrets`]: the gateway's signing keys and digest key; [`clock`]: time.
 //! - [`store`]: persistent state behind a trait; SQLite by default.
+//! - [`revocation`]: the revocation feed, applied to calls in flight.
+//! - [`agents`]: agent lifecycle judgement; [`keys`]: gateway-issued keys.
 //! - [`demo`]: the built-in demo backend the shipped manifests use.
 //! - [`cli`]: the `tollgate` command line; `main.rs` only calls it.
 
 pub mod admin;
+pub mod agents;
 pub mod broker;
 pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod demo;
 pub mod identity;
+pub mod keys;
 pub mod manifest;
 pub mod mcp;
 pub mod pipeline;
 pub mod reload;
+pub mod revocation;
 pub mod secrets;
 pub mod server;
 pub mod store;
@@ -51,6 +56,7 @@ pub struct Gateway {
     secrets: RwLock<Arc<Secrets>>,
     clock: Arc<dyn Clock>,
     pub(crate) broker: broker::Broker,
+    revocations: Arc<revocation::Watcher>,
     /// Task bound to a connection (HTTP session or stdio process) by the
     /// in-band `tollgate.start_task` tool: connection key -> task id.
     pub(crate) bound_tasks: std::sync::Mutex<std::collections::HashMap<String, String>>,
@@ -80,6 +86,7 @@ impl Gateway {
             secrets: RwLock::new(Arc::new(secrets)),
             clock: Arc::new(SystemClock),
             broker: broker::Broker::default(),
+            revocations: Arc::new(revocation::Watcher::default()),
             bound_tasks: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
@@ -114,6 +121,21 @@ impl Gateway {
     /// Replaces the secrets (after a key rotation).
     pub fn replace_secrets(&self, secrets: Secrets) {
         write(&self.secrets, Arc::new(secrets));
+    }
+
+    /// The revocation feed as this process has applied it.
+    pub fn revocations(&self) -> &revocation::Watcher {
+        &self.revocations
+    }
+
+    /// Starts following the revocation feed: from its current end, then
+    /// polled in the background. Until this runs, every confirmation reads
+    /// the store (correct, just slower).
+    pub async fn watch_revocations(
+        &self,
+    ) -> Result<tokio::task::JoinHandle<()>, store::StoreError> {
+        self.revocations.start_at_end(self.store.as_ref()).await?;
+        Ok(self.revocations.clone().spawn(self.store.clone()))
     }
 
     /// Now, by the gateway's clock.

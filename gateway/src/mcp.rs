@@ -8,23 +8,37 @@
 use std::sync::Arc;
 
 use rmcp::model::{
-    CacheScope, CallToolRequestParams, CallToolResponse, ErrorCode, ErrorData, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
+    ErrorData, Implementation, ListToolsResult, MetaObject, PaginatedRequestParams,
+    ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler};
+use serde_json::{Value, json};
 
 use crate::Gateway;
-use crate::pipeline::{self, Authenticated, ToolRequest, Transport, authenticate, denial::codes};
+use crate::pipeline::{
+    self, AgentView, Authenticated, CallReply, ToolRequest, Transport, authenticate,
+    denial::{self, codes},
+};
 
 /// How this handler learns who is calling.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Identity {
     /// From the [`Authenticated`] the HTTP auth layer put in the request.
     HttpLayer,
     /// From a key given at startup (stdio), re-checked on every request so
     /// a revoked key stops working without a restart.
     Key(Arc<str>),
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Identity::HttpLayer => f.write_str("HttpLayer"),
+            Identity::Key(_) => f.write_str("Key(<redacted>)"),
+        }
+    }
 }
 
 /// One MCP server handler; cheap to clone (the HTTP service builds one per
@@ -68,16 +82,16 @@ impl McpFront {
                 // The auth layer runs before rmcp; reaching here without an
                 // identity is a wiring bug, and still a refusal.
                 .ok_or_else(|| {
-                    unauthenticated(
-                        "credential_missing",
-                        "no authenticated principal on this request",
-                    )
+                    view_to_error(denial::unauthenticated(
+                        &authenticate::AuthError::Missing,
+                        "",
+                    ))
                 }),
             Identity::Key(key) => {
                 authenticate::authenticate_bearer(&self.gw, key, Transport::Stdio)
                     .await
                     .map_err(|e| {
-                        unauthenticated(e.code(), &format!("{e} (check TOLLGATE_AGENT_KEY)"))
+                        view_to_error(denial::unauthenticated(&e, " (check TOLLGATE_AGENT_KEY)"))
                     })
             }
         }
@@ -118,12 +132,53 @@ impl McpFront {
     }
 }
 
-fn unauthenticated(code: &str, message: &str) -> ErrorData {
-    ErrorData::new(
-        ErrorCode(codes::UNAUTHENTICATED),
-        message.to_string(),
-        Some(serde_json::json!({ "reason": code })),
-    )
+/// The MCP form of a refusal: a JSON-RPC error, or a tool result with
+/// `isError` and the reason code in `_meta["tollgate/reason"]`.
+fn view_to_mcp(view: AgentView) -> Result<CallToolResult, ErrorData> {
+    match view {
+        AgentView::Error { .. } => Err(view_to_error(view)),
+        AgentView::ToolError { text, reason, meta } => {
+            let mut m = serde_json::Map::new();
+            m.insert("tollgate/reason".into(), Value::String(reason.into()));
+            m.extend(meta);
+            Ok(
+                CallToolResult::error(vec![ContentBlock::text(text)])
+                    .with_meta(Some(MetaObject(m))),
+            )
+        }
+    }
+}
+
+/// A refusal as a JSON-RPC error (for requests that are not tool calls, a
+/// tool error becomes an internal error carrying its reason).
+fn view_to_error(view: AgentView) -> ErrorData {
+    match view {
+        AgentView::Error {
+            code,
+            message,
+            reason,
+        } => ErrorData::new(ErrorCode(code), message, Some(json!({ "reason": reason }))),
+        AgentView::ToolError { text, reason, .. } => ErrorData::new(
+            ErrorCode(codes::GATEWAY_UNAVAILABLE),
+            text,
+            Some(json!({ "reason": reason })),
+        ),
+    }
+}
+
+fn reply_to_mcp(reply: CallReply) -> Result<CallToolResult, ErrorData> {
+    match reply {
+        CallReply::Output(out) => {
+            let mut result = if out.is_error {
+                CallToolResult::error(vec![ContentBlock::text(out.text)])
+            } else {
+                CallToolResult::success(vec![ContentBlock::text(out.text)])
+            };
+            result.structured_content = out.structured;
+            Ok(result)
+        }
+        CallReply::Refused(view) => view_to_mcp(view),
+    }
 }
 
 impl ServerHandler for McpFront {
@@ -142,35 +197,16 @@ impl ServerHandler for McpFront {
         ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let who = self.who(&ctx).await?;
-        // A suspended or retired agent sees why, not a stale tool list.
-        if let Err(denial) = pipeline::admit::admit(&self.gw, &who).await {
-            return Err(match denial.to_agent() {
-                pipeline::AgentReply::Error(e) => e,
-                pipeline::AgentReply::ToolError(_) => {
-                    ErrorData::internal_error(denial.to_string(), None)
-                }
-            });
-        }
-        // Within a task, only the task's tools (and the way to end it).
+        // The same rules as a call: a suspended or retired agent sees why,
+        // and a task that cannot be read is an error, never the full list.
         let probe = self.request(&ctx, String::new(), None, None);
-        let task = match pipeline::scope::task_id_for(&self.gw, &who, &probe) {
-            Some(id) => pipeline::scope::load(&self.gw, &id, &who.agent().id)
-                .await
-                .ok(),
-            None => None,
-        };
+        let list = pipeline::list_tools(&self.gw, &who, probe.connection, probe.task_hint)
+            .await
+            .map_err(|d| view_to_error(d.to_agent()))?;
         let agent = who.agent();
-        let mut tools: Vec<Tool> = match &task {
-            Some(t) => agent
-                .listed
-                .iter()
-                .filter(|tool| t.tools.iter().any(|n| *n == tool.name))
-                .cloned()
-                .collect(),
-            None => agent.listed.as_ref().clone(),
-        };
+        let mut tools: Vec<Tool> = list.tools.iter().map(|t| t.tool.clone()).collect();
         tools.extend(pipeline::builtin::tools(
-            task.is_some(),
+            list.task.is_some(),
             agent.tasks.max_ttl_seconds,
         ));
         // The list differs per agent: shared caches must not reuse it.
@@ -195,12 +231,14 @@ impl ServerHandler for McpFront {
             arguments,
             meta.as_ref().map(|m| &m.0.0),
         );
-        pipeline::call_tool(&self.gw, &who, request, &ctx.ct)
-            .await
-            .map(Into::into)
+        reply_to_mcp(pipeline::call_tool(&self.gw, &who, request, &ctx.ct).await).map(Into::into)
     }
 
-    fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.gw.catalog().tools.get(name).map(|t| t.tool.clone())
+    /// rmcp asks this (with no request context) to validate `Mcp-Param-*`
+    /// headers. Without knowing the caller, no tool is visible: answering
+    /// from the catalog would confirm that hidden tools exist. The pipeline
+    /// validates every call's arguments anyway.
+    fn get_tool(&self, _name: &str) -> Option<Tool> {
+        None
     }
 }

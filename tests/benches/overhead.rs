@@ -595,7 +595,7 @@ async fn stages(setup: &Setup, cfg: &Config, round: usize) -> Vec<Stats> {
             async move {
                 gw.store().record_decision(&r).await.unwrap();
                 let o = OutcomeUpdate {
-                    outcome: "ok",
+                    outcome: tollgate::store::CallOutcome::Ok,
                     outcome_code: None,
                     backend_status: Some(200),
                     latency_us: 100,
@@ -615,10 +615,10 @@ async fn stages(setup: &Setup, cfg: &Config, round: usize) -> Vec<Stats> {
                 ..ToolRequest::default()
             };
             async move {
-                let r = pipeline::call_tool(&gw, &who, request, &cancel)
-                    .await
-                    .unwrap();
-                assert_eq!(r.is_error, Some(false), "{:?}", r.content);
+                match pipeline::call_tool(&gw, &who, request, &cancel).await {
+                    pipeline::CallReply::Output(out) => assert!(!out.is_error, "{}", out.text),
+                    pipeline::CallReply::Refused(view) => panic!("refused: {view:?}"),
+                }
             }
         })
         .await,

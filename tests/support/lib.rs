@@ -280,6 +280,7 @@ impl TestGateway {
         let secrets = tollgate::secrets::Secrets::load_or_create(data.path()).unwrap();
         let clock = Arc::new(tollgate::clock::ManualClock::new());
         let gw = Arc::new(Gateway::new(catalog, store, secrets).with_clock(clock.clone()));
+        gw.watch_revocations().await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = gw.clone();

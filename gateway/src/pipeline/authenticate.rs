@@ -1,4 +1,4 @@
-//! Stage 1, authenticate: turns a presented credential (a gateway-issued
+//! Authenticate: turns a presented credential (a gateway-issued
 //! key, or a JWT from a declared issuer) into an [`Authenticated`]
 //! principal, or refuses.
 //!
@@ -11,17 +11,11 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
-use rand::RngCore;
-use sha2::{Digest, Sha256};
-
 use crate::Gateway;
 use crate::catalog::AgentEntry;
 use crate::identity::{self, TokenError};
+use crate::revocation::Fence;
 use crate::store::{Lifecycle, StoreError};
-
-/// Prefix of every gateway-issued key, so leaked keys are easy to grep for.
-pub const KEY_PREFIX: &str = "tgk_";
 
 /// How the request reached the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +45,9 @@ pub struct Authenticated {
     task_id: Option<String>,
     /// The agent's status as read with the credential, for this request.
     status: Option<Option<Lifecycle>>,
+    /// The revocation-feed position taken before anything was read: later
+    /// stages confirm nothing concerning this request was committed since.
+    fence: Fence,
 }
 
 /// Verifies whatever bearer credential was presented: a gateway key
@@ -70,6 +67,7 @@ pub async fn authenticate_bearer(
     if presented.len() > 16 * 1024 || presented.bytes().filter(|b| *b == b'.').count() != 2 {
         return Err(AuthError::Invalid);
     }
+    let fence = gw.revocations().fence();
     let catalog = gw.catalog();
     let iss = identity::unverified_issuer(presented).map_err(AuthError::Token)?;
     if iss == gw.secrets().issuer() {
@@ -98,6 +96,7 @@ pub async fn authenticate_bearer(
         transport,
         task_id: None,
         status: None,
+        fence,
     })
 }
 
@@ -108,6 +107,7 @@ async fn authenticate_task_token(
     token: &str,
     transport: Transport,
 ) -> Result<Authenticated, AuthError> {
+    let fence = gw.revocations().fence();
     let claims = crate::tasks::verify_token(gw, token).map_err(AuthError::Token)?;
     let task = gw
         .store()
@@ -136,6 +136,7 @@ async fn authenticate_task_token(
         transport,
         task_id: Some(task.id),
         status: None,
+        fence,
     })
 }
 
@@ -161,6 +162,16 @@ impl Authenticated {
     /// The task its credential is bound to (task tokens only).
     pub fn task_id(&self) -> Option<&str> {
         self.task_id.as_deref()
+    }
+    /// The gateway key it authenticated with, if any (`key_…`).
+    pub fn key_id(&self) -> Option<&str> {
+        self.credential_id
+            .starts_with("key_")
+            .then_some(self.credential_id.as_str())
+    }
+    /// The revocation-feed position taken before its state was read.
+    pub fn fence(&self) -> Fence {
+        self.fence
     }
     /// The principal a session is bound to: one key, or one workload
     /// identity (whose tokens rotate; the identity stays).
@@ -214,35 +225,7 @@ impl AuthError {
     }
 }
 
-/// The SHA-256 under which a key is stored. Keys carry 256 random bits, so a
-/// plain hash is enough: there is nothing to brute-force.
-pub fn key_hash(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
-}
-
-/// A freshly issued key: the secret (shown once), its public id and hash.
-#[derive(Debug)]
-pub struct IssuedKey {
-    /// The bearer key. Print once, then drop.
-    pub key: String,
-    /// Public id, safe to log.
-    pub key_id: String,
-    /// What the store keeps.
-    pub hash: [u8; 32],
-}
-
-/// Generates a new random agent key.
-pub fn new_key() -> IssuedKey {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let key = format!(
-        "{KEY_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    );
-    let hash = key_hash(&key);
-    let key_id = format!("key_{}", hex::encode(&hash[..6]));
-    IssuedKey { key, key_id, hash }
-}
+pub use crate::keys::{IssuedKey, KEY_PREFIX, key_hash, new_key};
 
 /// Verifies a gateway-issued key.
 pub async fn authenticate_key(
@@ -257,6 +240,7 @@ pub async fn authenticate_key(
     if !presented.starts_with(KEY_PREFIX) || presented.len() > 128 {
         return Err(AuthError::Invalid);
     }
+    let fence = gw.revocations().fence();
     let found = gw
         .store()
         .find_key(&key_hash(presented))
@@ -278,5 +262,6 @@ pub async fn authenticate_key(
         transport,
         task_id: None,
         status: Some(found.lifecycle),
+        fence,
     })
 }

@@ -1,12 +1,13 @@
-//! Stage 3, authorize: is this tool granted to this agent, and do the
-//! arguments match the tool's input schema?
+//! Authorize: is this tool granted to this agent, and do the arguments
+//! match the tool's input schema?
 //!
 //! Contract: returns [`Authorized`] only for a tool that exists in the
 //! current catalog, is granted to the agent, and whose arguments validate.
 //! It touches nothing outside memory, so it is cheap and runs before
 //! anything is written or sent. A tool the agent may not see is refused
 //! exactly like an unknown tool (no existence leak); the record keeps the
-//! real reason.
+//! real reason. The gateway's own tools (`tollgate.start_task`, ...) are
+//! looked up here too, so they pass the same stages as connector tools.
 
 use std::sync::Arc;
 
@@ -14,18 +15,43 @@ use serde_json::{Map, Value};
 
 use super::admit::Admitted;
 use super::authenticate::Authenticated;
-use super::denial::Denial;
+use super::denial::{Denial, capped};
+use super::record::args_digest;
 use crate::catalog::{Catalog, ToolEntry};
 
 /// Most schema problems reported back for one call.
 const MAX_PROBLEMS: usize = 5;
 
+/// Longest problem description echoed back: schema messages quote the
+/// offending value, which the agent chose and may be huge.
+const MAX_PROBLEM_CHARS: usize = 300;
+
+/// What a call is for.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A connector's tool.
+    Connector(Arc<ToolEntry>),
+    /// One of the gateway's own tools (by its name).
+    Gateway(&'static str),
+}
+
+impl Target {
+    /// The agent-visible tool name.
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Connector(t) => &t.full_name,
+            Target::Gateway(n) => n,
+        }
+    }
+}
+
 /// A call that passed authorization. Only [`authorize`] can build one.
 #[derive(Debug)]
 pub struct Authorized {
     who: Authenticated,
-    tool: Arc<ToolEntry>,
+    target: Target,
     arguments: Map<String, Value>,
+    digest: String,
 }
 
 impl Authorized {
@@ -33,33 +59,58 @@ impl Authorized {
     pub fn who(&self) -> &Authenticated {
         &self.who
     }
-    /// The tool to call.
-    pub fn tool(&self) -> &Arc<ToolEntry> {
-        &self.tool
+    /// What it calls.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+    /// The connector tool it calls, if it calls one.
+    pub fn tool(&self) -> Option<&Arc<ToolEntry>> {
+        match &self.target {
+            Target::Connector(t) => Some(t),
+            Target::Gateway(_) => None,
+        }
     }
     /// The validated arguments.
     pub fn arguments(&self) -> &Map<String, Value> {
         &self.arguments
     }
+    /// Keyed digest of the arguments, for the record.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
 }
 
-/// Looks the tool up, checks the grant, validates the arguments.
+/// Looks the tool up, checks the grant, validates the arguments. A denial
+/// comes with the arguments' digest (`digest_key`), for its record.
 pub fn authorize(
     catalog: &Catalog,
-    admitted: &Admitted,
+    digest_key: &[u8],
+    admitted: Admitted,
     name: &str,
     arguments: Option<Map<String, Value>>,
-) -> Result<Authorized, Denial> {
-    let who = admitted.who();
-    let tool = catalog.tools.get(name).ok_or_else(|| Denial::UnknownTool {
-        name: name.to_string(),
-    })?;
-    if !who.agent().granted.contains(name) {
-        return Err(Denial::NotGranted {
-            name: name.to_string(),
+) -> Result<Authorized, (Denial, String)> {
+    let who = admitted.into_who();
+    let arguments = arguments.unwrap_or_default();
+    let digest = |a: &Map<String, Value>| args_digest(digest_key, a);
+    if let Some(builtin) = super::builtin::lookup(name) {
+        // The gateway's own tools are granted to every admitted agent;
+        // their arguments are checked by their own schema when they run.
+        let digest = digest(&arguments);
+        return Ok(Authorized {
+            who,
+            target: Target::Gateway(builtin),
+            arguments,
+            digest,
         });
     }
-    let arguments = arguments.unwrap_or_default();
+    let Some(tool) = catalog.tools.get(name) else {
+        let d = Denial::UnknownTool { name: capped(name) };
+        return Err((d, digest(&arguments)));
+    };
+    if !who.agent().granted.contains(name) {
+        let d = Denial::NotGranted { name: capped(name) };
+        return Err((d, digest(&arguments)));
+    }
     let instance = Value::Object(arguments);
     let problems: Vec<(String, String)> = tool
         .validator
@@ -70,23 +121,40 @@ pub fn authorize(
             let at = if path.is_empty() {
                 "(arguments)".to_string()
             } else {
-                path
+                capped(&path)
             };
-            (at, e.to_string())
+            (at, cap_problem(e.to_string()))
         })
         .collect();
-    if !problems.is_empty() {
-        return Err(Denial::InvalidArguments {
-            tool: name.to_string(),
-            problems,
-        });
-    }
     let Value::Object(arguments) = instance else {
         unreachable!("built as an object above")
     };
+    let digest = digest(&arguments);
+    if !problems.is_empty() {
+        let d = Denial::InvalidArguments {
+            tool: name.to_string(),
+            problems,
+        };
+        return Err((d, digest));
+    }
     Ok(Authorized {
-        who: who.clone(),
-        tool: tool.clone(),
+        who,
+        target: Target::Connector(tool.clone()),
         arguments,
+        digest,
     })
+}
+
+fn cap_problem(text: String) -> String {
+    if text.chars().count() <= MAX_PROBLEM_CHARS {
+        return text;
+    }
+    let head: String = text.chars().take(MAX_PROBLEM_CHARS).collect();
+    format!("{head}… (value cut)")
+}
+
+/// Whether a tool would be listed for this agent: it exists and is granted
+/// (the same lookup and grant rule [`authorize`] applies to a call).
+pub fn visible(catalog: &Catalog, who: &Authenticated, name: &str) -> bool {
+    catalog.tools.contains_key(name) && who.agent().granted.contains(name)
 }

@@ -7,15 +7,13 @@
 //! task token.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rmcp::model::{CallToolResult, ContentBlock, ErrorData, Tool, ToolAnnotations};
+use rmcp::model::{CallToolResult, ContentBlock, Tool, ToolAnnotations};
 use serde_json::{Map, Value, json};
+use tollgate_connectors::ToolOutput;
 
 use super::ToolRequest;
-use super::admit::Admitted;
-use super::denial::tool_error;
-use super::record::{self, Outcome};
 use crate::Gateway;
 use crate::store::TaskStatus;
 use crate::tasks::{self, StartTask, TaskError};
@@ -27,7 +25,7 @@ pub const END_TASK: &str = "tollgate.end_task";
 
 /// Whether `name` is one of the gateway's own tools.
 pub fn is_builtin(name: &str) -> bool {
-    name == START_TASK || name == END_TASK
+    lookup(name).is_some()
 }
 
 fn object(v: Value) -> Arc<Map<String, Value>> {
@@ -86,41 +84,43 @@ fn strings(v: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Runs a gateway tool for an admitted agent.
-pub async fn call(
+/// The gateway tool of that name, if it is one.
+pub fn lookup(name: &str) -> Option<&'static str> {
+    [START_TASK, END_TASK].into_iter().find(|n| *n == name)
+}
+
+/// Runs a gateway tool for a call that passed the pipeline's stages up to
+/// the revocation confirmation. `current_task` is the task the request
+/// named or its connection is bound to.
+pub async fn run(
     gw: &Gateway,
-    admitted: &Admitted,
-    request: &ToolRequest,
+    who: &super::Authenticated,
+    name: &'static str,
+    args: &Map<String, Value>,
+    connection: Option<&str>,
     current_task: Option<&str>,
-    started: Instant,
-) -> Result<CallToolResult, ErrorData> {
-    let who = admitted.who();
-    let args = request.arguments.clone().unwrap_or_default();
-    let recorded = match record::allow_builtin(gw, who, &request.name, &args, current_task).await {
-        Ok(r) => r,
-        Err(denial) => return denial.to_agent().into_result(),
+) -> Result<ToolOutput, (&'static str, String)> {
+    let request = ToolRequest {
+        name: name.to_string(),
+        arguments: None,
+        task_hint: None,
+        connection: connection.map(str::to_string),
     };
-    let result = if request.name == START_TASK {
-        start(gw, who, request, current_task, &args).await
+    let result = if name == START_TASK {
+        start(gw, who, &request, current_task, args).await
     } else {
-        end(gw, who, request, current_task, &args).await
+        end(gw, who, &request, current_task, args).await
     };
-    let outcome = match &result {
-        Ok(_) => Outcome {
-            outcome: "ok",
-            code: None,
-            backend_status: None,
-        },
-        Err((code, _)) => Outcome {
-            outcome: "tool_error",
-            code: Some(code),
-            backend_status: None,
-        },
-    };
-    record::outcome(gw, recorded, outcome, super::elapsed_us(started)).await;
-    Ok(match result {
-        Ok(r) => r,
-        Err((code, message)) => tool_error(format!("{message} ({code})"), code, None),
+    result.map(|r| ToolOutput {
+        text: r
+            .content
+            .iter()
+            .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        structured: r.structured_content,
+        is_error: r.is_error.unwrap_or(false),
+        backend_status: None,
     })
 }
 

@@ -1,42 +1,69 @@
-//! Stage 6, credential: the backend credential for this call, issued last,
-//! after every other check, so nothing is minted for a call that will not
-//! run.
+//! Credential: the backend credential for this call, issued after every
+//! other check, so nothing is minted for a call that will not run.
 //!
-//! Contract: returns [`Credentialed`] (possibly without a credential, for a
-//! connector that declares no `auth`); any failure to issue refuses the call
-//! (fail closed). The credential is scoped to the task (or, outside a task,
-//! to the agent's grants on that connector), audience-bound to the one
-//! backend, and expires no later than the task.
+//! Contract: takes a `Recorded<Confirmed>` (so it cannot run before the
+//! record and the revocation confirmation) and returns a
+//! `Recorded<Credentialed>` (possibly without a credential, for a connector
+//! that declares no `auth`); any failure to issue refuses the call (fail
+//! closed). The credential is scoped to the task (or, outside a task, to the
+//! agent's grants on that connector), audience-bound to the one backend,
+//! and expires no later than the task.
+
+use std::sync::Arc;
 
 use tollgate_connectors::BackendCredential;
 
+use super::confirm::Confirmed;
 use super::denial::Denial;
-use super::scope::Scoped;
+use super::record::{RecordId, Recorded};
 use crate::Gateway;
+use crate::catalog::ToolEntry;
 
 /// Proof that the credential step ran. Only [`issue`] builds one.
 #[derive(Debug)]
 pub struct Credentialed {
+    confirmed: Confirmed,
+    tool: Arc<ToolEntry>,
     credential: Option<BackendCredential>,
 }
 
 impl Credentialed {
+    /// The confirmed call.
+    pub fn confirmed(&self) -> &Confirmed {
+        &self.confirmed
+    }
+    /// The connector tool it calls.
+    pub fn tool(&self) -> &Arc<ToolEntry> {
+        &self.tool
+    }
     /// The credential to present, if the backend needs one.
     pub fn credential(&self) -> Option<&BackendCredential> {
         self.credential.as_ref()
     }
 }
 
-/// Issues (or reuses) the credential for the call's backend.
-pub async fn issue(gw: &Gateway, scoped: &Scoped) -> Result<Credentialed, Denial> {
-    let call = scoped.call();
-    match crate::broker::issue(gw, call.who().agent(), scoped.task(), call.tool()).await {
-        Ok(credential) => Ok(Credentialed { credential }),
+/// Issues (or reuses) the credential for the call's backend. `tool` is the
+/// connector tool the call targets.
+pub async fn issue(
+    gw: &Gateway,
+    confirmed: Recorded<Confirmed>,
+    tool: Arc<ToolEntry>,
+) -> Result<Recorded<Credentialed>, (RecordId, Denial)> {
+    let scoped = confirmed.stage().scoped();
+    let agent = scoped.call().who().agent().clone();
+    match crate::broker::issue(gw, &agent, scoped.task(), &tool).await {
+        Ok(credential) => Ok(confirmed.advance(|confirmed| Credentialed {
+            confirmed,
+            tool,
+            credential,
+        })),
         Err(e) => {
             tracing::error!(error = %e, "no credential; refusing the call");
-            Err(Denial::CredentialUnavailable {
-                connector: call.tool().connector_id.clone(),
-            })
+            let connector = tool.connector_id.clone();
+            Err((
+                confirmed.split().0,
+                Denial::CredentialUnavailable { connector },
+            ))
         }
     }
 }

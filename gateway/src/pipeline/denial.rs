@@ -1,12 +1,13 @@
 //! Denials and failures, and the one place that turns them into what the
-//! agent sees and what the record says.
+//! agent sees ([`AgentView`]) and what the record says.
 //!
 //! Every refusal has a stable `code()`; the agent gets a message that says
 //! what to do, the record gets the real reason. Agent-facing text never
-//! carries a backend secret, a stack trace or (for hidden tools) the fact
-//! that the tool exists.
+//! carries a backend secret, a backend address, a stack trace or (for
+//! hidden tools) the fact that the tool exists. The view is
+//! transport-neutral: `mcp.rs` turns it into a JSON-RPC error or a tool
+//! result with `isError`.
 
-use rmcp::model::{CallToolResult, ContentBlock, ErrorCode, ErrorData};
 use serde_json::{Map, Value, json};
 use tollgate_connectors::ConnectorError;
 
@@ -20,14 +21,21 @@ pub mod codes {
     pub const GATEWAY_UNAVAILABLE: i32 = -32002;
     /// The agent may not act now (suspended, retired, review overdue).
     pub const AGENT_NOT_ADMITTED: i32 = -32003;
+    /// JSON-RPC "invalid params" (unknown tools are reported with it, as
+    /// MCP servers conventionally do).
+    pub const INVALID_PARAMS: i32 = -32602;
 }
 
 /// Why a call was refused before it reached the backend.
 #[derive(Debug, thiserror::Error)]
 pub enum Denial {
-    /// No credential, or not a valid one (stdio re-checks per request).
-    #[error("authentication failed: {0}")]
-    Unauthenticated(#[from] AuthError),
+    /// The key the call authenticated with was revoked while it was in
+    /// flight.
+    #[error("the credential `{credential}` was revoked")]
+    CredentialRevoked {
+        /// Key id.
+        credential: String,
+    },
     /// The agent is suspended.
     #[error("agent `{agent}` is suspended (since {since})")]
     AgentSuspended {
@@ -139,30 +147,59 @@ pub enum Denial {
     AuditUnavailable,
 }
 
-/// What a refused or failed call looks like to the agent.
-#[derive(Debug)]
-pub enum AgentReply {
-    /// A JSON-RPC error (protocol-level refusal).
-    Error(ErrorData),
-    /// A tool result with `isError: true` (something the model can act on).
-    ToolError(CallToolResult),
+/// What a refused or failed call looks like to the agent, whatever the
+/// transport.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentView {
+    /// A protocol-level refusal (JSON-RPC error): the call was not a call
+    /// the agent may make at all right now.
+    Error {
+        /// JSON-RPC error code.
+        code: i32,
+        /// Message.
+        message: String,
+        /// Stable reason code (`data.reason`).
+        reason: &'static str,
+    },
+    /// A tool result with `isError: true`: something the model can act on.
+    ToolError {
+        /// Text for the model.
+        text: String,
+        /// Stable reason code (`_meta["tollgate/reason"]`).
+        reason: &'static str,
+        /// More `_meta` entries.
+        meta: Map<String, Value>,
+    },
 }
 
-impl AgentReply {
-    /// As the return value of a `tools/call` handler.
-    pub fn into_result(self) -> Result<CallToolResult, ErrorData> {
-        match self {
-            AgentReply::ToolError(r) => Ok(r),
-            AgentReply::Error(e) => Err(e),
-        }
+/// The reply for a request whose credential was refused (stdio re-checks
+/// the key on every request; HTTP answers 401 at the edge instead).
+pub fn unauthenticated(error: &AuthError, hint: &str) -> AgentView {
+    AgentView::Error {
+        code: codes::UNAUTHENTICATED,
+        message: format!("{error}{hint}"),
+        reason: error.code(),
     }
+}
+
+/// The longest agent-chosen string (tool name, task id) echoed back or
+/// written to a record; longer ones are cut with a marker.
+pub const MAX_ECHO: usize = 128;
+
+/// `s` cut to [`MAX_ECHO`] characters, marked when cut.
+pub fn capped(s: &str) -> String {
+    if s.chars().count() <= MAX_ECHO {
+        return s.to_string();
+    }
+    let head: String = s.chars().take(MAX_ECHO).collect();
+    format!("{head}…(cut)")
 }
 
 impl Denial {
     /// Stable reason code for records and agents.
     pub fn code(&self) -> &'static str {
         match self {
-            Denial::Unauthenticated(e) => e.code(),
+            Denial::CredentialRevoked { .. } => "credential_revoked",
             Denial::AgentSuspended { .. } => "agent_suspended",
             Denial::AgentRetired { .. } => "agent_retired",
             Denial::ReviewOverdue { .. } => "agent_review_overdue",
@@ -197,22 +234,21 @@ impl Denial {
     }
 
     /// What the agent sees.
-    pub fn to_agent(&self) -> AgentReply {
+    pub fn to_agent(&self) -> AgentView {
         let code = self.code();
+        let error = |code: i32, message: String| AgentView::Error {
+            code,
+            message,
+            reason: self.code(),
+        };
         match self {
-            Denial::Unauthenticated(_) => AgentReply::Error(ErrorData::new(
-                ErrorCode(codes::UNAUTHENTICATED),
-                format!("{self}"),
-                Some(json!({ "reason": code })),
-            )),
             // Same answer for both: an agent cannot probe for tools it was
             // not granted.
-            Denial::UnknownTool { name } | Denial::NotGranted { name } => {
-                AgentReply::Error(ErrorData::invalid_params(
-                    format!("Unknown tool: {name}"),
-                    Some(json!({ "reason": "unknown_tool" })),
-                ))
-            }
+            Denial::UnknownTool { name } | Denial::NotGranted { name } => AgentView::Error {
+                code: codes::INVALID_PARAMS,
+                message: format!("Unknown tool: {}", capped(name)),
+                reason: "unknown_tool",
+            },
             Denial::InvalidArguments { tool, problems } => {
                 let mut text = format!("Invalid arguments for {tool} ({code}):");
                 for (at, problem) in problems {
@@ -225,81 +261,101 @@ impl Denial {
                     .iter()
                     .map(|(at, p)| json!({ "at": at, "problem": p }))
                     .collect();
-                AgentReply::ToolError(tool_error(
-                    text,
-                    code,
-                    Some(json!({ "tollgate/problems": details })),
-                ))
+                let mut meta = Map::new();
+                meta.insert("tollgate/problems".into(), Value::Array(details));
+                tool_error(text, code, meta)
             }
             Denial::AgentSuspended { contact, .. }
             | Denial::AgentRetired { contact, .. }
-            | Denial::ReviewOverdue { contact, .. } => AgentReply::Error(ErrorData::new(
-                ErrorCode(codes::AGENT_NOT_ADMITTED),
+            | Denial::ReviewOverdue { contact, .. } => error(
+                codes::AGENT_NOT_ADMITTED,
                 format!("{self}; calls are refused. Contact the agent's system owner ({contact})."),
-                Some(json!({ "reason": code })),
-            )),
-            Denial::TaskRequired { .. } => AgentReply::ToolError(tool_error(
+            ),
+            Denial::CredentialRevoked { .. } => error(
+                codes::UNAUTHENTICATED,
+                format!("{self}; the call was not run. Use a valid credential."),
+            ),
+            Denial::TaskRequired { .. } => tool_error(
                 format!(
                     "{self} ({code}). Start one with tollgate.start_task, or ask an operator for a task token."
                 ),
                 code,
-                None,
-            )),
-            Denial::OutsideTask { allowed, .. } => AgentReply::ToolError(tool_error(
+                Map::new(),
+            ),
+            Denial::OutsideTask { allowed, .. } => tool_error(
                 format!("{self} ({code}). This task allows: {}.", allowed.join(", ")),
                 code,
-                None,
-            )),
-            Denial::ConstraintViolated { .. } => AgentReply::ToolError(tool_error(
+                Map::new(),
+            ),
+            Denial::ConstraintViolated { .. } => tool_error(
                 format!(
                     "{self} ({code}). Change the arguments to fit the task, or ask for a new task."
                 ),
                 code,
-                None,
-            )),
-            Denial::TaskNotActive { .. } | Denial::TaskUnknown { .. } => {
-                AgentReply::ToolError(tool_error(
-                    format!("{self} ({code}). Start a new task to go on."),
-                    code,
-                    None,
-                ))
-            }
+                Map::new(),
+            ),
+            Denial::TaskNotActive { .. } | Denial::TaskUnknown { .. } => tool_error(
+                format!("{self} ({code}). Start a new task to go on."),
+                code,
+                Map::new(),
+            ),
             Denial::LifecycleUnavailable
             | Denial::AuditUnavailable
             | Denial::TaskUnavailable
-            | Denial::CredentialUnavailable { .. } => AgentReply::Error(ErrorData::new(
-                ErrorCode(codes::GATEWAY_UNAVAILABLE),
+            | Denial::CredentialUnavailable { .. } => error(
+                codes::GATEWAY_UNAVAILABLE,
                 format!("{self}, so the call was not run. Try again later."),
-                Some(json!({ "reason": code })),
-            )),
+            ),
         }
     }
 }
 
-/// A backend failure as the agent sees it: a tool error naming the reason.
-pub fn failure_to_agent(tool: &str, error: &ConnectorError) -> CallToolResult {
+/// A backend failure as the agent sees it: a tool error naming the reason,
+/// never the backend's address or its raw error. "May be retried" only for
+/// a tool declared idempotent or read-only: a timeout on a refund may have
+/// been applied.
+pub fn failure_to_agent(tool: &str, error: &ConnectorError, retry_safe: bool) -> AgentView {
     let code = error.code();
+    let what = match error {
+        ConnectorError::Timeout(after) => format!("the backend did not answer within {after:?}"),
+        ConnectorError::Unreachable(_) => "the backend could not be reached".to_string(),
+        ConnectorError::ResponseTooLarge { limit } => {
+            format!("the backend's response exceeded {limit} bytes")
+        }
+        ConnectorError::BadRequest(_) => "the backend request could not be built".to_string(),
+        ConnectorError::UnknownTool(_) => "the connector does not serve this tool".to_string(),
+    };
     let advice = match error {
-        ConnectorError::Timeout(_) | ConnectorError::Unreachable(_) => {
+        ConnectorError::Timeout(_) | ConnectorError::Unreachable(_) if retry_safe => {
             " The call may be retried later."
+        }
+        ConnectorError::Timeout(_) => {
+            " The backend may have acted on it: check before calling again."
         }
         _ => "",
     };
     tool_error(
-        format!("{tool} failed ({code}): {error}.{advice}"),
+        format!("{tool} failed ({code}): {what}.{advice}"),
         code,
-        None,
+        Map::new(),
+    )
+}
+
+/// The agent's view of a call the client cancelled.
+pub fn cancelled() -> AgentView {
+    tool_error(
+        "cancelled by the client".into(),
+        "client_cancelled",
+        Map::new(),
     )
 }
 
 /// A tool error carrying the reason code in `_meta`, where clients and
 /// scripts can read it without parsing text.
-pub(crate) fn tool_error(text: String, code: &str, extra: Option<Value>) -> CallToolResult {
-    let mut meta = Map::new();
-    meta.insert("tollgate/reason".into(), Value::String(code.into()));
-    if let Some(Value::Object(extra)) = extra {
-        meta.extend(extra);
+pub(crate) fn tool_error(text: String, code: &'static str, meta: Map<String, Value>) -> AgentView {
+    AgentView::ToolError {
+        text,
+        reason: code,
+        meta,
     }
-    CallToolResult::error(vec![ContentBlock::text(text)])
-        .with_meta(Some(rmcp::model::MetaObject(meta)))
 }

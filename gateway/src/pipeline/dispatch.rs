@@ -1,18 +1,22 @@
-//! Stage 7, dispatch: the connector call. The only code in the gateway that
-//! reaches a backend.
+//! Dispatch: the connector call. The only code in the gateway that reaches
+//! a backend.
 //!
-//! Contract: takes the [`Scoped`] call, the [`Recorded`] proof that its
-//! decision is durable and the [`Credentialed`] proof that the credential
-//! step ran, so no stage can be skipped. The connector enforces its own
-//! timeout; cancellation by the client (disconnect or
-//! `notifications/cancelled`) drops the backend request.
+//! Contract: takes a `Recorded<Credentialed>`, so the record, the
+//! revocation confirmation and the credential all came first. Right before
+//! the connector is called it confirms once more (`confirm::check`): a
+//! revocation committed while the credential was being issued wins, and
+//! nothing that can wait stands between that check and the request. The
+//! connector enforces its own timeout; cancellation by the client
+//! (disconnect or `notifications/cancelled`) drops the backend request.
 
 use tokio_util::sync::CancellationToken;
 use tollgate_connectors::{ConnectorCall, ConnectorError, ToolOutput};
 
+use super::confirm;
 use super::credential::Credentialed;
-use super::record::Recorded;
-use super::scope::Scoped;
+use super::denial::Denial;
+use super::record::{RecordId, Recorded};
+use crate::Gateway;
 
 /// How the connector call ended.
 #[derive(Debug)]
@@ -23,27 +27,34 @@ pub enum Dispatched {
     Failed(ConnectorError),
     /// The client went away first.
     Cancelled,
+    /// Refused by the last confirmation: nothing was sent.
+    Refused(Denial),
 }
 
-/// Calls the backend.
+/// Confirms once more, then calls the backend.
 pub async fn dispatch(
-    scoped: &Scoped,
-    _proof: &Recorded,
-    credentialed: &Credentialed,
+    gw: &Gateway,
+    credentialed: Recorded<Credentialed>,
     cancel: &CancellationToken,
-) -> Dispatched {
-    let call = scoped.call();
-    let tool = call.tool();
+) -> (RecordId, Dispatched) {
+    let (record, c) = credentialed.split();
+    let scoped = c.confirmed().scoped();
+    let task_id = scoped.task().map(|t| t.id.as_str());
+    if let Err(d) = confirm::check(gw, scoped.call().who(), scoped.task(), task_id).await {
+        return (record, Dispatched::Refused(d));
+    }
+    let tool = c.tool();
     let request = tool.connector.call(ConnectorCall {
         tool: &tool.local_name,
-        arguments: call.arguments(),
-        credential: credentialed.credential(),
+        arguments: scoped.call().arguments(),
+        credential: c.credential(),
     });
-    tokio::select! {
+    let dispatched = tokio::select! {
         result = request => match result {
             Ok(output) => Dispatched::Output(output),
             Err(e) => Dispatched::Failed(e),
         },
         _ = cancel.cancelled() => Dispatched::Cancelled,
-    }
+    };
+    (record, dispatched)
 }

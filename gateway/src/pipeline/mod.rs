@@ -1,39 +1,61 @@
 //! The governance pipeline: every `tools/call` passes these stages, in this
-//! order, in [`call_tool`]. Each stage is a module with a small contract and
-//! hands the next stage a value only it can build, so a stage cannot be
-//! skipped without the code failing to compile:
+//! order, in [`call_tool`]; `tools/list` is answered by [`list_tools`] from
+//! the same stage functions, so a tool is listed exactly when the static
+//! stages would let a call to it through. Each stage is a module with a
+//! small contract and hands the next a value only it can build, by value,
+//! so skipping or reordering a stage does not compile:
 //!
 //! ```text
 //! authenticate -> Authenticated -> admit -> Admitted -> authorize -> Authorized
-//!   -> scope -> Scoped -> record::allow -> Recorded -> recheck (admit, scope)
-//!   -> credential -> Credentialed -> dispatch -> record::outcome
+//!   -> scope -> Scoped -> record::allow -> Recorded<Scoped>
+//!   -> confirm -> Recorded<Confirmed> -> credential -> Recorded<Credentialed>
+//!   -> dispatch (confirms again) -> record::outcome -> Closed
 //! ```
 //!
 //! Every refusal is a [`Denial`] with a stable code; `denial.rs` is the one
-//! place that turns it into what the agent sees.
+//! place that turns it into what the agent sees. The pipeline speaks the
+//! gateway's language ([`CallReply`]); `mcp.rs` maps it to MCP.
 
 pub mod admit;
 pub mod authenticate;
 pub mod authorize;
 pub mod builtin;
+pub mod confirm;
 pub mod credential;
 pub mod denial;
 pub mod dispatch;
 pub mod record;
 pub mod scope;
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use rmcp::model::{CallToolResult, ContentBlock, ErrorData};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
+use tollgate_connectors::{ConnectorError, ToolOutput};
 
 pub use authenticate::{Authenticated, Transport};
-pub use denial::{AgentReply, Denial};
+pub use denial::{AgentView, Denial};
 
 use crate::Gateway;
+use crate::catalog::ToolEntry;
+use crate::store::{CallOutcome, TaskRecord};
+use authorize::Target;
 use dispatch::Dispatched;
-use record::Outcome;
+use record::{Closed, Outcome, RecordId};
+
+/// The stage modules, in pipeline order. `ARCHITECTURE.md` lists the same
+/// stages in the same order; a test keeps the three in step.
+pub const STAGES: &[&str] = &[
+    "authenticate",
+    "admit",
+    "authorize",
+    "scope",
+    "record",
+    "confirm",
+    "credential",
+    "dispatch",
+];
 
 /// A `tools/call` as it arrives.
 #[derive(Debug, Default)]
@@ -49,6 +71,15 @@ pub struct ToolRequest {
     pub connection: Option<String>,
 }
 
+/// What a call came to, in the gateway's terms.
+#[derive(Debug)]
+pub enum CallReply {
+    /// The tool ran and answered (the answer may itself be an error).
+    Output(ToolOutput),
+    /// Refused, or failed, with what the agent should see.
+    Refused(AgentView),
+}
+
 /// Runs one tool call through every stage.
 ///
 /// Authentication happened at the edge for this very request (HTTP layer or
@@ -59,139 +90,295 @@ pub async fn call_tool(
     who: &Authenticated,
     request: ToolRequest,
     cancel: &CancellationToken,
-) -> Result<CallToolResult, ErrorData> {
+) -> CallReply {
     let started = Instant::now();
+    let (reply, _closed) = run(gw, who, request, cancel, started).await;
+    reply
+}
+
+/// The stages in order. Every path ends in a record: a denial record, or
+/// the outcome of an allowed one; the [`Closed`] it returns can only come
+/// from there.
+async fn run(
+    gw: &Gateway,
+    who: &Authenticated,
+    request: ToolRequest,
+    cancel: &CancellationToken,
+    started: Instant,
+) -> (CallReply, Closed) {
     let catalog = gw.catalog();
     let task_id = scope::task_id_for(gw, who, &request);
-    let refused = |denial: Denial| refuse(gw, who, &request, denial, task_id.as_deref(), started);
+    let ToolRequest {
+        name,
+        arguments,
+        connection,
+        ..
+    } = request;
+    let refused = Refusal {
+        gw,
+        who,
+        name: &name,
+        task_id: task_id.as_deref(),
+        started,
+    };
 
     // Admit before looking at the tool: a suspended, retired or overdue
     // agent is refused whatever it asks for.
     let admitted = match admit::admit(gw, who).await {
         Ok(a) => a,
-        Err(denial) => return refused(denial).await,
+        Err(d) => return refused.close(d, raw_digest(gw, arguments.as_ref())).await,
     };
 
-    // The gateway's own tools (start and end a task) are governed by the
-    // same identity and admission, and recorded like any call.
-    if builtin::is_builtin(&request.name) {
-        return builtin::call(gw, &admitted, &request, task_id.as_deref(), started).await;
-    }
-
-    // Authorize next: it is pure and in memory, so unknown tools, missing
-    // grants and bad arguments are refused before anything is written or
-    // sent, and the backend never sees a malformed call.
-    let arguments = request.arguments.clone();
-    let authorized = match authorize::authorize(&catalog, &admitted, &request.name, arguments) {
-        Ok(a) => a,
-        Err(denial) => return refused(denial).await,
-    };
+    // Authorize next: pure and in memory, so unknown tools, missing grants
+    // and bad arguments are refused before anything is written or sent,
+    // and the backend never sees a malformed call.
+    let key = gw.secrets();
+    let authorized =
+        match authorize::authorize(&catalog, key.digest_key(), admitted, &name, arguments) {
+            Ok(a) => a,
+            Err((d, digest)) => return refused.close(d, Some(digest)).await,
+        };
+    let digest = authorized.digest().to_string();
 
     // Scope: the call must fit its task (or need none). After authorize, so
     // a task can only narrow what the grants allow.
     let scoped = match scope::scope(gw, authorized, task_id.as_deref()).await {
         Ok(s) => s,
-        Err(denial) => return refused(denial).await,
+        Err(d) => return refused.close(d, Some(digest)).await,
     };
 
-    // Record before dispatch: a call whose decision is not durable must not
-    // run (fail closed).
-    let recorded = match record::allow(gw, &scoped).await {
+    // Later stages (policy, limits, approval) slot in here, each taking the
+    // previous proof by value.
+
+    // Record before anything can have an effect: a call whose decision is
+    // not durable must not run (fail closed).
+    let recorded = match record::allow(gw, scoped).await {
         Ok(r) => r,
-        Err(denial) => return denial.to_agent().into_result(),
+        Err(d) => return refused.close(d, Some(digest)).await,
     };
 
-    // Status and task once more, right before anything leaves the gateway:
-    // a suspension, retirement or task end while this call was in flight
-    // wins. Then the credential, last, so nothing is minted for a call that
-    // will not run.
-    let ready = match admit::recheck(gw, &admitted).await {
-        Ok(()) => match scope::recheck(gw, &scoped).await {
-            Ok(()) => credential::issue(gw, &scoped).await,
-            Err(d) => Err(d),
-        },
-        Err(d) => Err(d),
-    };
-    let credentialed = match ready {
+    // Confirm no revocation committed since the state was read, before a
+    // credential is minted for the call.
+    let confirmed = match confirm::confirm(gw, recorded).await {
         Ok(c) => c,
-        Err(denial) => {
-            let outcome = Outcome {
-                outcome: "refused",
-                code: Some(denial.code()),
-                backend_status: None,
-            };
-            record::outcome(gw, recorded, outcome, elapsed_us(started)).await;
-            return denial.to_agent().into_result();
-        }
+        Err((record, d)) => return close_refused(gw, record, d, started).await,
     };
 
-    // Dispatch last: the only step with an effect outside the gateway.
-    let dispatched = dispatch::dispatch(&scoped, &recorded, &credentialed, cancel).await;
-
-    let (outcome, result) = match dispatched {
-        Dispatched::Output(out) => {
-            let outcome = Outcome {
-                outcome: if out.is_error { "tool_error" } else { "ok" },
-                code: out.is_error.then_some("backend_error_status"),
-                backend_status: out.backend_status,
-            };
-            let mut result = if out.is_error {
-                CallToolResult::error(vec![ContentBlock::text(out.text)])
-            } else {
-                CallToolResult::success(vec![ContentBlock::text(out.text)])
-            };
-            result.structured_content = out.structured;
-            (outcome, result)
-        }
-        Dispatched::Failed(e) => {
-            let outcome = Outcome {
-                outcome: "failed",
-                code: Some(e.code()),
-                backend_status: None,
-            };
-            (outcome, denial::failure_to_agent(&request.name, &e))
-        }
-        Dispatched::Cancelled => {
-            let outcome = Outcome {
-                outcome: "cancelled",
-                code: Some("client_cancelled"),
-                backend_status: None,
-            };
-            (
-                outcome,
-                CallToolResult::error(vec![ContentBlock::text("cancelled by the client")]),
+    let tool = match confirmed.stage().scoped().call().target() {
+        Target::Connector(tool) => tool.clone(),
+        Target::Gateway(builtin) => {
+            // The gateway's own tools have no backend and no credential.
+            let builtin = *builtin;
+            let (record, c) = confirmed.split();
+            let call = c.scoped().call();
+            let result = builtin::run(
+                gw,
+                call.who(),
+                builtin,
+                call.arguments(),
+                connection.as_deref(),
+                task_id.as_deref(),
             )
+            .await;
+            return close_builtin(gw, record, result, started).await;
         }
     };
-    record::outcome(gw, recorded, outcome, elapsed_us(started)).await;
-    Ok(result)
+
+    // The credential, last among the checks, so nothing is minted for a
+    // call that will not run.
+    let credentialed = match credential::issue(gw, confirmed, tool.clone()).await {
+        Ok(c) => c,
+        Err((record, d)) => return close_refused(gw, record, d, started).await,
+    };
+
+    // Dispatch: confirms once more, then the only step with an effect
+    // outside the gateway.
+    let (record, dispatched) = dispatch::dispatch(gw, credentialed, cancel).await;
+    close_dispatched(gw, record, &tool, dispatched, started).await
 }
 
-async fn refuse(
+/// What a refusal before the `allow` record needs to write its own.
+struct Refusal<'a> {
+    gw: &'a Gateway,
+    who: &'a Authenticated,
+    name: &'a str,
+    task_id: Option<&'a str>,
+    started: Instant,
+}
+
+impl Refusal<'_> {
+    async fn close(&self, d: Denial, digest: Option<String>) -> (CallReply, Closed) {
+        let closed = record::deny(
+            self.gw,
+            self.who,
+            self.name,
+            digest,
+            &d,
+            self.task_id,
+            elapsed_us(self.started),
+        )
+        .await;
+        tracing::info!(agent = %self.who.agent().id, tool = %denial::capped(self.name), code = d.code(), "call refused");
+        (CallReply::Refused(d.to_agent()), closed)
+    }
+}
+
+fn raw_digest(gw: &Gateway, arguments: Option<&Map<String, Value>>) -> Option<String> {
+    arguments.map(|a| record::args_digest(gw.secrets().digest_key(), a))
+}
+
+async fn close_refused(
+    gw: &Gateway,
+    record: RecordId,
+    d: Denial,
+    started: Instant,
+) -> (CallReply, Closed) {
+    let outcome = Outcome {
+        outcome: CallOutcome::Refused,
+        code: Some(d.code()),
+        backend_status: None,
+    };
+    tracing::info!(
+        code = d.code(),
+        "call refused after its decision was recorded"
+    );
+    let closed = record::outcome(gw, record, outcome, elapsed_us(started)).await;
+    (CallReply::Refused(d.to_agent()), closed)
+}
+
+async fn close_builtin(
+    gw: &Gateway,
+    record: RecordId,
+    result: Result<ToolOutput, (&'static str, String)>,
+    started: Instant,
+) -> (CallReply, Closed) {
+    let (outcome, reply) = match result {
+        Ok(out) => (
+            Outcome {
+                outcome: CallOutcome::Ok,
+                code: None,
+                backend_status: None,
+            },
+            CallReply::Output(out),
+        ),
+        Err((code, message)) => (
+            Outcome {
+                outcome: CallOutcome::ToolError,
+                code: Some(code),
+                backend_status: None,
+            },
+            CallReply::Refused(denial::tool_error(
+                format!("{message} ({code})"),
+                code,
+                Map::new(),
+            )),
+        ),
+    };
+    let closed = record::outcome(gw, record, outcome, elapsed_us(started)).await;
+    (reply, closed)
+}
+
+async fn close_dispatched(
+    gw: &Gateway,
+    record: RecordId,
+    tool: &ToolEntry,
+    dispatched: Dispatched,
+    started: Instant,
+) -> (CallReply, Closed) {
+    let (outcome, reply) = match dispatched {
+        Dispatched::Output(out) => (
+            Outcome {
+                outcome: if out.is_error {
+                    CallOutcome::ToolError
+                } else {
+                    CallOutcome::Ok
+                },
+                code: out.is_error.then_some("backend_error_status"),
+                backend_status: out.backend_status,
+            },
+            CallReply::Output(out),
+        ),
+        Dispatched::Failed(e) => (
+            Outcome {
+                outcome: CallOutcome::Failed,
+                code: Some(e.code()),
+                backend_status: None,
+            },
+            CallReply::Refused(denial::failure_to_agent(
+                &tool.full_name,
+                &e,
+                retry_safe(tool),
+            )),
+        ),
+        Dispatched::Cancelled => (
+            Outcome {
+                outcome: CallOutcome::Cancelled,
+                code: Some("client_cancelled"),
+                backend_status: None,
+            },
+            CallReply::Refused(denial::cancelled()),
+        ),
+        Dispatched::Refused(d) => return close_refused(gw, record, d, started).await,
+    };
+    let closed = record::outcome(gw, record, outcome, elapsed_us(started)).await;
+    (reply, closed)
+}
+
+/// Whether calling `tool` twice is harmless: declared read-only or
+/// idempotent. Only then does a failure say "may be retried".
+fn retry_safe(tool: &ToolEntry) -> bool {
+    tool.tool
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.read_only_hint == Some(true) || a.idempotent_hint == Some(true))
+}
+
+/// A connector failure's code, for callers that only need that.
+pub fn failure_code(e: &ConnectorError) -> &'static str {
+    e.code()
+}
+
+/// What `tools/list` answers for one agent on one connection.
+#[derive(Debug)]
+pub struct ToolList {
+    /// Connector tools the agent could call now, sorted by name.
+    pub tools: Vec<Arc<ToolEntry>>,
+    /// The task the connection (or token, or hint) works in, if any.
+    pub task: Option<TaskRecord>,
+}
+
+/// The tools an agent sees: admitted (else the denial), then every tool
+/// that passes authorize's lookup and grant rule and, within a task, the
+/// task's tool scope — the static part of [`call_tool`]. A task that cannot
+/// be read is a denial, never a fall-back to the full grant set.
+pub async fn list_tools(
     gw: &Gateway,
     who: &Authenticated,
-    request: &ToolRequest,
-    denial: Denial,
-    task_id: Option<&str>,
-    started: Instant,
-) -> Result<CallToolResult, ErrorData> {
-    let latency = elapsed_us(started);
-    if let Err(e) = record::deny(
-        gw,
-        who,
-        &request.name,
-        request.arguments.as_ref(),
-        &denial,
-        task_id,
-        latency,
-    )
-    .await
-    {
-        // Refused either way; a lost denial record is logged, not hidden.
-        tracing::error!(error = %e, code = denial.code(), "cannot record a denial");
-    }
-    tracing::info!(agent = %who.agent().id, tool = %request.name, code = denial.code(), "call refused");
-    denial.to_agent().into_result()
+    connection: Option<String>,
+    task_hint: Option<String>,
+) -> Result<ToolList, Denial> {
+    let catalog = gw.catalog();
+    admit::admit(gw, who).await?;
+    let probe = ToolRequest {
+        connection,
+        task_hint,
+        ..ToolRequest::default()
+    };
+    let task = match scope::task_id_for(gw, who, &probe) {
+        Some(id) => Some(scope::load(gw, &id, &who.agent().id).await?),
+        None => None,
+    };
+    let tools = catalog
+        .tools
+        .iter()
+        .filter(|(name, _)| authorize::visible(&catalog, who, name))
+        .filter(|(name, _)| {
+            task.as_ref()
+                .is_none_or(|t| t.tools.iter().any(|n| n == *name))
+        })
+        .map(|(_, t)| t.clone())
+        .collect();
+    Ok(ToolList { tools, task })
 }
 
 pub(crate) fn elapsed_us(started: Instant) -> i64 {

@@ -1,45 +1,93 @@
-//! Stage 3 (and the last word of every call), record: writes each decision
-//! to the store, and the outcome of each allowed call after dispatch.
+//! Record: writes each decision to the store, and the outcome of each
+//! allowed call after it ran.
 //!
-//! Contract: [`allow`] returns [`Recorded`] only once the `allow` record is
-//! durable; dispatch requires a `Recorded`, so a call whose decision could
-//! not be written cannot reach a backend (fail closed). Records hold an
-//! HMAC of the arguments, never the arguments: the digest lets an
-//! investigator who holds the arguments prove they match, and shows nothing
-//! to anyone else.
+//! Contract: [`allow`] returns a [`Recorded`] only once the `allow` record
+//! is durable; every later stage takes and returns a `Recorded`, so a call
+//! whose decision could not be written cannot reach a backend (fail
+//! closed). A `Recorded` is closed only by [`outcome`], which hands back the
+//! [`Closed`] proof the pipeline must return: a path that forgets the
+//! outcome does not compile (and a `Recorded` dropped anyway is logged).
+//! Records hold an HMAC of the arguments, never the arguments: the digest
+//! lets an investigator who holds the arguments prove they match, and shows
+//! nothing to anyone else.
 
 use hmac::{KeyInit, Mac};
 use serde_json::{Map, Value, json};
 
 use super::authenticate::Authenticated;
-use super::denial::Denial;
+use super::authorize::Target;
+use super::denial::{Denial, capped};
 use super::scope::Scoped;
 use crate::Gateway;
 use crate::catalog::ToolEntry;
-use crate::store::{DecisionRecord, OutcomeUpdate, StoreError};
-use crate::util::now_rfc3339;
+use crate::store::{CallOutcome, Decision, DecisionRecord, OutcomeUpdate};
+use crate::util::stamp;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
-/// Proof that an `allow` decision is in the store. Only [`allow`] builds it.
+/// Proof that an `allow` decision is in the store, carrying the proof of
+/// the stage the call has reached (`Recorded<Scoped>`, then
+/// `Recorded<Confirmed>`, `Recorded<Credentialed>`). Only [`allow`] builds
+/// one; only [`outcome`] closes it.
+#[must_use = "an allowed call must be closed with record::outcome"]
 #[derive(Debug)]
-pub struct Recorded {
-    id: String,
+pub struct Recorded<T> {
+    record: RecordId,
+    stage: T,
 }
 
-impl Recorded {
-    /// The record id, to link the outcome.
-    pub fn id(&self) -> &str {
-        &self.id
+/// The id of an `allow` record still waiting for its outcome. Dropping one
+/// without [`outcome`] is a bug; it is logged, and the record is left for
+/// start-up recovery to mark `interrupted`.
+#[must_use = "an allowed call must be closed with record::outcome"]
+#[derive(Debug)]
+pub struct RecordId {
+    id: String,
+    open: bool,
+}
+
+impl Drop for RecordId {
+    fn drop(&mut self) {
+        if self.open {
+            tracing::error!(record = %self.id, "an allowed call was dropped without an outcome");
+        }
     }
 }
 
-/// How a dispatched call ended, as recorded.
+/// Proof that a call's last record was written (its outcome, or its
+/// denial). Only this module builds one.
+#[derive(Debug)]
+pub struct Closed(());
+
+impl<T> Recorded<T> {
+    /// The stage the call has reached.
+    pub fn stage(&self) -> &T {
+        &self.stage
+    }
+    /// The record id.
+    pub fn id(&self) -> &str {
+        &self.record.id
+    }
+    /// Moves to the next stage's proof, keeping the record open. Only the
+    /// pipeline's stages call it.
+    pub(super) fn advance<U>(self, next: impl FnOnce(T) -> U) -> Recorded<U> {
+        Recorded {
+            record: self.record,
+            stage: next(self.stage),
+        }
+    }
+    /// Splits off the open record, for a stage that ends the call.
+    pub(super) fn split(self) -> (RecordId, T) {
+        (self.record, self.stage)
+    }
+}
+
+/// How a dispatched (or recorded, then refused) call ended.
 #[derive(Debug, Clone, Copy)]
 pub struct Outcome {
-    /// `ok`, `tool_error` or `failed`.
-    pub outcome: &'static str,
-    /// Stable code for failures.
+    /// How it ended.
+    pub outcome: CallOutcome,
+    /// Stable code for anything but success.
     pub code: Option<&'static str>,
     /// Backend status, if one answered.
     pub backend_status: Option<u16>,
@@ -111,6 +159,7 @@ fn owners(who: &Authenticated, tool: Option<&ToolEntry>) -> Value {
 }
 
 fn base(
+    gw: &Gateway,
     who: &Authenticated,
     tool_name: &str,
     tool: Option<&ToolEntry>,
@@ -118,11 +167,12 @@ fn base(
 ) -> DecisionRecord {
     DecisionRecord {
         id: uuid::Uuid::now_v7().to_string(),
-        at: now_rfc3339(),
+        at: stamp(gw.now()),
         agent_id: who.agent().id.clone(),
         credential_id: who.credential_id().to_string(),
         transport: who.transport().as_str().to_string(),
-        tool: tool_name.to_string(),
+        // Agent-chosen: capped before it is written.
+        tool: capped(tool_name),
         connector_id: tool.map(|t| t.connector_id.clone()),
         risk: tool.map(|t| t.risk.as_str().to_string()),
         args_digest: digest,
@@ -139,29 +189,43 @@ fn base(
 }
 
 /// Records an `allow` decision; the call may proceed only with the result.
-pub async fn allow(gw: &Gateway, scoped: &Scoped) -> Result<Recorded, Denial> {
+pub async fn allow(gw: &Gateway, scoped: Scoped) -> Result<Recorded<Scoped>, Denial> {
     let call = scoped.call();
-    let digest = args_digest(gw.secrets().digest_key(), call.arguments());
-    let mut r = base(
-        call.who(),
-        &call.tool().full_name,
-        Some(call.tool()),
-        Some(digest),
-    );
-    r.decision = "allow".into();
+    let who = call.who();
+    let digest = call.digest().to_string();
+    let mut r = match call.target() {
+        Target::Connector(tool) => {
+            let mut r = base(gw, who, &tool.full_name, Some(tool), Some(digest));
+            r.reason = format!(
+                "`{}` is granted to `{}` and the arguments match its schema",
+                tool.full_name, r.agent_id
+            );
+            r
+        }
+        Target::Gateway(name) => {
+            let mut r = base(gw, who, name, None, Some(digest));
+            r.connector_id = Some("tollgate".into());
+            r.reason = format!("gateway tool `{name}` for an admitted agent");
+            r
+        }
+    };
+    r.decision = Decision::Allow.as_str().into();
     r.reason_code = "allowed".into();
-    r.reason = format!(
-        "`{}` is granted to `{}` and the arguments match its schema",
-        call.tool().full_name,
-        r.agent_id
-    );
     if let Some(t) = scoped.task() {
         r.reason
             .push_str(&format!("; within task `{}` (\"{}\")", t.id, t.purpose));
         r.task_id = Some(t.id.clone());
+    } else if let Some(t) = scoped.named_task() {
+        r.task_id = Some(t.to_string());
     }
     match gw.store().record_decision(&r).await {
-        Ok(()) => Ok(Recorded { id: r.id }),
+        Ok(()) => Ok(Recorded {
+            record: RecordId {
+                id: r.id,
+                open: true,
+            },
+            stage: scoped,
+        }),
         Err(e) => {
             tracing::error!(error = %e, tool = %r.tool, agent = %r.agent_id, "cannot record decision; refusing the call");
             Err(Denial::AuditUnavailable)
@@ -169,65 +233,46 @@ pub async fn allow(gw: &Gateway, scoped: &Scoped) -> Result<Recorded, Denial> {
     }
 }
 
-/// Records an `allow` decision for one of the gateway's own tools
-/// (`tollgate.start_task`, `tollgate.end_task`).
-pub async fn allow_builtin(
-    gw: &Gateway,
-    who: &Authenticated,
-    name: &str,
-    arguments: &Map<String, Value>,
-    task_id: Option<&str>,
-) -> Result<Recorded, Denial> {
-    let digest = args_digest(gw.secrets().digest_key(), arguments);
-    let mut r = base(who, name, None, Some(digest));
-    r.connector_id = Some("tollgate".into());
-    r.decision = "allow".into();
-    r.reason_code = "allowed".into();
-    r.reason = format!("gateway tool `{name}` for an admitted agent");
-    r.task_id = task_id.map(str::to_string);
-    match gw.store().record_decision(&r).await {
-        Ok(()) => Ok(Recorded { id: r.id }),
-        Err(e) => {
-            tracing::error!(error = %e, tool = %name, "cannot record decision; refusing the call");
-            Err(Denial::AuditUnavailable)
-        }
-    }
-}
-
-/// Records a denial. The caller refuses the call whatever this returns.
+/// Records a denial. The call is refused whatever happens here; a lost
+/// denial record is logged, not hidden.
 pub async fn deny(
     gw: &Gateway,
     who: &Authenticated,
     tool_name: &str,
-    arguments: Option<&Map<String, Value>>,
+    digest: Option<String>,
     denial: &Denial,
     task_id: Option<&str>,
     latency_us: i64,
-) -> Result<(), StoreError> {
+) -> Closed {
     let tool = gw.catalog().tools.get(tool_name).cloned();
-    let digest = arguments.map(|a| args_digest(gw.secrets().digest_key(), a));
-    let mut r = base(who, tool_name, tool.as_deref(), digest);
-    r.decision = "deny".into();
+    let mut r = base(gw, who, tool_name, tool.as_deref(), digest);
+    r.decision = Decision::Deny.as_str().into();
     r.reason_code = denial.code().into();
     r.reason = denial.record_reason();
     r.latency_us = Some(latency_us);
-    r.task_id = task_id.map(str::to_string);
-    gw.store().record_decision(&r).await
+    r.task_id = task_id.map(capped);
+    if let Err(e) = gw.store().record_decision(&r).await {
+        tracing::error!(error = %e, code = denial.code(), "cannot record a denial");
+    }
+    Closed(())
 }
 
-/// Adds the outcome to the `allow` record of a dispatched call.
-pub async fn outcome(gw: &Gateway, recorded: Recorded, o: Outcome, latency_us: i64) {
+/// Adds the outcome to the `allow` record of a call, closing it.
+pub async fn outcome(gw: &Gateway, mut record: RecordId, o: Outcome, latency_us: i64) -> Closed {
+    record.open = false;
     let update = OutcomeUpdate {
         outcome: o.outcome,
         outcome_code: o.code,
         backend_status: o.backend_status,
         latency_us,
     };
-    if let Err(e) = gw.store().record_outcome(&recorded.id, &update).await {
-        // The backend has already acted; the result still goes to the agent.
-        // The record shows an `allow` without outcome, which an audit flags.
-        tracing::error!(error = %e, record = %recorded.id, "cannot record the outcome of a dispatched call");
+    if let Err(e) = gw.store().record_outcome(&record.id, &update).await {
+        // The backend may have acted; the result still goes to the agent.
+        // The record shows an `allow` without outcome, which start-up
+        // recovery marks `interrupted` and an audit flags.
+        tracing::error!(error = %e, record = %record.id, "cannot record the outcome of a call");
     }
+    Closed(())
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Stage 4, scope: does the call fit the agent's task?
+//! Scope: does the call fit the agent's task?
 //!
 //! Contract: returns [`Scoped`] only when (a) the call is made within an
 //! active task that lists the tool and whose argument constraints the
@@ -6,11 +6,13 @@
 //! agent does not require one, and the tool's risk is below `high`). The
 //! task is named by the bearer (a task token), else by the request's
 //! `_meta["tollgate/task"]`, else by the connection it was started on in
-//! band. The task is read from the store on every call, so an ended task
-//! stops working at once.
+//! band. The task is read from the store on every call; a task that ends
+//! while the call is in flight is caught by the revocation confirmation
+//! (`confirm.rs`). The gateway's own tools manage tasks themselves and pass
+//! through with the task they name.
 
 use super::ToolRequest;
-use super::authorize::Authorized;
+use super::authorize::{Authorized, Target};
 use super::denial::Denial;
 use crate::Gateway;
 use crate::manifest::types::Risk;
@@ -23,7 +25,9 @@ use crate::tasks::{self, TaskError};
 pub struct Scoped {
     call: Authorized,
     task: Option<TaskRecord>,
-    at: std::time::Instant,
+    /// The task the request named, for a gateway tool (which reads it
+    /// itself).
+    named: Option<String>,
 }
 
 impl Scoped {
@@ -34,6 +38,11 @@ impl Scoped {
     /// The task it runs in.
     pub fn task(&self) -> Option<&TaskRecord> {
         self.task.as_ref()
+    }
+    /// The task the request named, when the stage did not load it (gateway
+    /// tools).
+    pub fn named_task(&self) -> Option<&str> {
+        self.named.as_deref()
     }
 }
 
@@ -63,7 +72,9 @@ pub async fn load(gw: &Gateway, task_id: &str, agent_id: &str) -> Result<TaskRec
     tasks::active(gw, task_id, agent_id)
         .await
         .map_err(|e| match e {
-            TaskError::NotFound(id) => Denial::TaskUnknown { task: id },
+            TaskError::NotFound(id) => Denial::TaskUnknown {
+                task: super::denial::capped(&id),
+            },
             TaskError::NotActive { id, status } => Denial::TaskNotActive { task: id, status },
             other => {
                 tracing::error!(error = %other, "cannot read the task; refusing");
@@ -78,7 +89,16 @@ pub async fn scope(
     call: Authorized,
     task_id: Option<&str>,
 ) -> Result<Scoped, Denial> {
-    let tool = call.tool().clone();
+    let tool = match call.target() {
+        Target::Connector(tool) => tool.clone(),
+        Target::Gateway(_) => {
+            return Ok(Scoped {
+                call,
+                task: None,
+                named: task_id.map(str::to_string),
+            });
+        }
+    };
     let agent = call.who().agent().clone();
     let Some(task_id) = task_id else {
         if agent.tasks.required {
@@ -96,7 +116,7 @@ pub async fn scope(
         return Ok(Scoped {
             call,
             task: None,
-            at: std::time::Instant::now(),
+            named: None,
         });
     };
     let task = load(gw, task_id, &agent.id).await?;
@@ -125,18 +145,6 @@ pub async fn scope(
     Ok(Scoped {
         call,
         task: Some(task),
-        at: std::time::Instant::now(),
+        named: None,
     })
-}
-
-/// Re-reads the task just before dispatch when the call has been in flight
-/// for a while (see `admit::FRESH`): an end while the call waited wins.
-pub async fn recheck(gw: &Gateway, scoped: &Scoped) -> Result<(), Denial> {
-    if scoped.at.elapsed() < super::admit::FRESH {
-        return Ok(());
-    }
-    match &scoped.task {
-        Some(t) => load(gw, &t.id, &t.agent_id).await.map(|_| ()),
-        None => Ok(()),
-    }
 }

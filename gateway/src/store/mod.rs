@@ -101,14 +101,65 @@ pub struct DecisionRecord {
 /// What the outcome of an allowed call was.
 #[derive(Debug, Clone)]
 pub struct OutcomeUpdate {
-    /// `ok`, `tool_error` or `failed`.
-    pub outcome: &'static str,
+    /// How the call ended.
+    pub outcome: CallOutcome,
     /// Stable code for failures.
     pub outcome_code: Option<&'static str>,
     /// Backend status.
     pub backend_status: Option<u16>,
     /// Whole-call latency in microseconds.
     pub latency_us: i64,
+}
+
+/// A decision's kind, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The call may run (its outcome follows).
+    Allow,
+    /// The call was refused before anything ran.
+    Deny,
+}
+
+impl Decision {
+    /// Name as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+        }
+    }
+}
+
+/// How an allowed call ended, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// The backend (or gateway tool) answered successfully.
+    Ok,
+    /// The backend answered with an error result.
+    ToolError,
+    /// The backend could not be reached or did not answer in time.
+    Failed,
+    /// Refused after the decision was recorded (a revocation, a credential
+    /// that could not be issued): nothing reached the backend.
+    Refused,
+    /// The client went away first.
+    Cancelled,
+    /// The process stopped mid-call: whether the backend acted is unknown.
+    Interrupted,
+}
+
+impl CallOutcome {
+    /// Name as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Ok => "ok",
+            CallOutcome::ToolError => "tool_error",
+            CallOutcome::Failed => "failed",
+            CallOutcome::Refused => "refused",
+            CallOutcome::Cancelled => "cancelled",
+            CallOutcome::Interrupted => "interrupted",
+        }
+    }
 }
 
 /// Filter for reading decisions back.
@@ -396,4 +447,60 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn pending_upstream_revocations(&self) -> Result<Vec<CredentialRecord>, StoreError>;
     /// Marks the upstream revocation of a credential as done.
     async fn upstream_revoked(&self, id: &str) -> Result<(), StoreError>;
+    /// The newest revocation-feed sequence number (0 when the feed is empty).
+    async fn latest_revocation(&self) -> Result<i64, StoreError>;
+    /// Revocations committed after `after`, oldest first, at most `limit`.
+    async fn revocations_since(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<RevocationEvent>, StoreError>;
+    /// Whether a key exists and is not revoked.
+    async fn key_live(&self, key_id: &str) -> Result<bool, StoreError>;
+}
+
+/// What a revocation-feed entry takes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationKind {
+    /// The agent's status changed (`subject` is the new status).
+    AgentStatus,
+    /// One key was revoked (`subject` is the key id).
+    KeyRevoked,
+    /// A task ended (`subject` is the task id).
+    TaskEnded,
+}
+
+impl RevocationKind {
+    /// Name as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationKind::AgentStatus => "agent_status",
+            RevocationKind::KeyRevoked => "key_revoked",
+            RevocationKind::TaskEnded => "task_ended",
+        }
+    }
+
+    /// Parses a stored name; unknown names are `None` (and treated as
+    /// touching the whole agent by the watcher).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "agent_status" => Some(RevocationKind::AgentStatus),
+            "key_revoked" => Some(RevocationKind::KeyRevoked),
+            "task_ended" => Some(RevocationKind::TaskEnded),
+            _ => None,
+        }
+    }
+}
+
+/// One committed revocation, as the watcher reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationEvent {
+    /// Position in the feed (commit order).
+    pub seq: i64,
+    /// What changed; `None` for a kind this version does not know.
+    pub kind: Option<RevocationKind>,
+    /// The agent it concerns.
+    pub agent_id: String,
+    /// The key id, task id or new status.
+    pub subject: String,
 }

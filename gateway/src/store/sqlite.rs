@@ -12,8 +12,8 @@ use sqlx::{Row, SqlitePool};
 
 use super::{
     AgentStatus, CredentialRecord, DecisionFilter, DecisionRecord, KeyMatch, KeyRecord, Lifecycle,
-    LifecycleEvent, ManifestChange, OutcomeUpdate, Store, StoreError, TaskEnd, TaskFilter,
-    TaskRecord, TaskStatus,
+    LifecycleEvent, ManifestChange, OutcomeUpdate, RevocationEvent, RevocationKind, Store,
+    StoreError, TaskEnd, TaskFilter, TaskRecord, TaskStatus,
 };
 use crate::util::now_rfc3339;
 
@@ -191,7 +191,7 @@ impl Store for SqliteStore {
         let done = sqlx::query(
             "UPDATE decisions SET outcome = ?, outcome_code = ?, backend_status = ?, latency_us = ? WHERE id = ? AND outcome IS NULL",
         )
-        .bind(o.outcome)
+        .bind(o.outcome.as_str())
         .bind(o.outcome_code)
         .bind(o.backend_status.map(i64::from))
         .bind(o.latency_us)
@@ -563,6 +563,48 @@ impl Store for SqliteStore {
             .execute(&self.write)
             .await?;
         Ok(())
+    }
+
+    async fn latest_revocation(&self) -> Result<i64, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM revocation_feed")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    async fn revocations_since(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<RevocationEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, kind, agent_id, subject FROM revocation_feed WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind")?;
+                Ok(RevocationEvent {
+                    seq: r.try_get("seq")?,
+                    kind: RevocationKind::parse(&kind),
+                    agent_id: r.try_get("agent_id")?,
+                    subject: r.try_get("subject")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    async fn key_live(&self, key_id: &str) -> Result<bool, StoreError> {
+        let live: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM agent_keys WHERE key_id = ? AND revoked_at IS NULL")
+                .bind(key_id)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(live.is_some())
     }
 }
 

@@ -149,7 +149,7 @@ pub async fn start(gw: &Gateway, req: StartTask) -> Result<StartedTask, TaskErro
         .agents
         .get(&req.agent_id)
         .ok_or_else(|| TaskError::Invalid(format!("no agent `{}`", req.agent_id)))?;
-    crate::pipeline::admit::check_agent(gw, agent)
+    crate::agents::check(gw, agent)
         .await
         .map_err(|d| TaskError::Invalid(d.to_string()))?;
     let purpose = req.purpose.trim();
