@@ -11,5 +11,6 @@ mod identity;
 mod lifecycle;
 mod manifests;
 mod reload;
+mod revocation;
 mod stdio_transport;
 mod tasks;
