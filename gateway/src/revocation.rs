@@ -285,6 +285,7 @@ fn concerns(e: &RevocationEvent, s: Subject<'_>) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

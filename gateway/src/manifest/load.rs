@@ -206,13 +206,48 @@ struct Parsed<'a, T> {
     value: T,
 }
 
-/// Checks the given files as one manifest set and builds the catalog.
+/// Checks the given files as one manifest set and builds the catalog: the
+/// documents are parsed by kind, then each kind is checked in the order
+/// their references need (connectors and issuers before the agents that
+/// name them).
 pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
     let mut errors = Vec::new();
-    let mut connectors: Vec<Parsed<ConnectorManifest>> = Vec::new();
-    let mut agents: Vec<Parsed<AgentManifest>> = Vec::new();
-    let mut demos: Vec<Parsed<DemoBackendManifest>> = Vec::new();
-    let mut issuers: Vec<Parsed<IssuerManifest>> = Vec::new();
+    let docs = parse_documents(sources, &mut errors);
+    let mut catalog = Catalog {
+        sources: sources
+            .iter()
+            .map(|s| SourceFile {
+                path: s.path.clone(),
+                sha256: hex::encode(Sha256::digest(s.text.as_bytes())),
+            })
+            .collect(),
+        ..Catalog::default()
+    };
+
+    check_connectors(&docs.connectors, &mut catalog, &mut errors);
+    check_issuers(&docs.issuers, &mut catalog, &mut errors);
+    check_agents(&docs.agents, &mut catalog, &mut errors);
+    check_demo_backends(&docs.demos, &mut catalog, &mut errors);
+    if errors.is_empty() {
+        Ok(catalog)
+    } else {
+        Err(ManifestErrors(errors))
+    }
+}
+
+/// The documents of a manifest set, parsed into their kind's type.
+#[derive(Default)]
+struct Documents<'a> {
+    connectors: Vec<Parsed<'a, ConnectorManifest>>,
+    agents: Vec<Parsed<'a, AgentManifest>>,
+    demos: Vec<Parsed<'a, DemoBackendManifest>>,
+    issuers: Vec<Parsed<'a, IssuerManifest>>,
+}
+
+/// Splits every file into documents and parses each by its `kind` (two
+/// passes, so serde's errors keep their line and column).
+fn parse_documents<'a>(sources: &'a [Source], errors: &mut Vec<ManifestError>) -> Documents<'a> {
+    let mut docs = Documents::default();
     for source in sources {
         for doc in split_documents(&source.path, &source.text) {
             let probe: KindProbe = match serde_yaml_ng::from_str(doc.text) {
@@ -229,19 +264,19 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
                 .map(str::to_string);
             match kind.as_deref() {
                 Some("Connector") => match serde_yaml_ng::from_str(doc.text) {
-                    Ok(value) => connectors.push(Parsed { doc, value }),
+                    Ok(value) => docs.connectors.push(Parsed { doc, value }),
                     Err(e) => errors.push(doc.serde_error(&e)),
                 },
                 Some("Agent") => match serde_yaml_ng::from_str(doc.text) {
-                    Ok(value) => agents.push(Parsed { doc, value }),
+                    Ok(value) => docs.agents.push(Parsed { doc, value }),
                     Err(e) => errors.push(doc.serde_error(&e)),
                 },
                 Some("Issuer") => match serde_yaml_ng::from_str(doc.text) {
-                    Ok(value) => issuers.push(Parsed { doc, value }),
+                    Ok(value) => docs.issuers.push(Parsed { doc, value }),
                     Err(e) => errors.push(doc.serde_error(&e)),
                 },
                 Some("DemoBackend") => match serde_yaml_ng::from_str(doc.text) {
-                    Ok(value) => demos.push(Parsed { doc, value }),
+                    Ok(value) => docs.demos.push(Parsed { doc, value }),
                     Err(e) => errors.push(doc.serde_error(&e)),
                 },
                 Some(other) => {
@@ -257,20 +292,17 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
         }
     }
 
-    let mut catalog = Catalog {
-        sources: sources
-            .iter()
-            .map(|s| SourceFile {
-                path: s.path.clone(),
-                sha256: hex::encode(Sha256::digest(s.text.as_bytes())),
-            })
-            .collect(),
-        ..Catalog::default()
-    };
+    docs
+}
 
-    // Connectors and their tools.
+/// Connectors and their tools: ids, owners, schemas, HTTP mappings, auth.
+fn check_connectors(
+    connectors: &[Parsed<ConnectorManifest>],
+    catalog: &mut Catalog,
+    errors: &mut Vec<ManifestError>,
+) {
     let mut seen_connectors: HashMap<String, PathBuf> = HashMap::new();
-    for Parsed { doc, value: c } in &connectors {
+    for Parsed { doc, value: c } in connectors {
         let (l, col) = doc.locate(None, &c.id);
         if !valid_id(&c.id) {
             errors.push(doc.error(
@@ -292,8 +324,8 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
             ));
             continue;
         }
-        check_owner(doc, "owners.system", &c.owners.system, &mut errors);
-        check_owner(doc, "owners.security", &c.owners.security, &mut errors);
+        check_owner(doc, "owners.system", &c.owners.system, errors);
+        check_owner(doc, "owners.security", &c.owners.security, errors);
         if c.tools.is_empty() {
             errors.push(doc.error(l, col, format!("connector `{}` declares no tools", c.id)));
         }
@@ -381,9 +413,15 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
                 .insert(entry.full_name.clone(), Arc::new(entry));
         }
     }
+}
 
-    // Issuers of workload identities.
-    for Parsed { doc, value: m } in &issuers {
+/// Issuers of workload identities.
+fn check_issuers(
+    issuers: &[Parsed<IssuerManifest>],
+    catalog: &mut Catalog,
+    errors: &mut Vec<ManifestError>,
+) {
+    for Parsed { doc, value: m } in issuers {
         let (l, col) = doc.locate(None, &m.id);
         if !valid_id(&m.id) {
             errors.push(doc.error(
@@ -421,10 +459,17 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
             }
         }
     }
+}
 
-    // Agents and their grants.
+/// Agents: owners, deployment approval, review date, workload identities
+/// (naming declared issuers) and grants (matching declared tools).
+fn check_agents(
+    agents: &[Parsed<AgentManifest>],
+    catalog: &mut Catalog,
+    errors: &mut Vec<ManifestError>,
+) {
     let mut seen_agents: HashMap<String, PathBuf> = HashMap::new();
-    for Parsed { doc, value: a } in &agents {
+    for Parsed { doc, value: a } in agents {
         let (l, col) = doc.locate(None, &a.id);
         if !valid_id(&a.id) {
             errors.push(doc.error(
@@ -446,9 +491,9 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
             ));
             continue;
         }
-        check_owner(doc, "owners.business", &a.owners.business, &mut errors);
-        check_owner(doc, "owners.system", &a.owners.system, &mut errors);
-        check_owner(doc, "owners.security", &a.owners.security, &mut errors);
+        check_owner(doc, "owners.business", &a.owners.business, errors);
+        check_owner(doc, "owners.system", &a.owners.system, errors);
+        check_owner(doc, "owners.security", &a.owners.security, errors);
         if a.deployment.approved_by.trim().is_empty() {
             let (dl, dc) = doc.locate(None, "approved_by:");
             errors.push(doc.error(
@@ -542,7 +587,14 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
         let entry = AgentEntry::new(a, review_by, granted, &catalog.tools);
         catalog.agents.insert(entry.id.clone(), Arc::new(entry));
     }
+}
 
+/// At most one demo backend, on loopback.
+fn check_demo_backends(
+    demos: &[Parsed<DemoBackendManifest>],
+    catalog: &mut Catalog,
+    errors: &mut Vec<ManifestError>,
+) {
     for (i, Parsed { doc, value: d }) in demos.iter().enumerate() {
         let (l, c) = doc.locate(None, "listen:");
         if i > 0 {
@@ -556,12 +608,6 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
         } else {
             catalog.demo_backend = Some(d.listen);
         }
-    }
-
-    if errors.is_empty() {
-        Ok(catalog)
-    } else {
-        Err(ManifestErrors(errors))
     }
 }
 
