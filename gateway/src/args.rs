@@ -19,14 +19,22 @@ use serde_json::{Map, Number, Value};
 /// Normalises `args` in place to what `schema` (a tool's input schema, an
 /// object schema) declares.
 pub fn normalize(schema: &Value, args: &mut Map<String, Value>) {
-    normalize_object(schema, args, 0);
+    if let Value::Object(schema) = schema {
+        normalize_input(schema, args);
+    }
+}
+
+/// The same, for an input schema held as a JSON object (as the catalog
+/// holds a tool's `input_schema`), without copying it into a `Value`.
+pub fn normalize_input(schema: &Map<String, Value>, args: &mut Map<String, Value>) {
+    normalize_fields(schema, args, 0);
 }
 
 /// Deeper than this, values are left as they are (a hostile, deeply nested
 /// argument costs nothing; validation still runs on it).
 const MAX_DEPTH: usize = 64;
 
-fn normalize_object(schema: &Value, object: &mut Map<String, Value>, depth: usize) {
+fn normalize_fields(schema: &Map<String, Value>, object: &mut Map<String, Value>, depth: usize) {
     if depth > MAX_DEPTH {
         return;
     }
@@ -52,7 +60,11 @@ fn normalize_value(schema: &Value, value: &mut Value, depth: usize) {
                 *value = Value::Number(i);
             }
         }
-        Value::Object(map) => normalize_object(schema, map, depth),
+        Value::Object(map) => {
+            if let Value::Object(schema) = schema {
+                normalize_fields(schema, map, depth);
+            }
+        }
         Value::Array(items) => {
             let prefix = schema
                 .get("prefixItems")
@@ -126,10 +138,17 @@ mod tests {
             }
         });
         let out = run(
-            schema,
+            schema.clone(),
             json!({ "ticket_id": 4521.0, "amount": 40.0, "name": "4521.0", "extra": 2.0 }),
         );
         assert_eq!(out["ticket_id"], json!(4521));
+        // The catalog's form of the schema (a JSON object) gives the same.
+        let mut again = json!({ "ticket_id": 4521.0 })
+            .as_object()
+            .cloned()
+            .expect("object");
+        normalize_input(schema.as_object().expect("object schema"), &mut again);
+        assert_eq!(again["ticket_id"].to_string(), "4521");
         assert!(out["ticket_id"].is_i64());
         assert_eq!(out["ticket_id"].to_string(), "4521");
         // `number` keeps its float; strings and undeclared values are untouched.

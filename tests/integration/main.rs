@@ -12,4 +12,5 @@ mod lifecycle;
 mod manifests;
 mod reload;
 mod stdio_transport;
+mod task_binding;
 mod tasks;
