@@ -313,12 +313,10 @@ const ISS: &str = "https://issuer.test";
 const AUD: &str = "https://tollgate.test";
 const SUB: &str = "spiffe://corp/agents/invoice-bot";
 
-#[tokio::test]
-async fn a_task_started_with_a_workload_jwt_never_outlives_it() {
-    let backend = Backend::start().await;
-    let key = SigningKey::generate("k1");
-    let jwks = JwksServer::start(&[&key]).await;
-    let manifests = format!(
+/// The test manifests plus issuer `corp` and agent `invoice-bot`, known
+/// only by its workload identity `SUB`.
+fn workload_manifests(backend: &str, jwks_url: &str) -> String {
+    format!(
         r#"{}---
 kind: Issuer
 id: corp
@@ -326,7 +324,7 @@ description: Test OIDC provider
 issuer: {ISS}
 audience: {AUD}
 algorithms: [ES256]
-jwks: {{ url: "{}" }}
+jwks: {{ url: "{jwks_url}" }}
 ---
 kind: Agent
 id: invoice-bot
@@ -343,9 +341,16 @@ credentials:
     - {{ issuer: corp, subject: "{SUB}" }}
 tools: [inventory.get_item]
 "#,
-        test_manifests(&backend.url),
-        jwks.url
-    );
+        test_manifests(backend)
+    )
+}
+
+#[tokio::test]
+async fn a_task_started_with_a_workload_jwt_never_outlives_it() {
+    let backend = Backend::start().await;
+    let key = SigningKey::generate("k1");
+    let jwks = JwksServer::start(&[&key]).await;
+    let manifests = workload_manifests(&backend.url, &jwks.url);
     let gw = TestGateway::start(&manifests).await;
     // The JWT lives five minutes; the task asks for an hour.
     let jwt_claims = claims(ISS, AUD, SUB);
@@ -563,4 +568,44 @@ async fn the_gateway_tools_refuse_arguments_outside_their_advertised_schema() {
     );
     let task = gw.gw.store().task(&task_id).await.unwrap().unwrap();
     assert_eq!(task.status.as_str(), "active");
+}
+
+#[tokio::test]
+async fn a_task_token_stops_working_when_its_starting_identity_is_no_longer_declared() {
+    let backend = Backend::start().await;
+    let key = SigningKey::generate("k1");
+    let jwks = JwksServer::start(&[&key]).await;
+    let text = workload_manifests(&backend.url, &jwks.url);
+    let gw = TestGateway::start(&text).await;
+    let client = gw.client(&key.sign(&claims(ISS, AUD, SUB))).await;
+    let (task_id, token) = start_in_band(
+        &client,
+        json!({ "purpose": "Invoices", "tools": ["inventory.get_item"], "ttl_seconds": 120 }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        raw_post(&gw.url, Some(&token), init_body()).await.status(),
+        200
+    );
+    // The operator moves the agent to another workload identity.
+    let dir = gw.manifests.path().to_path_buf();
+    let mut last = tollgate::reload::fingerprint(&dir).unwrap();
+    let moved = text.replace(
+        &format!("subject: \"{SUB}\""),
+        "subject: \"spiffe://corp/agents/invoice-bot-v2\"",
+    );
+    assert_ne!(moved, text);
+    std::fs::write(dir.join("test.yaml"), moved).unwrap();
+    tollgate::reload::check_once(&gw.gw, &dir, &mut last).await;
+    // The task itself is still active; the token it was given is refused
+    // because the identity that obtained it is gone.
+    let task = gw.gw.store().task(&task_id).await.unwrap().unwrap();
+    assert_eq!(task.status.as_str(), "active");
+    let r = raw_post(&gw.url, Some(&token), init_body()).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["reason"],
+        "credential_invalid"
+    );
 }
