@@ -105,7 +105,7 @@ fn integral(n: &Number) -> Option<Number> {
     }
     // Within ±2^63 the conversion is exact for integral floats; beyond it
     // the value is left as it is (validation and the backend decide).
-    if f >= -9_223_372_036_854_775_808.0 && f < 9_223_372_036_854_775_808.0 {
+    if (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) {
         #[allow(clippy::cast_possible_truncation)]
         return Some(Number::from(f as i64));
     }
