@@ -83,6 +83,9 @@ pub struct VerifiedToken {
     pub issuer_id: String,
     /// The `sub` claim.
     pub subject: String,
+    /// The `exp` claim (seconds since the epoch): anything obtained with
+    /// this token (an in-band task) must not outlive it.
+    pub expires_at: i64,
 }
 
 #[derive(Debug)]
@@ -141,6 +144,8 @@ struct Unverified {
 #[derive(Deserialize)]
 struct Claims {
     sub: Option<String>,
+    /// A number; some issuers write it with a fraction.
+    exp: Option<f64>,
 }
 
 impl Issuer {
@@ -280,9 +285,17 @@ impl Issuer {
             .sub
             .filter(|s| !s.is_empty())
             .ok_or(TokenError::MissingClaim)?;
+        let expires_at = data
+            .claims
+            .exp
+            .filter(|e| e.is_finite())
+            // Whole seconds, rounded down: never later than the token.
+            .map(|e| e.floor() as i64)
+            .ok_or(TokenError::MissingClaim)?;
         Ok(VerifiedToken {
             issuer_id: self.id.clone(),
             subject,
+            expires_at,
         })
     }
 }

@@ -7,6 +7,7 @@
 //! - [`manifest`]: YAML manifests -> validated types, errors with file:line.
 //! - [`catalog`]: the validated runtime form (tools, agents, connectors).
 //! - [`pipeline`]: the stages of a call, in order, one module each.
+//! - [`args`]: arguments normalised to the types a tool's schema declares.
 //! - [`mcp`]: the rmcp handler; `tools/list` per agent, `tools/call` -> pipeline.
 //! - [`server`]: the HTTP edge (auth layer, Origin, sessions, body limits).
 //! - [`identity`]: JWT workload identities from declared issuers (JWKS).
@@ -21,6 +22,7 @@
 
 pub mod admin;
 pub mod agents;
+pub mod args;
 pub mod broker;
 pub mod catalog;
 pub mod cli;

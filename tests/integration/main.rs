@@ -14,4 +14,5 @@ mod manifests;
 mod reload;
 mod revocation;
 mod stdio_transport;
+mod task_binding;
 mod tasks;

@@ -544,3 +544,105 @@ async fn the_admin_api_starts_lists_shows_and_ends_tasks() {
         404
     );
 }
+
+/// The test manifests with a `number` argument `price` on `create_item`.
+fn with_price(backend: &str) -> String {
+    test_manifests(backend).replacen(
+        "        trace: { type: string }\n",
+        "        trace: { type: string }\n        price: { type: number }\n",
+        1,
+    )
+}
+
+#[tokio::test]
+async fn constraints_compare_numbers_by_value_and_a_missing_argument_fails_them() {
+    let backend = Backend::start().await;
+    let gw = TestGateway::start(&with_price(&backend.url)).await;
+    let strict = gw
+        .start_task(
+            "tester",
+            &["inventory.create_item", "inventory.get_item"],
+            &["price <= 10", "qty in [1, 2]"],
+            600,
+        )
+        .await;
+    let client = gw.client(&strict.token).await;
+    // `2.0` is in `[1, 2]`, and `10.0` is within `<= 10`.
+    let r = client
+        .call_tool(call(
+            "inventory.create_item",
+            json!({ "name": "bolt", "qty": 2.0, "price": 10.0 }),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(false), "{}", text(&r));
+    // Leaving the constrained argument out does not get around it.
+    let r = client
+        .call_tool(call(
+            "inventory.create_item",
+            json!({ "name": "bolt", "qty": 1 }),
+        ))
+        .await
+        .unwrap();
+    assert!(
+        text(&r).contains("task_constraint") && text(&r).contains("price <= 10"),
+        "{}",
+        text(&r)
+    );
+    // A tool without that argument is not concerned by it.
+    let r = client
+        .call_tool(call("inventory.get_item", json!({ "item_id": "1" })))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(false), "{}", text(&r));
+    assert_eq!(backend.hits().len(), 2);
+
+    // Written optional, the argument may be absent; present, it must hold.
+    let optional = gw
+        .start_task("tester", &["inventory.create_item"], &["price? <= 10"], 600)
+        .await;
+    let client = gw.client(&optional.token).await;
+    let r = client
+        .call_tool(call(
+            "inventory.create_item",
+            json!({ "name": "nut", "qty": 1 }),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(false), "{}", text(&r));
+    let r = client
+        .call_tool(call(
+            "inventory.create_item",
+            json!({ "name": "nut", "qty": 1, "price": 10.5 }),
+        ))
+        .await
+        .unwrap();
+    assert!(text(&r).contains("task_constraint"), "{}", text(&r));
+    assert_eq!(backend.hits().len(), 3);
+    let d = gw.decisions().await;
+    assert_eq!(
+        d.iter()
+            .filter(|r| r.reason_code == "task_constraint")
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn an_integral_float_reaches_the_backend_as_the_integer_the_schema_declares() {
+    let backend = Backend::start().await;
+    let gw = TestGateway::start(&test_manifests(&backend.url)).await;
+    let client = gw.client(&gw.issue_key("tester").await).await;
+    let r = client
+        .call_tool(call(
+            "inventory.create_item",
+            json!({ "name": "bolt", "qty": 4521.0 }),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(false), "{}", text(&r));
+    let hits = backend.hits();
+    let body = hits[0].body.as_ref().unwrap();
+    assert_eq!(body["qty"].as_u64(), Some(4521), "{body}");
+    assert!(!body.to_string().contains("4521.0"), "{body}");
+}

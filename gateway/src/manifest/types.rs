@@ -219,6 +219,17 @@ pub struct AgentTaskPolicy {
     /// Longest TTL a task of this agent may have, in seconds. Default 3600.
     #[serde(default = "default_max_task_ttl")]
     pub max_ttl_seconds: u64,
+    /// The highest tool risk the agent may start a task for itself, in
+    /// band (`tollgate.start_task`). A task naming a riskier tool must be
+    /// started by an operator (CLI or admin API). Default `high`: agents
+    /// never start their own tasks for `critical` tools unless this says
+    /// `critical`.
+    #[serde(default = "default_self_start_max_risk")]
+    pub self_start_max_risk: Risk,
+}
+
+fn default_self_start_max_risk() -> Risk {
+    Risk::High
 }
 
 impl Default for AgentTaskPolicy {
@@ -226,6 +237,7 @@ impl Default for AgentTaskPolicy {
         Self {
             required: false,
             max_ttl_seconds: default_max_task_ttl(),
+            self_start_max_risk: default_self_start_max_risk(),
         }
     }
 }

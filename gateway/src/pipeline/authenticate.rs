@@ -48,6 +48,9 @@ pub struct Authenticated {
     /// The revocation-feed position taken before anything was read: later
     /// stages confirm nothing concerning this request was committed since.
     fence: Fence,
+    /// When the presented credential itself expires (a JWT's `exp`, in
+    /// seconds); `None` for keys, which live until revoked.
+    expires_at: Option<i64>,
 }
 
 /// Verifies whatever bearer credential was presented: a gateway key
@@ -97,11 +100,15 @@ pub async fn authenticate_bearer(
         task_id: None,
         status: None,
         fence,
+        expires_at: Some(verified.expires_at),
     })
 }
 
 /// A task token: signed by this gateway, naming an agent and a task that
-/// must still be active (a token outlives nothing: ending the task ends it).
+/// must still be active (a token outlives nothing: ending the task ends it),
+/// and, for a task started in band, the credential that started it, which
+/// must still be good: the key not revoked (revoking it also ends the task),
+/// the workload identity still declared for the agent.
 async fn authenticate_task_token(
     gw: &Gateway,
     token: &str,
@@ -109,12 +116,13 @@ async fn authenticate_task_token(
 ) -> Result<Authenticated, AuthError> {
     let fence = gw.revocations().fence();
     let claims = crate::tasks::verify_token(gw, token).map_err(AuthError::Token)?;
-    let task = gw
+    // The task and its starting key's state in one read.
+    let (task, starting_key_live) = gw
         .store()
-        .task(&claims.tid)
+        .task_with_starting_key(&claims.tid)
         .await
         .map_err(|e| AuthError::Unavailable(Some(e)))?
-        .filter(|t| t.agent_id == claims.sub)
+        .filter(|(t, _)| t.agent_id == claims.sub)
         .ok_or(AuthError::Invalid)?;
     if task.status != crate::store::TaskStatus::Active
         || crate::util::stamp(gw.now()) >= task.expires_at
@@ -130,6 +138,13 @@ async fn authenticate_task_token(
         .get(&claims.sub)
         .cloned()
         .ok_or(AuthError::Invalid)?;
+    // The token names the credential that started the task; it must be the
+    // one recorded, and still good.
+    if claims.cid != task.started_with
+        || !crate::tasks::starting_credential_live(gw, &agent, &task, starting_key_live)
+    {
+        return Err(AuthError::Invalid);
+    }
     Ok(Authenticated {
         agent,
         credential_id: format!("task:{}", task.id),
@@ -137,6 +152,7 @@ async fn authenticate_task_token(
         task_id: Some(task.id),
         status: None,
         fence,
+        expires_at: None,
     })
 }
 
@@ -158,6 +174,11 @@ impl Authenticated {
     /// credential for this very request (`Some(None)`: never changed).
     pub fn status_snapshot(&self) -> Option<&Option<Lifecycle>> {
         self.status.as_ref()
+    }
+    /// When the presented credential expires (a JWT's `exp`, seconds);
+    /// `None` for keys.
+    pub fn credential_expires_at(&self) -> Option<i64> {
+        self.expires_at
     }
     /// The task its credential is bound to (task tokens only).
     pub fn task_id(&self) -> Option<&str> {
@@ -263,5 +284,6 @@ pub async fn authenticate_key(
         task_id: None,
         status: Some(found.lifecycle),
         fence,
+        expires_at: None,
     })
 }

@@ -90,12 +90,18 @@ pub fn authorize(
     arguments: Option<Map<String, Value>>,
 ) -> Result<Authorized, (Denial, String)> {
     let who = admitted.into_who();
-    let arguments = arguments.unwrap_or_default();
+    let mut arguments = arguments.unwrap_or_default();
     let digest = |a: &Map<String, Value>| args_digest(digest_key, a);
     if let Some(builtin) = super::builtin::lookup(name) {
         // The gateway's own tools are granted to every admitted agent;
-        // their arguments are checked by their own schema when they run.
+        // their arguments are normalised to and checked against exactly
+        // the schema they advertise, like a connector tool's.
+        let max_ttl = who.agent().tasks.max_ttl_seconds;
+        let checked = super::builtin::check_arguments(builtin, max_ttl, &mut arguments);
         let digest = digest(&arguments);
+        if let Err(d) = checked {
+            return Err((d, digest));
+        }
         return Ok(Authorized {
             who,
             target: Target::Gateway(builtin),
@@ -111,6 +117,9 @@ pub fn authorize(
         let d = Denial::NotGranted { name: capped(name) };
         return Err((d, digest(&arguments)));
     }
+    // To the types the schema declares (`4521.0` for an integer becomes
+    // `4521`) before validation, so the backend receives what was declared.
+    crate::args::normalize_input(&tool.tool.input_schema, &mut arguments);
     let instance = Value::Object(arguments);
     let problems: Vec<(String, String)> = tool
         .validator

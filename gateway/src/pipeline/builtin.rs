@@ -5,8 +5,13 @@
 //! same connection (HTTP session or stdio process), or, for stateless
 //! clients, to requests that carry `_meta["tollgate/task"]` or the returned
 //! task token.
+//!
+//! Their arguments are normalised to and validated against exactly the
+//! schema they advertise (compiled once), and refused with the same
+//! `invalid_arguments` answer as a connector tool's.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use rmcp::model::{CallToolResult, ContentBlock, Tool, ToolAnnotations};
@@ -14,6 +19,7 @@ use serde_json::{Map, Value, json};
 use tollgate_connectors::ToolOutput;
 
 use super::ToolRequest;
+use super::denial::Denial;
 use crate::Gateway;
 use crate::store::TaskStatus;
 use crate::tasks::{self, StartTask, TaskError};
@@ -32,19 +38,102 @@ fn object(v: Value) -> Arc<Map<String, Value>> {
     Arc::new(v.as_object().cloned().unwrap_or_default())
 }
 
+/// Most schema problems reported back for one call (as for connector tools).
+const MAX_PROBLEMS: usize = 5;
+
+fn end_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": { "task_id": { "type": "string", "description": "Defaults to the current task." } },
+        "additionalProperties": false,
+    })
+}
+
+fn start_schema(max_ttl: u64) -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "purpose": { "type": "string", "minLength": 1, "maxLength": 2000, "description": "What the task is for." },
+            "tools": { "type": "array", "items": { "type": "string" }, "minItems": 1, "description": "Tools the task needs (names or globs within your grants)." },
+            "ttl_seconds": { "type": "integer", "minimum": 1, "maximum": max_ttl },
+            "constraints": { "type": "array", "items": { "type": "string" }, "description": "Argument limits, e.g. \"amount <= 500\" (\"amount? <= 500\": may be absent)." },
+        },
+        "required": ["purpose", "tools", "ttl_seconds"],
+        "additionalProperties": false,
+    })
+}
+
+fn compile(schema: &Value) -> Arc<jsonschema::Validator> {
+    // These schemas are written above and known valid; a failure here is a
+    // programming error caught by the unit tests, never by an agent.
+    Arc::new(jsonschema::validator_for(schema).expect("the gateway's own tool schemas are valid"))
+}
+
+/// The compiled schema of a gateway tool, exactly as advertised to this
+/// agent (`start_task`'s TTL maximum is the agent's). Compiled once per
+/// distinct maximum, then shared.
+fn validator(name: &str, max_ttl: u64) -> Arc<jsonschema::Validator> {
+    static END: LazyLock<Arc<jsonschema::Validator>> = LazyLock::new(|| compile(&end_schema()));
+    static START: LazyLock<Mutex<HashMap<u64, Arc<jsonschema::Validator>>>> =
+        LazyLock::new(Mutex::default);
+    if name == END_TASK {
+        return END.clone();
+    }
+    let mut cache = START.lock().unwrap_or_else(|p| p.into_inner());
+    cache
+        .entry(max_ttl)
+        .or_insert_with(|| compile(&start_schema(max_ttl)))
+        .clone()
+}
+
+/// Normalises `args` to the advertised schema of gateway tool `name` and
+/// checks them against it; the problems, as for connector tools, if any.
+pub fn check_arguments(
+    name: &str,
+    max_ttl: u64,
+    args: &mut Map<String, Value>,
+) -> Result<(), Denial> {
+    let schema = if name == END_TASK {
+        end_schema()
+    } else {
+        start_schema(max_ttl)
+    };
+    crate::args::normalize(&schema, args);
+    let instance = Value::Object(std::mem::take(args));
+    let problems: Vec<(String, String)> = validator(name, max_ttl)
+        .iter_errors(&instance)
+        .take(MAX_PROBLEMS)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            let at = if path.is_empty() {
+                "(arguments)".to_string()
+            } else {
+                path
+            };
+            (at, e.to_string())
+        })
+        .collect();
+    if let Value::Object(map) = instance {
+        *args = map;
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Denial::InvalidArguments {
+            tool: name.to_string(),
+            problems,
+        })
+    }
+}
+
 /// The gateway tools to list: `start_task` outside a task, `end_task` in one.
 pub fn tools(in_task: bool, max_ttl: u64) -> Vec<Tool> {
     if in_task {
-        let schema = object(json!({
-            "type": "object",
-            "properties": { "task_id": { "type": "string", "description": "Defaults to the current task." } },
-            "additionalProperties": false,
-        }));
         vec![
             Tool::new(
                 END_TASK,
                 "End the current task: its credentials are revoked at once.",
-                schema,
+                object(end_schema()),
             )
             .with_annotations(
                 ToolAnnotations::new()
@@ -54,21 +143,10 @@ pub fn tools(in_task: bool, max_ttl: u64) -> Vec<Tool> {
             ),
         ]
     } else {
-        let schema = object(json!({
-            "type": "object",
-            "properties": {
-                "purpose": { "type": "string", "minLength": 1, "maxLength": 2000, "description": "What the task is for." },
-                "tools": { "type": "array", "items": { "type": "string" }, "minItems": 1, "description": "Tools the task needs (names or globs within your grants)." },
-                "ttl_seconds": { "type": "integer", "minimum": 1, "maximum": max_ttl },
-                "constraints": { "type": "array", "items": { "type": "string" }, "description": "Argument limits, e.g. \"amount <= 500\"." },
-            },
-            "required": ["purpose", "tools", "ttl_seconds"],
-            "additionalProperties": false,
-        }));
         vec![Tool::new(
             START_TASK,
             "Start a task: declare its purpose, the tools it needs and how long it may run. Until it ends, only those tools can be called.",
-            schema,
+            object(start_schema(max_ttl)),
         )
         .with_annotations(ToolAnnotations::new().read_only(false).destructive(false))]
     }
@@ -158,9 +236,15 @@ async fn start(
         constraints: strings(args.get("constraints")),
         ttl: Duration::from_secs(ttl),
         started_by: format!("agent:{}", who.agent().id),
-        origin: "in_band",
+        origin: tasks::ORIGIN_IN_BAND,
     };
-    let started = tasks::start(gw, req).await.map_err(failure)?;
+    let credential = tasks::StartingCredential {
+        id: who.credential_id().to_string(),
+        expires_at: who.credential_expires_at(),
+    };
+    let started = tasks::start_in_band(gw, req, credential)
+        .await
+        .map_err(failure)?;
     if let Some(conn) = &request.connection {
         gw.bound_tasks
             .lock()
@@ -227,4 +311,68 @@ async fn end(
     result.structured_content =
         Some(json!({ "task_id": ended.id, "status": ended.status, "ended_at": ended.ended_at }));
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    fn problems(name: &str, v: Value) -> Vec<(String, String)> {
+        match check_arguments(name, 3600, &mut args(v)) {
+            Ok(()) => vec![],
+            Err(Denial::InvalidArguments { problems, .. }) => problems,
+            Err(other) => panic!("unexpected denial {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_advertised_schemas_are_the_ones_enforced() {
+        for (in_task, name) in [(false, START_TASK), (true, END_TASK)] {
+            let listed = tools(in_task, 900);
+            assert_eq!(listed[0].name, name);
+            let shown = Value::Object(listed[0].input_schema.as_ref().clone());
+            let expected = if in_task {
+                end_schema()
+            } else {
+                start_schema(900)
+            };
+            assert_eq!(shown, expected);
+        }
+        let ok = json!({ "purpose": "p", "tools": ["a.b"], "ttl_seconds": 60 });
+        assert!(problems(START_TASK, ok).is_empty());
+        // The per-agent maximum is the one advertised to that agent.
+        let long = json!({ "purpose": "p", "tools": ["a.b"], "ttl_seconds": 901 });
+        assert!(check_arguments(START_TASK, 900, &mut args(long.clone())).is_err());
+        assert!(check_arguments(START_TASK, 3600, &mut args(long)).is_ok());
+    }
+
+    #[test]
+    fn unknown_wrong_and_missing_arguments_are_refused() {
+        let p = problems(
+            START_TASK,
+            json!({ "purpose": "p", "tools": ["a.b"], "ttl_seconds": 60, "sudo": true }),
+        );
+        assert!(p.iter().any(|(_, m)| m.contains("sudo")), "{p:?}");
+        let p = problems(
+            START_TASK,
+            json!({ "purpose": "p", "tools": "a.b", "ttl_seconds": "60" }),
+        );
+        assert!(p.iter().any(|(at, _)| at == "/tools"), "{p:?}");
+        assert!(p.iter().any(|(at, _)| at == "/ttl_seconds"), "{p:?}");
+        let p = problems(START_TASK, json!({ "tools": ["a.b"], "ttl_seconds": 60 }));
+        assert!(p.iter().any(|(_, m)| m.contains("purpose")), "{p:?}");
+        let p = problems(END_TASK, json!({ "task_id": 7, "force": true }));
+        assert_eq!(p.len(), 2, "{p:?}");
+    }
+
+    #[test]
+    fn an_integral_ttl_written_as_a_float_is_normalised_then_accepted() {
+        let mut a = args(json!({ "purpose": "p", "tools": ["a.b"], "ttl_seconds": 60.0 }));
+        assert!(check_arguments(START_TASK, 3600, &mut a).is_ok());
+        assert_eq!(a["ttl_seconds"].as_u64(), Some(60));
+    }
 }

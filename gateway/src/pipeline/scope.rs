@@ -17,7 +17,7 @@ use super::denial::Denial;
 use crate::Gateway;
 use crate::manifest::types::Risk;
 use crate::store::TaskRecord;
-use crate::tasks::constraint::Constraint;
+use crate::tasks::constraint;
 use crate::tasks::{self, TaskError};
 
 /// A call that fits its task (or needs none). Only [`scope`] builds one.
@@ -128,19 +128,17 @@ pub async fn scope(
             allowed: task.tools.clone(),
         });
     }
-    for text in &task.constraints {
-        // Stored constraints were parsed when the task started; one that no
-        // longer parses fails closed.
-        let allowed = Constraint::parse(text)
-            .map(|c| c.allows(call.arguments()))
-            .unwrap_or(false);
-        if !allowed {
-            return Err(Denial::ConstraintViolated {
-                tool: tool.full_name.clone(),
-                task: task.id.clone(),
-                constraint: text.clone(),
-            });
-        }
+    // A constraint concerns the tools declaring its argument (and any call
+    // carrying it); there a missing argument fails it. One that no longer
+    // parses fails closed.
+    if let Err(text) =
+        constraint::check(&task.constraints, &tool.tool.input_schema, call.arguments())
+    {
+        return Err(Denial::ConstraintViolated {
+            tool: tool.full_name.clone(),
+            task: task.id.clone(),
+            constraint: text.to_string(),
+        });
     }
     Ok(Scoped {
         call,

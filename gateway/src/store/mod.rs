@@ -312,7 +312,20 @@ pub struct TaskRecord {
     pub ended_by: Option<String>,
     /// Why.
     pub end_reason: Option<String>,
+    /// The agent credential that started it in band: a key id (`key_…`) or
+    /// a workload identity (`jwt:ISSUER/SUBJECT`). `None` for tasks an
+    /// operator started. Revoking that key ends the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_with: Option<String>,
+    /// RFC 3339 expiry of the JWT that started it, if one did; the task
+    /// never outlives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_with_expires_at: Option<String>,
 }
+
+/// The reason recorded on tasks ended because the key that started them was
+/// revoked.
+pub const STARTING_KEY_REVOKED: &str = "starting key revoked";
 
 /// How a task ends.
 #[derive(Debug, Clone)]
@@ -383,7 +396,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Finds a live (not revoked) key by its hash, with its agent's current
     /// runtime status.
     async fn find_key(&self, key_hash: &[u8]) -> Result<Option<KeyMatch>, StoreError>;
-    /// Revokes one key (of any agent); false if no live key has that id.
+    /// Revokes one key (of any agent) and ends the tasks it started, as
+    /// [`Store::revoke_key_ending_tasks`] does; false if no live key has
+    /// that id.
     async fn revoke_key(&self, key_id: &str) -> Result<bool, StoreError>;
     /// Lists every key (live and revoked).
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
@@ -425,7 +440,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn record_manifest_change(&self, change: &ManifestChange) -> Result<(), StoreError>;
     /// Manifest changes, newest first.
     async fn manifest_changes(&self, limit: u32) -> Result<Vec<ManifestChange>, StoreError>;
-    /// Stores a new task.
+    /// Stores a new task. A task started with a key (`started_with` =
+    /// `key_…`) is stored only if that key is live at that moment
+    /// (`Conflict` otherwise), so a revocation racing the start cannot leave
+    /// a task behind.
     async fn create_task(&self, task: &TaskRecord) -> Result<(), StoreError>;
     /// One task.
     async fn task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError>;
@@ -457,6 +475,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<RevocationEvent>, StoreError>;
     /// Whether a key exists and is not revoked.
     async fn key_live(&self, key_id: &str) -> Result<bool, StoreError>;
+    /// Revokes one key and, in the same transaction, ends every active task
+    /// it started (status `revoked`, reason [`STARTING_KEY_REVOKED`]),
+    /// revoking their credentials like any task end. `None` if no live key
+    /// has that id; otherwise the tasks ended. Credentials an external
+    /// issuer handed out are flagged for upstream revocation, which the
+    /// serving gateway's sweeper completes; a caller inside the serving
+    /// process runs `tasks::after_key_revoked` for each ended task at once.
+    async fn revoke_key_ending_tasks(
+        &self,
+        key_id: &str,
+        at: &str,
+    ) -> Result<Option<Vec<TaskRecord>>, StoreError>;
+    /// One task, with whether the key that started it is still live
+    /// (`None`: not started with a key), read together for the task-token
+    /// check.
+    async fn task_with_starting_key(
+        &self,
+        id: &str,
+    ) -> Result<Option<(TaskRecord, Option<bool>)>, StoreError>;
 }
 
 /// What a revocation-feed entry takes away.

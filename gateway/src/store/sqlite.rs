@@ -141,14 +141,10 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_key(&self, key_id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE agent_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
-        )
-        .bind(now_rfc3339())
-        .bind(key_id)
-        .execute(&self.write)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(self
+            .revoke_key_ending_tasks(key_id, &now_rfc3339())
+            .await?
+            .is_some())
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
@@ -441,9 +437,15 @@ impl Store for SqliteStore {
     }
 
     async fn create_task(&self, t: &TaskRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO tasks (id, agent_id, purpose, tools, constraints, started_by, origin, created_at, expires_at, status) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        // One statement on the one writer: either the key is live when the
+        // row goes in, or the row does not go in. A revocation committed
+        // just before is seen; one committed just after ends this task.
+        let by_key = t.started_with.as_deref().filter(|s| s.starts_with("key_"));
+        let done = sqlx::query(
+            "INSERT INTO tasks (id, agent_id, purpose, tools, constraints, started_by, origin, created_at, expires_at, status, \
+             started_with, started_with_expires_at) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             WHERE ?13 IS NULL OR EXISTS (SELECT 1 FROM agent_keys WHERE key_id = ?13 AND revoked_at IS NULL)",
         )
         .bind(&t.id)
         .bind(&t.agent_id)
@@ -455,8 +457,16 @@ impl Store for SqliteStore {
         .bind(&t.created_at)
         .bind(&t.expires_at)
         .bind(t.status.as_str())
+        .bind(&t.started_with)
+        .bind(&t.started_with_expires_at)
+        .bind(by_key)
         .execute(&self.write)
         .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict(
+                "the key that started this task has been revoked".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -606,6 +616,74 @@ impl Store for SqliteStore {
                 .await?;
         Ok(live.is_some())
     }
+
+    async fn revoke_key_ending_tasks(
+        &self,
+        key_id: &str,
+        at: &str,
+    ) -> Result<Option<Vec<TaskRecord>>, StoreError> {
+        let mut conn = self.write.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let result = async {
+            let done = sqlx::query(
+                "UPDATE agent_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+            )
+            .bind(at)
+            .bind(key_id)
+            .execute(&mut *conn)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Ok(None);
+            }
+            // Whatever the key started ends with it: a leaked key cannot
+            // leave a task (and its token) behind.
+            let ids: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM tasks WHERE started_with = ? AND status = 'active'",
+            )
+            .bind(key_id)
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut ended = Vec::new();
+            for id in ids {
+                let end = TaskEnd {
+                    status: TaskStatus::Revoked,
+                    by: "tollgate".into(),
+                    reason: super::STARTING_KEY_REVOKED.into(),
+                    at: at.to_string(),
+                };
+                if let Some(t) = end_task_in(&mut conn, &id, &end).await? {
+                    ended.push(t);
+                }
+            }
+            Ok(Some(ended))
+        }
+        .await;
+        finish(&mut conn, result).await
+    }
+
+    async fn task_with_starting_key(
+        &self,
+        id: &str,
+    ) -> Result<Option<(TaskRecord, Option<bool>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT t.*, k.key_id AS starting_key, k.revoked_at AS starting_key_revoked_at \
+             FROM tasks t LEFT JOIN agent_keys k ON k.key_id = t.started_with WHERE t.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let task = task_row(&r)?;
+        let starting_key: Option<String> = r.try_get("starting_key")?;
+        let revoked_at: Option<String> = r.try_get("starting_key_revoked_at")?;
+        let live = match (&task.started_with, starting_key) {
+            (Some(_), Some(_)) => Some(revoked_at.is_none()),
+            // Started with a key the store no longer knows: not live.
+            (Some(w), None) if w.starts_with("key_") => Some(false),
+            _ => None,
+        };
+        Ok(Some((task, live)))
+    }
 }
 
 /// Commits the open transaction if `result` is a success, rolls it back
@@ -682,6 +760,8 @@ fn task_row(r: &sqlx::sqlite::SqliteRow) -> Result<TaskRecord, sqlx::Error> {
         ended_at: r.try_get("ended_at")?,
         ended_by: r.try_get("ended_by")?,
         end_reason: r.try_get("end_reason")?,
+        started_with: r.try_get("started_with")?,
+        started_with_expires_at: r.try_get("started_with_expires_at")?,
     })
 }
 

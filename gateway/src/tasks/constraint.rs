@@ -1,8 +1,21 @@
 //! Argument constraints of a task: `amount <= 500`, `currency == "EUR"`,
-//! `ticket_id in [4521, 4522]`. Deliberately tiny: one argument, one
-//! operator, one literal. Anything richer belongs in policy.
+//! `ticket_id in [4521, 4522]`, `amount? <= 500`. Deliberately tiny: one
+//! top-level argument, one operator, one literal. Anything richer belongs
+//! in policy.
+//!
+//! Semantics, chosen to fail closed:
+//! - numbers compare by value wherever they appear (`1 == 1.0`, `500.0`
+//!   satisfies `amount <= 500`, `in [4521]` matches `4521.0`);
+//! - a constraint applies to a tool whose input schema declares its
+//!   argument, and to any call that carries the argument anyway;
+//! - where it applies, a missing argument FAILS it, unless the constraint is
+//!   written optional with `?` after the name (`amount? <= 500`: absent is
+//!   fine, present must hold);
+//! - a value of the wrong kind (a string where a number is compared) fails.
 
-use serde_json::Value;
+use std::cmp::Ordering;
+
+use serde_json::{Map, Value};
 
 /// A parsed constraint.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,6 +24,7 @@ pub struct Constraint {
     pub text: String,
     /// Argument name.
     pub arg: String,
+    optional: bool,
     op: Op,
     value: Value,
 }
@@ -27,13 +41,14 @@ enum Op {
 }
 
 impl Constraint {
-    /// Parses `ARG OP LITERAL`; literals are JSON (numbers, strings in
-    /// double quotes, booleans, or a list for `in`).
+    /// Parses `ARG OP LITERAL` or `ARG? OP LITERAL`; literals are JSON
+    /// (numbers, strings in double quotes, booleans, or a list for `in`).
     pub fn parse(text: &str) -> Result<Self, String> {
         let t = text.trim();
         let bad = || {
             format!(
-                "constraint `{t}` must look like `amount <= 500`, `currency == \"EUR\"` or `id in [1, 2]`"
+                "constraint `{t}` must look like `amount <= 500`, `amount? <= 500` (absent allowed), \
+                 `currency == \"EUR\"` or `id in [1, 2]`"
             )
         };
         let arg_end = t
@@ -43,7 +58,15 @@ impl Constraint {
         if arg.is_empty() {
             return Err(bad());
         }
-        let rest = t[arg_end..].trim_start();
+        let mut rest = &t[arg_end..];
+        let optional = match rest.strip_prefix('?') {
+            Some(r) => {
+                rest = r;
+                true
+            }
+            None => false,
+        };
+        let rest = rest.trim_start();
         let (op, literal) = [
             ("<=", Op::Le),
             (">=", Op::Ge),
@@ -69,37 +92,152 @@ impl Constraint {
         Ok(Self {
             text: t.to_string(),
             arg: arg.to_string(),
+            optional,
             op,
             value,
         })
     }
 
-    /// Whether `args` satisfy the constraint. An absent argument satisfies
-    /// it (the tool's schema decides whether the argument is required).
-    pub fn allows(&self, args: &serde_json::Map<String, Value>) -> bool {
+    /// Whether the constraint was written optional (`amount? <= 500`).
+    pub fn is_optional(&self) -> bool {
+        self.optional
+    }
+
+    /// Whether the constraint concerns a call to a tool with this input
+    /// schema carrying these arguments: the schema declares the argument at
+    /// the top level, or the call carries it anyway.
+    pub fn applies_to(&self, input_schema: &Map<String, Value>, args: &Map<String, Value>) -> bool {
+        args.contains_key(&self.arg)
+            || input_schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .is_some_and(|p| p.contains_key(&self.arg))
+    }
+
+    /// Whether `args` satisfy the constraint. A missing argument fails it
+    /// unless the constraint is optional.
+    pub fn allows(&self, args: &Map<String, Value>) -> bool {
         let Some(actual) = args.get(&self.arg) else {
-            return true;
+            return self.optional;
         };
-        let num = |v: &Value| v.as_f64();
         match self.op {
-            Op::Eq => actual == &self.value,
-            Op::Ne => actual != &self.value,
+            Op::Eq => same(actual, &self.value),
+            Op::Ne => !same(actual, &self.value),
             Op::In => self
                 .value
                 .as_array()
-                .is_some_and(|list| list.contains(actual)),
-            op => match (num(actual), num(&self.value)) {
-                (Some(a), Some(b)) => match op {
-                    Op::Le => a <= b,
-                    Op::Lt => a < b,
-                    Op::Ge => a >= b,
-                    Op::Gt => a > b,
-                    _ => false,
-                },
+                .is_some_and(|list| list.iter().any(|v| same(actual, v))),
+            op => match num_cmp(actual, &self.value) {
+                Some(ord) => op_holds(op, ord),
                 // A non-number where a number is compared fails closed.
-                _ => false,
+                None => false,
             },
         }
+    }
+
+    /// Whether every call that satisfies `self` also satisfies `other`
+    /// (`self` is at least as strict). Recognises the same argument with a
+    /// tighter or equal bound (`amount <= 100` implies `amount <= 500`), an
+    /// equality or list whose values all satisfy `other`, and a sub-list.
+    /// An optional constraint never implies a required one. Anything not
+    /// recognised is `false` (fail closed).
+    pub fn implies(&self, other: &Constraint) -> bool {
+        if self.arg != other.arg || (self.optional && !other.optional) {
+            return false;
+        }
+        // Every value `self` admits, when `self` admits only finitely many.
+        let finite: Option<Vec<&Value>> = match self.op {
+            Op::Eq => Some(vec![&self.value]),
+            Op::In => self.value.as_array().map(|l| l.iter().collect()),
+            _ => None,
+        };
+        if let Some(values) = finite {
+            return values.into_iter().all(|v| {
+                let mut one = Map::new();
+                one.insert(other.arg.clone(), v.clone());
+                other.allows(&one)
+            });
+        }
+        match (self.op, other.op) {
+            (Op::Ne, Op::Ne) => same(&self.value, &other.value),
+            (a @ (Op::Le | Op::Lt), b @ (Op::Le | Op::Lt))
+            | (a @ (Op::Ge | Op::Gt), b @ (Op::Ge | Op::Gt)) => {
+                let Some(ord) = num_cmp(&self.value, &other.value) else {
+                    return false;
+                };
+                let upper = matches!(a, Op::Le | Op::Lt);
+                // Distance from `self`'s bound to `other`'s, in the
+                // direction `other` allows.
+                let inside = if upper {
+                    ord == Ordering::Less
+                } else {
+                    ord == Ordering::Greater
+                };
+                inside || (ord == Ordering::Equal && (a == b || matches!(a, Op::Lt | Op::Gt)))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Checks a call's arguments against a task's stored constraints, for a
+/// tool with `input_schema`. Returns the text of the first constraint that
+/// does not hold; a stored constraint that no longer parses fails closed.
+pub fn check<'a>(
+    constraints: &'a [String],
+    input_schema: &Map<String, Value>,
+    args: &Map<String, Value>,
+) -> Result<(), &'a str> {
+    for text in constraints {
+        let ok = match Constraint::parse(text) {
+            Ok(c) => !c.applies_to(input_schema, args) || c.allows(args),
+            Err(_) => false,
+        };
+        if !ok {
+            return Err(text);
+        }
+    }
+    Ok(())
+}
+
+fn op_holds(op: Op, ord: Ordering) -> bool {
+    match op {
+        Op::Le => ord != Ordering::Greater,
+        Op::Lt => ord == Ordering::Less,
+        Op::Ge => ord != Ordering::Less,
+        Op::Gt => ord == Ordering::Greater,
+        _ => false,
+    }
+}
+
+/// Compares two JSON numbers by value: exactly when both are integers,
+/// as floats otherwise. `None` when either is not a number.
+fn num_cmp(a: &Value, b: &Value) -> Option<Ordering> {
+    let (Value::Number(a), Value::Number(b)) = (a, b) else {
+        return None;
+    };
+    let int = |n: &serde_json::Number| {
+        n.as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from))
+    };
+    match (int(a), int(b)) {
+        (Some(x), Some(y)) => Some(x.cmp(&y)),
+        _ => a.as_f64()?.partial_cmp(&b.as_f64()?),
+    }
+}
+
+/// JSON equality with numbers compared by value, at any depth.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(_), Value::Number(_)) => num_cmp(a, b) == Some(Ordering::Equal),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(p, q))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
     }
 }
 
@@ -108,24 +246,115 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn args(v: Value) -> serde_json::Map<String, Value> {
+    fn args(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap_or_default()
+    }
+
+    fn c(text: &str) -> Constraint {
+        Constraint::parse(text).expect("valid constraint")
     }
 
     #[test]
     fn numeric_string_and_list_constraints() {
-        let c = Constraint::parse("amount <= 500").expect("valid");
-        assert!(c.allows(&args(json!({ "amount": 40 }))));
-        assert!(c.allows(&args(json!({ "amount": 500.0 }))));
-        assert!(!c.allows(&args(json!({ "amount": 500.01 }))));
-        assert!(!c.allows(&args(json!({ "amount": "40" }))));
-        assert!(c.allows(&args(json!({ "other": 1 }))));
-        let c = Constraint::parse("currency == \"EUR\"").expect("valid");
-        assert!(c.allows(&args(json!({ "currency": "EUR" }))));
-        assert!(!c.allows(&args(json!({ "currency": "USD" }))));
-        let c = Constraint::parse("ticket_id in [4521, 4522]").expect("valid");
-        assert!(c.allows(&args(json!({ "ticket_id": 4522 }))));
-        assert!(!c.allows(&args(json!({ "ticket_id": 1 }))));
+        let k = c("amount <= 500");
+        assert!(k.allows(&args(json!({ "amount": 40 }))));
+        assert!(k.allows(&args(json!({ "amount": 500.0 }))));
+        assert!(!k.allows(&args(json!({ "amount": 500.01 }))));
+        assert!(!k.allows(&args(json!({ "amount": "40" }))));
+        let k = c("currency == \"EUR\"");
+        assert!(k.allows(&args(json!({ "currency": "EUR" }))));
+        assert!(!k.allows(&args(json!({ "currency": "USD" }))));
+        let k = c("ticket_id in [4521, 4522]");
+        assert!(k.allows(&args(json!({ "ticket_id": 4522 }))));
+        assert!(!k.allows(&args(json!({ "ticket_id": 1 }))));
+    }
+
+    #[test]
+    fn numbers_compare_by_value() {
+        // A literal written as a float bounds integer arguments, and back.
+        let k = c("amount <= 500.0");
+        assert!(k.allows(&args(json!({ "amount": 500 }))));
+        assert!(!k.allows(&args(json!({ "amount": 501 }))));
+        assert!(c("qty == 1").allows(&args(json!({ "qty": 1.0 }))));
+        assert!(c("qty == 1.0").allows(&args(json!({ "qty": 1 }))));
+        assert!(!c("qty != 1").allows(&args(json!({ "qty": 1.0 }))));
+        assert!(c("qty != 1").allows(&args(json!({ "qty": 1.5 }))));
+        assert!(c("ticket_id in [4521, 4522]").allows(&args(json!({ "ticket_id": 4521.0 }))));
+        assert!(c("ticket_id in [4521.0]").allows(&args(json!({ "ticket_id": 4521 }))));
+        assert!(!c("ticket_id in [4521]").allows(&args(json!({ "ticket_id": "4521" }))));
+        // Large integers compare exactly, not through a lossy float.
+        assert!(
+            !c("id == 9007199254740993").allows(&args(json!({ "id": 9_007_199_254_740_992_u64 })))
+        );
+        assert!(c("id >= -3").allows(&args(json!({ "id": u64::MAX }))));
+    }
+
+    #[test]
+    fn a_missing_argument_fails_unless_the_constraint_is_optional() {
+        let k = c("amount <= 500");
+        assert!(!k.allows(&args(json!({ "other": 1 }))));
+        assert!(!k.is_optional());
+        let k = c("amount? <= 500");
+        assert!(k.is_optional());
+        assert_eq!(k.arg, "amount");
+        assert!(k.allows(&args(json!({ "other": 1 }))));
+        assert!(k.allows(&args(json!({ "amount": 20 }))));
+        assert!(!k.allows(&args(json!({ "amount": 501 }))));
+        assert!(!k.allows(&args(json!({ "amount": null }))));
+        assert!(c("currency? == \"EUR\"").allows(&args(json!({}))));
+    }
+
+    #[test]
+    fn constraints_apply_to_tools_declaring_the_argument_or_calls_carrying_it() {
+        let refund = args(json!({ "properties": { "amount": { "type": "number" } } }));
+        let ticket = args(json!({ "properties": { "ticket_id": { "type": "integer" } } }));
+        let stored = vec!["amount <= 500".to_string()];
+        assert_eq!(
+            check(&stored, &refund, &args(json!({}))),
+            Err("amount <= 500")
+        );
+        assert_eq!(
+            check(&stored, &refund, &args(json!({ "amount": 40 }))),
+            Ok(())
+        );
+        // A tool without that argument is not concerned...
+        assert_eq!(
+            check(&stored, &ticket, &args(json!({ "ticket_id": 1 }))),
+            Ok(())
+        );
+        // ...unless the call carries it anyway.
+        assert_eq!(
+            check(&stored, &ticket, &args(json!({ "amount": 900 }))),
+            Err("amount <= 500")
+        );
+        let broken = vec!["amount <=".to_string()];
+        assert!(check(&broken, &refund, &args(json!({ "amount": 1 }))).is_err());
+    }
+
+    #[test]
+    fn implication_recognises_equal_or_stricter_constraints() {
+        let op = c("amount <= 500");
+        assert!(c("amount <= 500").implies(&op));
+        assert!(c("amount <= 500.0").implies(&op));
+        assert!(c("amount <= 100").implies(&op));
+        assert!(c("amount < 500").implies(&op));
+        assert!(c("amount == 20").implies(&op));
+        assert!(c("amount in [1, 499.5]").implies(&op));
+        assert!(!c("amount <= 501").implies(&op));
+        assert!(!c("amount in [1, 501]").implies(&op));
+        assert!(!c("amount >= 1").implies(&op));
+        assert!(!c("other <= 1").implies(&op));
+        // Optional is weaker than required, not the other way round.
+        assert!(!c("amount? <= 100").implies(&op));
+        assert!(c("amount <= 100").implies(&c("amount? <= 500")));
+        assert!(c("amount < 10").implies(&c("amount < 10")));
+        assert!(!c("amount <= 10").implies(&c("amount < 10")));
+        assert!(c("amount > 10").implies(&c("amount >= 10")));
+        assert!(!c("amount >= 10").implies(&c("amount > 10")));
+        assert!(c("currency == \"EUR\"").implies(&c("currency in [\"EUR\", \"USD\"]")));
+        assert!(!c("currency in [\"EUR\", \"GBP\"]").implies(&c("currency == \"EUR\"")));
+        assert!(c("currency != \"USD\"").implies(&c("currency != \"USD\"")));
+        assert!(!c("currency != \"GBP\"").implies(&c("currency != \"USD\"")));
     }
 
     #[test]
@@ -138,6 +367,8 @@ mod tests {
             "amount ~ 5",
             "name < \"x\"",
             "id in 5",
+            "amount ?? <= 5",
+            "?amount <= 5",
         ] {
             assert!(Constraint::parse(bad).is_err(), "{bad}");
         }

@@ -10,6 +10,20 @@
 //! orchestrator) presents it as its bearer credential. It is only a handle:
 //! every call re-reads the task, so an ended task's token stops working
 //! immediately, whatever its `exp`.
+//!
+//! Nothing outlives the grant that produced it. A task started in band
+//! records the agent credential that started it (`started_with`: a key id,
+//! or a workload identity and its JWT's `exp`), and its token names it
+//! (`cid`). Revoking that key ends the task in the same store transaction
+//! ([`revoke_key`] in process; `Store::revoke_key` from the CLI, whose
+//! upstream revocations the serving gateway's sweeper completes). A task
+//! started with a JWT expires no later than that JWT. The token is refused
+//! once its starting credential is revoked or no longer declared.
+//!
+//! An operator's task binds: while a task started by an operator (CLI,
+//! admin API) is active for an agent, the agent may start a task in band
+//! only within it (see [`start_in_band`]); and an agent may start its own
+//! tasks only for tools up to `tasks.self_start_max_risk` (default `high`).
 
 pub mod constraint;
 
@@ -19,11 +33,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::Gateway;
-use crate::catalog::AgentEntry;
+use crate::catalog::{AgentEntry, Catalog};
+use crate::manifest::types::Risk;
 use crate::secrets::SecretsError;
-use crate::store::{StoreError, TaskEnd, TaskRecord, TaskStatus};
+use crate::store::{StoreError, TaskEnd, TaskFilter, TaskRecord, TaskStatus};
 use crate::util::stamp;
 use constraint::Constraint;
+
+/// `origin` of tasks an agent started itself (`tollgate.start_task`).
+pub const ORIGIN_IN_BAND: &str = "in_band";
 
 /// No task lives longer than this, whatever an agent's manifest says.
 pub const MAX_TASK_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -124,6 +142,20 @@ pub struct TaskClaims {
     pub jti: String,
     /// Always `task`: tells task tokens from backend tokens.
     pub typ: String,
+    /// The agent credential that started the task in band (a key id or
+    /// `jwt:ISSUER/SUBJECT`); absent for tasks an operator started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
+}
+
+/// The agent credential an in-band start was made with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartingCredential {
+    /// Its public id: a key id (`key_…`) or `jwt:ISSUER/SUBJECT`.
+    pub id: String,
+    /// When it expires (a JWT's `exp`, seconds since the epoch); `None` for
+    /// keys, which live until revoked.
+    pub expires_at: Option<i64>,
 }
 
 /// Parses a TTL such as `15m`, `900s`, `2h` or `900`.
@@ -142,8 +174,44 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-/// Checks and starts a task, returning it with its token.
+/// Checks and starts a task for an operator (CLI, admin API), returning it
+/// with its token.
 pub async fn start(gw: &Gateway, req: StartTask) -> Result<StartedTask, TaskError> {
+    start_checked(gw, req, None).await
+}
+
+/// Checks and starts a task the agent asked for itself (`tollgate.start_task`)
+/// with `credential`. Beyond [`start`]'s checks:
+///
+/// - every tool must be at most the agent's `tasks.self_start_max_risk`
+///   (default `high`); riskier tasks need an operator;
+/// - while an operator's task is active for the agent, the new task must
+///   fit inside one of them: only tools that task lists, and every one of
+///   its constraints carried (the same, or a stricter one on the same
+///   argument, see [`Constraint::implies`]); it then ends no later than that
+///   task. Otherwise it is refused: the agent cannot widen what an operator
+///   scoped;
+/// - it ends no later than the credential (a JWT's `exp`), and records the
+///   credential, so revoking the key ends the task.
+pub async fn start_in_band(
+    gw: &Gateway,
+    req: StartTask,
+    credential: StartingCredential,
+) -> Result<StartedTask, TaskError> {
+    if credential.id.starts_with("task:") {
+        // A task token is a handle on a task, not the agent's own credential.
+        return Err(TaskError::Invalid(
+            "a task cannot be started with a task token; use the agent's own credential".into(),
+        ));
+    }
+    start_checked(gw, req, Some(credential)).await
+}
+
+async fn start_checked(
+    gw: &Gateway,
+    req: StartTask,
+    starter: Option<StartingCredential>,
+) -> Result<StartedTask, TaskError> {
     let catalog = gw.catalog();
     let agent = catalog
         .agents
@@ -189,6 +257,27 @@ pub async fn start(gw: &Gateway, req: StartTask) -> Result<StartedTask, TaskErro
         )));
     }
     let now = gw.now();
+    let mut expires = now + req.ttl;
+    let mut started_with_expires_at = None;
+    if let Some(starter) = &starter {
+        check_self_start_risk(&catalog, agent, &tools)?;
+        if let Some(bound) = binding_operator_task(gw, agent, &tools, &constraints).await? {
+            expires = expires.min(bound);
+        }
+        if let Some(exp) = starter.expires_at {
+            let exp = time::OffsetDateTime::from_unix_timestamp(exp).map_err(|_| {
+                TaskError::Invalid("the credential's expiry is out of range".into())
+            })?;
+            if exp <= now {
+                return Err(TaskError::Invalid(
+                    "the credential this task would be started with has expired".into(),
+                ));
+            }
+            // A task never outlives the token that started it.
+            expires = expires.min(exp);
+            started_with_expires_at = Some(stamp(exp));
+        }
+    }
     let task = TaskRecord {
         id: format!("task_{}", uuid::Uuid::new_v4().simple()),
         agent_id: agent.id.clone(),
@@ -198,16 +287,110 @@ pub async fn start(gw: &Gateway, req: StartTask) -> Result<StartedTask, TaskErro
         started_by: req.started_by,
         origin: req.origin.to_string(),
         created_at: stamp(now),
-        expires_at: stamp(now + req.ttl),
+        expires_at: stamp(expires),
         status: TaskStatus::Active,
         ended_at: None,
         ended_by: None,
         end_reason: None,
+        started_with: starter.map(|s| s.id),
+        started_with_expires_at,
     };
-    gw.store().create_task(&task).await?;
+    gw.store().create_task(&task).await.map_err(|e| match e {
+        // The starting key was revoked while the start was under way.
+        StoreError::Conflict(m) => TaskError::Invalid(m),
+        other => TaskError::Store(other),
+    })?;
     let token = issue_token(gw, &task)?;
     tracing::info!(task = %task.id, agent = %task.agent_id, tools = ?task.tools, "task started");
     Ok(StartedTask { task, token })
+}
+
+/// Refuses an in-band start naming a tool riskier than the agent may
+/// start a task for by itself.
+fn check_self_start_risk(
+    catalog: &Catalog,
+    agent: &AgentEntry,
+    tools: &[String],
+) -> Result<(), TaskError> {
+    let max = agent.tasks.self_start_max_risk;
+    for name in tools {
+        // A tool missing from the catalog cannot be judged: refuse.
+        let risk = catalog.tools.get(name).map(|t| t.risk);
+        if risk.is_none_or(|r| r > max) {
+            return Err(TaskError::Invalid(format!(
+                "`{name}` is {} risk; agent `{}` may start its own tasks only for tools up to {} \
+                 (tasks.self_start_max_risk): ask an operator to start this task",
+                risk.map_or("unknown", Risk::as_str),
+                agent.id,
+                max.as_str()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// While operator-started tasks are active for the agent, an in-band task
+/// must fit inside one of them. Returns the end of the task it fits in
+/// (the new task ends no later), `None` when no operator task is active.
+async fn binding_operator_task(
+    gw: &Gateway,
+    agent: &AgentEntry,
+    tools: &[String],
+    constraints: &[Constraint],
+) -> Result<Option<time::OffsetDateTime>, TaskError> {
+    let now = stamp(gw.now());
+    let active = gw
+        .store()
+        .tasks(&TaskFilter {
+            agent_id: Some(agent.id.clone()),
+            active_only: true,
+            limit: None,
+        })
+        .await?;
+    let operator: Vec<TaskRecord> = active
+        .into_iter()
+        .filter(|t| t.origin != ORIGIN_IN_BAND && t.expires_at > now)
+        .collect();
+    if operator.is_empty() {
+        return Ok(None);
+    }
+    for op in &operator {
+        if fits_within(op, tools, constraints) {
+            let end = crate::util::parse_stamp(&op.expires_at).ok_or_else(|| {
+                TaskError::Invalid("an operator task's expiry is unreadable".into())
+            })?;
+            return Ok(Some(end));
+        }
+    }
+    let names: Vec<String> = operator
+        .iter()
+        .map(|t| {
+            let limits = if t.constraints.is_empty() {
+                String::new()
+            } else {
+                format!(" with {}", t.constraints.join(", "))
+            };
+            format!("`{}` ({}{limits})", t.id, t.tools.join(", "))
+        })
+        .collect();
+    Err(TaskError::Invalid(format!(
+        "an operator's task is active for agent `{}`: {}; a task started in band must stay within it \
+         (only its tools, and all of its constraints or stricter ones)",
+        agent.id,
+        names.join("; ")
+    )))
+}
+
+/// Whether a task with `tools` and `constraints` stays inside `op`: every
+/// tool listed by `op`, every constraint of `op` implied by one of these.
+fn fits_within(op: &TaskRecord, tools: &[String], constraints: &[Constraint]) -> bool {
+    let tools_inside = tools.iter().all(|t| op.tools.contains(t));
+    let constraints_kept = op.constraints.iter().all(|text| {
+        // A stored constraint that no longer parses cannot be kept: refuse.
+        Constraint::parse(text)
+            .is_ok_and(|required| constraints.iter().any(|c| c.implies(&required)))
+    });
+    tools_inside && constraints_kept
 }
 
 fn resolve_tools(agent: &AgentEntry, wanted: &[String]) -> Result<Vec<String>, TaskError> {
@@ -259,6 +442,7 @@ pub fn issue_token(gw: &Gateway, task: &TaskRecord) -> Result<String, TaskError>
         exp,
         jti: uuid::Uuid::new_v4().to_string(),
         typ: "task".into(),
+        cid: task.started_with.clone(),
     };
     Ok(secrets.sign(&claims)?)
 }
@@ -294,6 +478,63 @@ pub fn verify_token(gw: &Gateway, token: &str) -> Result<TaskClaims, crate::iden
         return Err(TokenError::Expired);
     }
     Ok(data.claims)
+}
+
+/// Whether the credential that started `task` in band is still good:
+/// a key not revoked (`starting_key_live`, read with the task) while the
+/// agent still accepts gateway keys; a workload identity the catalog still
+/// maps to this agent, before its JWT's expiry. Tasks an operator started
+/// have no starting credential.
+pub fn starting_credential_live(
+    gw: &Gateway,
+    agent: &AgentEntry,
+    task: &TaskRecord,
+    starting_key_live: Option<bool>,
+) -> bool {
+    let Some(with) = task.started_with.as_deref() else {
+        return true;
+    };
+    if with.starts_with("key_") {
+        return starting_key_live == Some(true) && agent.gateway_keys;
+    }
+    if let Some(identity) = with.strip_prefix("jwt:") {
+        let declared = identity.split_once('/').is_some_and(|(issuer, subject)| {
+            gw.catalog()
+                .workloads
+                .get(&(issuer.to_string(), subject.to_string()))
+                .is_some_and(|a| *a == agent.id)
+        });
+        let unexpired = task
+            .started_with_expires_at
+            .as_deref()
+            .is_some_and(|exp| stamp(gw.now()).as_str() < exp);
+        return declared && unexpired;
+    }
+    // A kind of credential this gateway does not know: closed.
+    false
+}
+
+/// Revokes an agent key and ends, in the same transaction, every task it
+/// started; then runs the same after-end work as [`end`] for each (cached
+/// credentials dropped, upstream tokens revoked). `None` if no live key has
+/// that id. For callers inside the serving process (the admin API); the
+/// CLI, in another process, uses `Store::revoke_key`, and the serving
+/// gateway's sweeper completes the upstream revocations.
+pub async fn revoke_key(gw: &Gateway, key_id: &str) -> Result<Option<Vec<TaskRecord>>, TaskError> {
+    let ended = gw
+        .store()
+        .revoke_key_ending_tasks(key_id, &stamp(gw.now()))
+        .await?;
+    for t in ended.iter().flatten() {
+        after_key_revoked(gw, t).await;
+    }
+    Ok(ended)
+}
+
+/// The after-end work for a task ended by its starting key's revocation.
+pub async fn after_key_revoked(gw: &Gateway, task: &TaskRecord) {
+    tracing::info!(task = %task.id, agent = %task.agent_id, "the key that started the task was revoked; task ended, its credentials are revoked");
+    crate::broker::after_task_end(gw, &task.id).await;
 }
 
 /// Loads a task and checks that it belongs to `agent_id` and is active by
