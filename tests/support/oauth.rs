@@ -486,6 +486,10 @@ struct OAuthState {
     http: reqwest::Client,
     expires_in: AtomicU64,
     down: AtomicBool,
+    /// While `false`, token requests are held open (see
+    /// [`OAuthServer::hold_tokens`]).
+    open: tokio::sync::watch::Sender<bool>,
+    held: AtomicU64,
     tokens: Mutex<HashMap<String, Issued>>,
     requests: Mutex<Vec<TokenRequest>>,
     revocations: Mutex<Vec<RevocationRequest>>,
@@ -508,6 +512,8 @@ impl OAuthServer {
             http: http_client(),
             expires_in: AtomicU64::new(300),
             down: AtomicBool::new(false),
+            open: tokio::sync::watch::Sender::new(true),
+            held: AtomicU64::new(0),
             tokens: Mutex::default(),
             requests: Mutex::default(),
             revocations: Mutex::default(),
@@ -570,6 +576,27 @@ impl OAuthServer {
     /// Lifetime of tokens issued from now on, in seconds (default 300).
     pub fn set_expires_in(&self, seconds: u64) {
         self.state.expires_in.store(seconds, Ordering::SeqCst);
+    }
+
+    /// From now on, token requests are held open (nothing issued) until
+    /// [`OAuthServer::release_tokens`].
+    pub fn hold_tokens(&self) {
+        self.state.open.send_replace(false);
+    }
+
+    /// Lets every held token request (and later ones) through.
+    pub fn release_tokens(&self) {
+        self.state.open.send_replace(true);
+    }
+
+    /// Token requests held open right now.
+    pub fn held(&self) -> u64 {
+        self.state.held.load(Ordering::SeqCst)
+    }
+
+    /// The expiry (`exp`, seconds since the epoch) of a token issued here.
+    pub fn expiry_of(&self, token: &str) -> Option<i64> {
+        self.state.tokens.lock().unwrap().get(token).map(|t| t.exp)
     }
 
     /// While `down`, the token endpoint answers 503
@@ -923,6 +950,12 @@ async fn token_endpoint(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let mut open = s.open.subscribe();
+    if !*open.borrow() {
+        s.held.fetch_add(1, Ordering::SeqCst);
+        let _ = open.wait_for(|o| *o).await;
+        s.held.fetch_sub(1, Ordering::SeqCst);
+    }
     let params = parse_form(&body);
     let mut rec = TokenRequest {
         grant_type: params

@@ -396,4 +396,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn pending_upstream_revocations(&self) -> Result<Vec<CredentialRecord>, StoreError>;
     /// Marks the upstream revocation of a credential as done.
     async fn upstream_revoked(&self, id: &str) -> Result<(), StoreError>;
+    /// Revokes one credential (replaced, minted while its task ended, its
+    /// agent suspended); `upstream_pending` when its issuer must still be
+    /// told. False if it was already revoked or is unknown.
+    async fn revoke_credential(
+        &self,
+        id: &str,
+        at: &str,
+        reason: &str,
+        upstream_pending: bool,
+    ) -> Result<bool, StoreError>;
 }
