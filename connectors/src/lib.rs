@@ -212,9 +212,10 @@ mod tests {
 
     #[test]
     fn an_echoed_credential_is_redacted_whole_and_bare() {
-        let c = BackendCredential::new("authorization", "Bearer tok-1234567890").unwrap();
+        let c = BackendCredential::new("authorization", "Bearer tok-1234567890")
+            .expect("a valid header");
         let body = br#"{"auth":"Bearer tok-1234567890","raw":"tok-1234567890","other":"tok"}"#;
-        let out = String::from_utf8(c.redact_in(body).unwrap()).unwrap();
+        let out = String::from_utf8(c.redact_in(body).expect("redacted")).expect("utf-8");
         assert_eq!(
             out,
             r#"{"auth":"[REDACTED]","raw":"[REDACTED]","other":"tok"}"#

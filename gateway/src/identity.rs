@@ -310,7 +310,13 @@ impl Issuer {
         let issuer = self.id.clone();
         tokio::spawn(async move {
             let fetched = async {
-                let r = client.get(&url).send().await.ok()?.error_for_status().ok()?;
+                let r = client
+                    .get(&url)
+                    .send()
+                    .await
+                    .ok()?
+                    .error_for_status()
+                    .ok()?;
                 r.json::<JwkSet>().await.ok()
             }
             .await;

@@ -11,5 +11,6 @@ mod identity;
 mod lifecycle;
 mod manifests;
 mod reload;
+mod secrets;
 mod stdio_transport;
 mod tasks;

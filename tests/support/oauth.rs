@@ -376,6 +376,67 @@ async fn introspect_request(State(s): State<Arc<IntrospectState>>, request: Requ
 }
 
 // ---------------------------------------------------------------------------
+// EchoingBackend
+// ---------------------------------------------------------------------------
+
+/// A careless backend on port 0 that echoes the credentials it receives:
+/// `GET /things` answers 200 JSON `{"authorization", "token", "api_key"}`
+/// (`token`: the `Authorization` value without its scheme); any other path
+/// answers 400 with the text `rejected credential <authorization>`.
+#[derive(Debug, Clone)]
+pub struct EchoingBackend {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl EchoingBackend {
+    /// Starts the backend.
+    pub async fn start() -> Self {
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let app = Router::new()
+            .fallback(echo_request)
+            .with_state(seen.clone());
+        let (listener, url) = bind().await;
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, seen }
+    }
+
+    /// Every `Authorization` value received, oldest first.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn echo_request(State(seen): State<Arc<Mutex<Vec<String>>>>, request: Request) -> Response {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let authorization = header("authorization");
+    let api_key = header("x-api-key");
+    seen.lock().unwrap().push(authorization.clone());
+    if request.uri().path().ends_with("/things") {
+        let token = authorization
+            .split_once(' ')
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default();
+        Json(json!({ "authorization": authorization, "token": token, "api_key": api_key }))
+            .into_response()
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("rejected credential {authorization}"),
+        )
+            .into_response()
+    }
+}
+
+// ---------------------------------------------------------------------------
 // OAuthServer
 // ---------------------------------------------------------------------------
 

@@ -96,7 +96,7 @@ pub(super) enum Lookup {
     Fresh(BackendCredential),
     /// Nothing usable; this entry (expiring, or issued under another
     /// configuration) was taken out and must be revoked.
-    Replaced(Entry),
+    Replaced(Box<Entry>),
     /// Nothing.
     Miss,
 }
@@ -133,7 +133,9 @@ impl Cache {
             Some(e) if e.fingerprint == fingerprint && e.fresh(now) => {
                 Lookup::Fresh(e.credential.clone())
             }
-            Some(_) => entries.remove(key).map_or(Lookup::Miss, Lookup::Replaced),
+            Some(_) => entries
+                .remove(key)
+                .map_or(Lookup::Miss, |e| Lookup::Replaced(Box::new(e))),
         }
     }
 
@@ -178,7 +180,9 @@ impl Cache {
             .filter(|(k, e)| pick(k, e))
             .map(|(k, _)| k.clone())
             .collect();
-        keys.into_iter().filter_map(|k| entries.remove(&k)).collect()
+        keys.into_iter()
+            .filter_map(|k| entries.remove(&k))
+            .collect()
     }
 }
 
@@ -193,12 +197,10 @@ pub(super) fn fingerprint(
     secrets: &KindSecrets,
     scope: &str,
 ) -> String {
-    let mut mac =
-        <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(gw.secrets().digest_key())
-            .unwrap_or_else(|_| {
-                <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&[0u8; 32])
-                    .expect("fixed key")
-            });
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(gw.secrets().digest_key())
+        .unwrap_or_else(|_| {
+            <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&[0u8; 32]).expect("fixed key")
+        });
     let auth = serde_json::to_string(auth).unwrap_or_default();
     let parts = [
         connector.id.as_str(),

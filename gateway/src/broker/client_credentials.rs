@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::revocation::Upstream;
 use super::token_endpoint::{self, ClientAuth};
-use super::{BrokerError, MAX_CREDENTIAL_TTL, MintRequest, Minted, deadline};
+use super::{BrokerError, MAX_CREDENTIAL_TTL, MintRequest, Minted, UNSTATED_LIFETIME, deadline};
 use crate::manifest::types::ClientCredentialsAuth;
 
 pub(super) async fn mint(
@@ -28,13 +28,23 @@ pub(super) async fn mint(
         secret,
         method: cfg.client_auth,
     };
-    let answer =
-        token_endpoint::request(req.gw, &req.connector.id, &cfg.token_url, form, Some(&client))
-            .await?;
+    let answer = token_endpoint::request(
+        req.gw,
+        &req.connector.id,
+        &cfg.token_url,
+        form,
+        Some(&client),
+    )
+    .await?;
     let ttl = answer
         .expires_in
         .map(Duration::from_secs)
         .unwrap_or(MAX_CREDENTIAL_TTL);
+    // Without a stated lifetime, the issuer is assumed to keep it for a day.
+    let dies = req.now
+        + answer
+            .expires_in
+            .map_or(UNSTATED_LIFETIME, Duration::from_secs);
     Ok(Minted {
         kind: "oauth2_client_credentials",
         credential: req.bearer(&cfg.header, &answer.access_token)?,
@@ -46,6 +56,7 @@ pub(super) async fn mint(
             token: answer.access_token,
             revocation_url: cfg.revocation_url.clone(),
             client: Some(client),
+            dies,
         }),
     })
 }

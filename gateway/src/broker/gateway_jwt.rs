@@ -7,7 +7,10 @@ use super::{BackendClaims, MintRequest, Minted, deadline, scope_tools};
 use crate::manifest::types::GatewayJwtAuth;
 use crate::secrets::SecretString;
 
-pub(super) fn mint(req: &MintRequest<'_>, cfg: &GatewayJwtAuth) -> Result<Minted, super::BrokerError> {
+pub(super) fn mint(
+    req: &MintRequest<'_>,
+    cfg: &GatewayJwtAuth,
+) -> Result<Minted, super::BrokerError> {
     let expires = deadline(req.now, Duration::from_secs(cfg.ttl_seconds), req.task);
     let scope = scope_tools(req.agent, req.task, &req.connector.id).join(" ");
     let audience = req.connector.audience();

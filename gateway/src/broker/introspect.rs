@@ -47,7 +47,11 @@ pub async fn introspect(gw: &Arc<Gateway>, token: &str) -> serde_json::Value {
     // Fail closed: a store error reads as "not active".
     let agent_live = matches!(
         gw.store().agent_lifecycle(&record.agent_id).await,
-        Ok(None) | Ok(Some(crate::store::Lifecycle { status: AgentStatus::Active, .. }))
+        Ok(None)
+            | Ok(Some(crate::store::Lifecycle {
+                status: AgentStatus::Active,
+                ..
+            }))
     );
     let task_live = match &record.task_id {
         Some(id) => {

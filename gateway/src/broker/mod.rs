@@ -57,6 +57,10 @@ pub use revocation::{after_task_end, flush_agent, flush_task, revoke_pending_ups
 /// No credential lives longer than this from issue.
 pub const MAX_CREDENTIAL_TTL: Duration = Duration::from_secs(900);
 
+/// How long an upstream token whose issuer states no lifetime is assumed
+/// to live (a revocation that fails is retried that long).
+const UNSTATED_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 /// Why no credential could be issued: the call is refused (fail closed).
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -359,7 +363,7 @@ pub async fn issue(
     match gw.broker.cache.lookup(&key, &fingerprint, now) {
         cache::Lookup::Fresh(credential) => return Ok(Some(credential)),
         cache::Lookup::Replaced(old) => {
-            revocation::retire(gw, old, "replaced (expiring or reconfigured)").await
+            revocation::retire(gw, *old, "replaced (expiring or reconfigured)").await
         }
         cache::Lookup::Miss => {}
     }

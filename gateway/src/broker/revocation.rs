@@ -24,6 +24,9 @@ pub(super) struct Upstream {
     pub(super) token: SecretString,
     pub(super) revocation_url: Option<String>,
     pub(super) client: Option<ClientAuth>,
+    /// When the issuer says it dies (it may be later than the expiry the
+    /// gateway gave it): a revocation is owed until then.
+    pub(super) dies: OffsetDateTime,
 }
 
 /// An upstream token whose revocation failed and is retried.
@@ -32,7 +35,6 @@ pub(super) struct Owed {
     record_id: String,
     agent_id: String,
     upstream: Upstream,
-    expires: Option<OffsetDateTime>,
 }
 
 fn owed(broker: &Broker) -> std::sync::MutexGuard<'_, Vec<Owed>> {
@@ -78,13 +80,7 @@ async fn revoke_upstream(gw: &Gateway, up: &Upstream) -> bool {
 }
 
 /// Revokes `up` upstream; on failure keeps it owed.
-async fn settle(
-    gw: &Gateway,
-    record_id: String,
-    agent_id: String,
-    up: Upstream,
-    expires: Option<OffsetDateTime>,
-) {
+async fn settle(gw: &Gateway, record_id: String, agent_id: String, up: Upstream) {
     if revoke_upstream(gw, &up).await {
         if let Err(e) = gw.store().upstream_revoked(&record_id).await {
             tracing::warn!(error = %e, "cannot mark an upstream revocation as done");
@@ -94,7 +90,6 @@ async fn settle(
             record_id,
             agent_id,
             upstream: up,
-            expires,
         });
     }
 }
@@ -111,14 +106,14 @@ pub(super) async fn retire(gw: &Gateway, entry: Entry, reason: &str) {
     }
     tracing::info!(credential = %entry.record_id, %reason, "credential revoked");
     if let Some(up) = entry.upstream {
-        settle(gw, entry.record_id, entry.agent_id, up, entry.expires).await;
+        settle(gw, entry.record_id, entry.agent_id, up).await;
     }
 }
 
 /// Revokes upstream a credential whose record could not be stored.
 pub(super) async fn revoke_unrecorded(gw: &Gateway, entry: Entry) {
     if let Some(up) = entry.upstream {
-        settle(gw, entry.record_id, entry.agent_id, up, entry.expires).await;
+        settle(gw, entry.record_id, entry.agent_id, up).await;
     }
 }
 
@@ -133,12 +128,12 @@ async fn retry_owed(gw: &Gateway, pick: impl Fn(&Owed) -> bool) {
         due
     };
     for o in due {
-        if o.expires.is_some_and(|e| e <= now) {
+        if o.upstream.dies <= now {
             // Dead anyway: nothing left to revoke.
             let _ = gw.store().upstream_revoked(&o.record_id).await;
             continue;
         }
-        settle(gw, o.record_id, o.agent_id, o.upstream, o.expires).await;
+        settle(gw, o.record_id, o.agent_id, o.upstream).await;
     }
 }
 
@@ -151,7 +146,7 @@ pub async fn after_task_end(gw: &Gateway, task_id: &str) {
         .remove_where(|k, _| k.holder == Holder::Task(task_id.to_string()));
     for e in dropped {
         if let Some(up) = e.upstream {
-            settle(gw, e.record_id, e.agent_id, up, e.expires).await;
+            settle(gw, e.record_id, e.agent_id, up).await;
         }
     }
     retry_owed(gw, |_| true).await;
@@ -187,7 +182,20 @@ pub async fn flush_agent(gw: &Gateway, agent_id: &str, reason: &str) -> usize {
 /// Finishes upstream revocations: owed ones from this process, and those
 /// recorded by another process (a task ended from the CLI) for tokens this
 /// process holds.
+///
+/// Also revokes upstream every cached token past the expiry the gateway
+/// gave it (the task's end or 15 minutes from issue, whichever came
+/// first): an issuer may have granted it a longer life, which the gateway
+/// does not let it use.
 pub async fn revoke_pending_upstream(gw: &Gateway) {
+    let now = gw.now();
+    let due = gw
+        .broker
+        .cache
+        .remove_where(|_, e| e.upstream.is_some() && e.expires.is_some_and(|x| x <= now));
+    for e in due {
+        retire(gw, e, "past the expiry the gateway gave it").await;
+    }
     retry_owed(gw, |_| true).await;
     let pending = match gw.store().pending_upstream_revocations().await {
         Ok(p) => p,
@@ -206,13 +214,11 @@ pub async fn revoke_pending_upstream(gw: &Gateway) {
             .cache
             .remove_where(|_, e| e.record_id == record.id);
         let upstream = held.into_iter().find_map(|e| {
-            let (record_id, agent_id, expires) = (e.record_id, e.agent_id, e.expires);
-            e.upstream.map(|up| (record_id, agent_id, up, expires))
+            let (record_id, agent_id) = (e.record_id, e.agent_id);
+            e.upstream.map(|up| (record_id, agent_id, up))
         });
         match upstream {
-            Some((record_id, agent_id, up, expires)) => {
-                settle(gw, record_id, agent_id, up, expires).await
-            }
+            Some((record_id, agent_id, up)) => settle(gw, record_id, agent_id, up).await,
             None => {
                 tracing::info!(credential = %record.id, "revoked; no upstream token held here (it expires at its own time)");
                 let _ = gw.store().upstream_revoked(&record.id).await;

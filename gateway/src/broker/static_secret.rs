@@ -13,7 +13,11 @@ pub(super) fn mint(req: &MintRequest<'_>, cfg: &StaticAuth) -> Result<Minted, Br
         .value
         .clone()
         .ok_or_else(|| req.internal("the static secret was not read"))?;
-    let value = format!("{}{}", cfg.prefix.clone().unwrap_or_default(), secret.expose());
+    let value = format!(
+        "{}{}",
+        cfg.prefix.clone().unwrap_or_default(),
+        secret.expose()
+    );
     Ok(Minted {
         kind: "static",
         credential: BackendCredential::new(&cfg.header, &value).map_err(|e| req.internal(e))?,

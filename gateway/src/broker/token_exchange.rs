@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::revocation::Upstream;
 use super::token_endpoint::{self, ClientAuth};
-use super::{BrokerError, MAX_CREDENTIAL_TTL, MintRequest, Minted, deadline};
+use super::{BrokerError, MAX_CREDENTIAL_TTL, MintRequest, Minted, UNSTATED_LIFETIME, deadline};
 use crate::manifest::types::TokenExchangeAuth;
 
 const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
@@ -76,6 +76,11 @@ pub(super) async fn mint(
         .expires_in
         .map(Duration::from_secs)
         .unwrap_or(MAX_CREDENTIAL_TTL);
+    // Without a stated lifetime, the issuer is assumed to keep it for a day.
+    let dies = req.now
+        + answer
+            .expires_in
+            .map_or(UNSTATED_LIFETIME, Duration::from_secs);
     Ok(Minted {
         kind: "token_exchange",
         credential: req.bearer(&cfg.header, &answer.access_token)?,
@@ -87,6 +92,7 @@ pub(super) async fn mint(
             token: answer.access_token,
             revocation_url: cfg.revocation_url.clone(),
             client,
+            dies,
         }),
     })
 }
