@@ -963,3 +963,39 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn a_credential_minted_while_its_agent_is_suspended_and_flushed_is_revoked_and_never_used() {
+    let oauth = OAuthServer::start(&[("tollgate", "s3cret")], None).await;
+    let backend = Backend::start().await;
+    let gw = oauth_gateway(&oauth, &backend).await;
+    // Outside any task: only the agent's status stands behind it.
+    let client = gw.client(&gw.issue_key("tester").await).await;
+    oauth.hold_tokens();
+    let call = tokio::spawn(async move { client.call_tool(call("delta.read", json!({}))).await });
+    until("the token request to arrive", || oauth.held() == 1).await;
+    // Suspended from elsewhere; the lifecycle watcher flushes the agent
+    // while the fetch is still out.
+    gw.gw
+        .store()
+        .set_agent_status(
+            "tester",
+            tollgate::store::AgentStatus::Suspended,
+            "investigation",
+            "secops",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        tollgate::broker::flush_agent(&gw.gw, "tester", "agent suspended").await,
+        0,
+        "nothing cached yet"
+    );
+    oauth.release_tokens();
+    let refused = call.await.unwrap().unwrap_err().to_string();
+    assert!(refused.contains("could not be issued"), "{refused}");
+    assert!(backend.hits().is_empty(), "the backend received the call");
+    let issued = oauth.requests()[0].issued_token.clone().unwrap();
+    assert!(oauth.revoked().contains(&issued));
+    assert!(!oauth.is_active(&issued));
+}

@@ -88,6 +88,17 @@ pub enum BrokerError {
         /// What happened.
         why: String,
     },
+    /// The agent was cut off (suspended, retired, flushed) while its
+    /// credential was being issued; what was minted has been revoked.
+    #[error(
+        "agent `{agent}` was cut off while the credential for connector `{connector}` was issued"
+    )]
+    AgentCutOff {
+        /// Connector.
+        connector: String,
+        /// Agent.
+        agent: String,
+    },
     /// The task ended (or expired) while its credential was being issued;
     /// what was minted has been revoked and is not used.
     #[error("task `{task}` ended while the credential for connector `{connector}` was issued")]
@@ -104,6 +115,9 @@ pub enum BrokerError {
 /// HTTP client for token and revocation endpoints.
 pub struct Broker {
     cache: cache::Cache,
+    /// Advanced by every flush: an issue that sees it move while it was
+    /// minting checks its agent again before handing the credential out.
+    flushes: std::sync::atomic::AtomicU64,
     owed: Mutex<Vec<revocation::Owed>>,
     http: reqwest::Client,
 }
@@ -129,6 +143,7 @@ impl Default for Broker {
             .unwrap_or_default();
         Self {
             cache: cache::Cache::default(),
+            flushes: std::sync::atomic::AtomicU64::new(0),
             owed: Mutex::new(Vec::new()),
             http,
         }
@@ -367,6 +382,7 @@ pub async fn issue(
         }
         cache::Lookup::Miss => {}
     }
+    let flushes = gw.broker.flushes.load(std::sync::atomic::Ordering::SeqCst);
     let req = MintRequest {
         gw,
         agent,
@@ -427,6 +443,27 @@ pub async fn issue(
             return Err(BrokerError::TaskEnded {
                 connector: connector.id.clone(),
                 task: t.id.clone(),
+            });
+        }
+    }
+    // A flush (suspension, retirement, key revocation) that ran while this
+    // credential was minted may have missed it: check the agent now.
+    if gw.broker.flushes.load(std::sync::atomic::Ordering::SeqCst) != flushes {
+        let active = matches!(
+            gw.store().agent_lifecycle(&agent.id).await,
+            Ok(None)
+                | Ok(Some(crate::store::Lifecycle {
+                    status: crate::store::AgentStatus::Active,
+                    ..
+                }))
+        );
+        if !active {
+            if let Some(ours) = gw.broker.cache.remove_record(&key, &req.record_id) {
+                revocation::retire(gw, ours, "its agent was cut off while it was issued").await;
+            }
+            return Err(BrokerError::AgentCutOff {
+                connector: connector.id.clone(),
+                agent: agent.id.clone(),
             });
         }
     }

@@ -9,6 +9,8 @@
 //! succeeds or the token expires, so every upstream token stays tracked
 //! until it is revoked or dead.
 
+use std::sync::atomic::Ordering;
+
 use time::OffsetDateTime;
 
 use super::Broker;
@@ -155,6 +157,7 @@ pub async fn after_task_end(gw: &Gateway, task_id: &str) {
 /// Drops and revokes every cached credential of a task (records and
 /// upstream), e.g. when a lifecycle change reaches it. Idempotent.
 pub async fn flush_task(gw: &Gateway, task_id: &str, reason: &str) -> usize {
+    gw.broker.flushes.fetch_add(1, Ordering::SeqCst);
     let dropped = gw
         .broker
         .cache
@@ -170,6 +173,8 @@ pub async fn flush_task(gw: &Gateway, task_id: &str, reason: &str) -> usize {
 /// outside them (suspension, retirement, key revocation). Returns how many
 /// were dropped. Idempotent.
 pub async fn flush_agent(gw: &Gateway, agent_id: &str, reason: &str) -> usize {
+    // First, so an issue in flight for this agent checks it again.
+    gw.broker.flushes.fetch_add(1, Ordering::SeqCst);
     let dropped = gw.broker.cache.remove_where(|_, e| e.agent_id == agent_id);
     let n = dropped.len();
     for e in dropped {
