@@ -64,6 +64,57 @@ impl BackendCredential {
     }
 }
 
+/// What replaces a credential a backend echoes back in its response.
+pub const REDACTED: &str = "[REDACTED]";
+
+impl BackendCredential {
+    /// Replaces every copy of this credential in `body` (the whole header
+    /// value, and the token after an auth scheme such as `Bearer `) with
+    /// [`REDACTED`], so a backend that echoes what it received does not
+    /// hand the agent the gateway's credential.
+    pub fn redact_in(&self, body: &[u8]) -> Option<Vec<u8>> {
+        let value = self.value.as_bytes();
+        let mut needles: Vec<&[u8]> = vec![value];
+        if let Some(space) = value.iter().position(|b| *b == b' ') {
+            let token = &value[space + 1..];
+            // A bare token is redacted too, when long enough not to match
+            // ordinary text by chance.
+            if token.len() >= 8 {
+                needles.push(token);
+            }
+        }
+        let mut out: Option<Vec<u8>> = None;
+        for needle in needles {
+            let haystack = out.as_deref().unwrap_or(body);
+            if let Some(replaced) = replace_all(haystack, needle, REDACTED.as_bytes()) {
+                out = Some(replaced);
+            }
+        }
+        out
+    }
+}
+
+/// `haystack` with every `needle` replaced, or `None` if there was none.
+fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8]) -> Option<Vec<u8>> {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut i = 0;
+    let mut found = false;
+    while i < haystack.len() {
+        if haystack[i..].starts_with(needle) {
+            out.extend_from_slice(with);
+            i += needle.len();
+            found = true;
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    found.then_some(out)
+}
+
 impl std::fmt::Debug for BackendCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "BackendCredential({}: <redacted>)", self.header)
@@ -92,7 +143,10 @@ pub enum ConnectorError {
     #[error("the backend did not answer within {0:?}")]
     Timeout(Duration),
     /// The backend could not be reached (connection refused, DNS, TLS).
-    #[error("the backend could not be reached: {0}")]
+    /// The detail (which may name the backend's host and port) is for logs
+    /// only ([`ConnectorError::detail`]); `Display`, which agents see, never
+    /// shows it.
+    #[error("the backend could not be reached")]
     Unreachable(String),
     /// The backend answered with more bytes than the connector accepts.
     #[error("the backend's response exceeded {limit} bytes")]
@@ -112,6 +166,15 @@ pub enum ConnectorError {
 }
 
 impl ConnectorError {
+    /// What went wrong in full, for the gateway's logs (never for agents):
+    /// may name the backend's address.
+    pub fn detail(&self) -> String {
+        match self {
+            ConnectorError::Unreachable(detail) => format!("{self}: {detail}"),
+            other => other.to_string(),
+        }
+    }
+
     /// A stable, machine-readable code for audit records and agent errors.
     pub fn code(&self) -> &'static str {
         match self {
@@ -133,4 +196,37 @@ impl ConnectorError {
 pub trait Connector: Send + Sync + std::fmt::Debug {
     /// Performs one tool call against the backend.
     async fn call(&self, call: ConnectorCall<'_>) -> Result<ToolOutput, ConnectorError>;
+
+    /// Where this connector sends calls (for an HTTP connector, its base
+    /// URL). The gateway folds it into the fingerprint its credential cache
+    /// is keyed by, so a connector re-pointed elsewhere never receives a
+    /// credential issued for the old target. Never shown to agents.
+    fn target(&self) -> String {
+        String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_echoed_credential_is_redacted_whole_and_bare() {
+        let c = BackendCredential::new("authorization", "Bearer tok-1234567890")
+            .expect("a valid header");
+        let body = br#"{"auth":"Bearer tok-1234567890","raw":"tok-1234567890","other":"tok"}"#;
+        let out = String::from_utf8(c.redact_in(body).expect("redacted")).expect("utf-8");
+        assert_eq!(
+            out,
+            r#"{"auth":"[REDACTED]","raw":"[REDACTED]","other":"tok"}"#
+        );
+        assert!(c.redact_in(b"nothing here").is_none());
+    }
+
+    #[test]
+    fn unreachable_shows_no_address_to_agents() {
+        let e = ConnectorError::Unreachable("connection failed (http://10.1.2.3:8443)".into());
+        assert_eq!(e.to_string(), "the backend could not be reached");
+        assert!(e.detail().contains("10.1.2.3:8443"));
+    }
 }

@@ -8,6 +8,14 @@
 //! issuer, a key id the issuer does not publish, a bad signature, a wrong or
 //! missing audience, an expired or not-yet-valid token, a token without
 //! `exp` or `sub`. The identity is (issuer id, `sub`) and nothing else.
+//!
+//! Keys from a URL are cached per issuer: fresh for `refresh_seconds`,
+//! then refreshed in the background while the last good keys keep
+//! answering, up to `max_stale_seconds` if the issuer keeps failing. Failed
+//! fetches back off exponentially (1 s doubling to 60 s); concurrent
+//! callers share one fetch; a caller that has no usable key waits for a
+//! fetch for a bounded time only; a forced refresh for an unknown `kid`
+//! (throttled to one per 5 s) never drops the keys in hand.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,6 +30,17 @@ use crate::manifest::types::{IssuerManifest, JwtAlgorithm};
 /// Smallest gap between two forced JWKS refreshes (unknown `kid`), so a
 /// stream of junk tokens cannot make the gateway hammer the issuer.
 const MIN_FORCED_REFRESH: Duration = Duration::from_secs(5);
+
+/// Longest a caller waits for a key fetch it needs (no usable keys, or an
+/// unknown `kid`); the fetch itself goes on in the background.
+const DEFAULT_FETCH_WAIT: Duration = Duration::from_secs(2);
+
+/// First back-off after a failed fetch; doubles per failure up to
+/// [`MAX_BACKOFF`].
+const BASE_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Longest back-off between fetch attempts while the issuer keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,11 +116,25 @@ enum KeySource {
     File(PathBuf),
 }
 
+/// The key cache of a JWKS URL. Guarded by a plain mutex that is never
+/// held across an await: fetches run in their own task, outside any lock
+/// a caller holds, and callers wait for them only when they have no usable
+/// keys, for at most the issuer's fetch wait.
 #[derive(Debug, Default)]
-struct Cached {
+struct KeyState {
+    /// The last good key set.
     keys: Option<Arc<JwkSet>>,
+    /// When the fetch that produced `keys` started.
     fetched: Option<Instant>,
+    /// Failed fetches in a row.
+    failures: u32,
+    /// No fetch starts before this (back-off after failures).
+    retry_at: Option<Instant>,
+    /// When the last forced refresh (unknown `kid`) started.
     forced: Option<Instant>,
+    /// The fetch in flight: becomes `true` when it is over. Concurrent
+    /// callers share it.
+    inflight: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// One trusted issuer with its key cache.
@@ -118,8 +151,10 @@ pub struct Issuer {
     algorithms: Vec<Algorithm>,
     leeway: u64,
     refresh: Duration,
+    max_stale: Duration,
+    fetch_wait: Duration,
     source: KeySource,
-    cache: tokio::sync::Mutex<Cached>,
+    state: Arc<std::sync::Mutex<KeyState>>,
 }
 
 fn algorithm(a: JwtAlgorithm) -> Algorithm {
@@ -185,6 +220,7 @@ impl Issuer {
             KeySource::File(path) => Some(Arc::new(read_jwks_file(path)?)),
             KeySource::Url { .. } => None,
         };
+        let refresh = Duration::from_secs(m.jwks.refresh_seconds.max(1));
         Ok(Self {
             id: m.id.clone(),
             issuer: m.issuer.clone(),
@@ -195,67 +231,148 @@ impl Issuer {
                 .unwrap_or_else(|| m.issuer.clone()),
             algorithms: m.algorithms.iter().copied().map(algorithm).collect(),
             leeway: m.leeway_seconds,
-            refresh: Duration::from_secs(m.jwks.refresh_seconds.max(1)),
+            refresh,
+            // Stale keys are never kept for less than their refresh time.
+            max_stale: Duration::from_secs(m.jwks.max_stale_seconds).max(refresh),
+            fetch_wait: DEFAULT_FETCH_WAIT,
             source,
-            cache: tokio::sync::Mutex::new(Cached {
+            state: Arc::new(std::sync::Mutex::new(KeyState {
                 keys,
-                ..Cached::default()
-            }),
+                ..KeyState::default()
+            })),
         })
     }
 
-    async fn keys(&self, force: bool) -> Result<Arc<JwkSet>, TokenError> {
-        // One fetch at a time; waiters reuse its result.
-        let mut cache = self.cache.lock().await;
+    /// Sets how long a caller waits for a key fetch it needs (default 2 s).
+    pub fn with_fetch_wait(mut self, wait: Duration) -> Self {
+        self.fetch_wait = wait;
+        self
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeyState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The keys to verify with at `now`. `force`: the token names a key id
+    /// the keys in hand lack, so a refetch is wanted (throttled).
+    async fn keys(&self, force: bool, now: Instant) -> Result<Arc<JwkSet>, TokenError> {
         let KeySource::Url { url, client } = &self.source else {
-            return cache.keys.clone().ok_or(TokenError::KeysUnavailable);
+            return self.lock().keys.clone().ok_or(TokenError::KeysUnavailable);
         };
-        let fresh = cache.fetched.is_some_and(|t| t.elapsed() < self.refresh);
-        if fresh {
-            let throttled = cache
+        let done = {
+            let mut st = self.lock();
+            let age = st.fetched.map(|f| now.saturating_duration_since(f));
+            let usable = st
+                .keys
+                .clone()
+                .filter(|_| age.is_some_and(|a| a < self.max_stale));
+            let fresh = age.is_some_and(|a| a < self.refresh);
+            let throttled = st
                 .forced
-                .is_some_and(|t| t.elapsed() < MIN_FORCED_REFRESH);
-            if !force || throttled {
-                return cache.keys.clone().ok_or(TokenError::KeysUnavailable);
+                .is_some_and(|f| now.saturating_duration_since(f) < MIN_FORCED_REFRESH);
+            match &usable {
+                Some(keys) if fresh && (!force || throttled) => return Ok(keys.clone()),
+                Some(keys) if force && throttled => return Ok(keys.clone()),
+                _ => {}
             }
-        }
-        if force {
-            cache.forced = Some(Instant::now());
-        }
-        let fetched = async {
-            let r = client.get(url).send().await.ok()?.error_for_status().ok()?;
-            r.json::<JwkSet>().await.ok()
-        }
-        .await;
-        match fetched {
-            Some(set) => {
-                let set = Arc::new(set);
-                cache.keys = Some(set.clone());
-                cache.fetched = Some(Instant::now());
-                Ok(set)
+            let backing_off = st.retry_at.is_some_and(|t| now < t);
+            if st.inflight.is_none() && !backing_off {
+                st.inflight = Some(self.spawn_fetch(url.clone(), client.clone(), now));
             }
-            None => {
-                tracing::warn!(issuer = %self.id, %url, "cannot fetch the issuer's JWKS");
-                // Keys past their refresh time are not reused: a key the
-                // issuer retired must stop working.
-                cache.keys = None;
-                cache.fetched = None;
-                Err(TokenError::KeysUnavailable)
+            if force {
+                st.forced = Some(now);
             }
-        }
+            match (usable, st.inflight.clone()) {
+                // Due for a refresh but still good: answer now, the fetch
+                // runs in the background.
+                (Some(keys), _) if !force => return Ok(keys),
+                // Backing off: whatever is still good, or nothing.
+                (usable, None) => return usable.ok_or(TokenError::KeysUnavailable),
+                (_, Some(done)) => done,
+            }
+        };
+        let mut done = done;
+        // Bounded: a hanging issuer delays a caller by the fetch wait at most.
+        let _ = tokio::time::timeout(self.fetch_wait, done.wait_for(|over| *over)).await;
+        let st = self.lock();
+        let age = st.fetched.map(|f| now.saturating_duration_since(f));
+        st.keys
+            .clone()
+            .filter(|_| age.is_some_and(|a| a < self.max_stale))
+            .ok_or(TokenError::KeysUnavailable)
+    }
+
+    /// Starts one fetch in its own task; its result lands in the state
+    /// whether or not anyone still waits for it.
+    fn spawn_fetch(
+        &self,
+        url: String,
+        client: reqwest::Client,
+        started: Instant,
+    ) -> tokio::sync::watch::Receiver<bool> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let state = self.state.clone();
+        let issuer = self.id.clone();
+        tokio::spawn(async move {
+            let fetched = async {
+                let r = client
+                    .get(&url)
+                    .send()
+                    .await
+                    .ok()?
+                    .error_for_status()
+                    .ok()?;
+                r.json::<JwkSet>().await.ok()
+            }
+            .await;
+            {
+                let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                st.inflight = None;
+                match fetched {
+                    Some(set) => {
+                        st.keys = Some(Arc::new(set));
+                        st.fetched = Some(started);
+                        st.failures = 0;
+                        st.retry_at = None;
+                    }
+                    None => {
+                        // The last good keys stay (up to their maximum
+                        // age); the next attempt waits, longer each time.
+                        st.failures = st.failures.saturating_add(1);
+                        let backoff = BASE_BACKOFF
+                            .saturating_mul(1 << st.failures.saturating_sub(1).min(16))
+                            .min(MAX_BACKOFF);
+                        st.retry_at = Some(started + backoff);
+                        tracing::warn!(%issuer, %url, failures = st.failures, retry_in = ?backoff, "cannot fetch the issuer's JWKS; keeping the last good keys");
+                    }
+                }
+            }
+            let _ = tx.send(true);
+        });
+        rx
     }
 
     /// Verifies `token` against this issuer.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        self.verify_at(token, Instant::now()).await
+    }
+
+    /// [`Issuer::verify`] with the key cache's clock set to `now` (tests
+    /// age the cache without waiting). Token times (`exp`, `nbf`) are
+    /// always checked against the system clock.
+    pub async fn verify_at(&self, token: &str, now: Instant) -> Result<VerifiedToken, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if !self.algorithms.contains(&header.alg) {
             return Err(TokenError::AlgorithmNotAllowed);
         }
-        let mut set = self.keys(false).await?;
+        let set = self.keys(false, now).await?;
         let mut jwk = find_key(&set, header.kid.as_deref(), header.alg);
         if jwk.is_none() {
-            set = self.keys(true).await?;
-            jwk = find_key(&set, header.kid.as_deref(), header.alg);
+            // A failed forced refresh leaves the good keys in place; the
+            // token is then refused for its unknown key, nothing else.
+            if let Ok(set) = self.keys(true, now).await {
+                jwk = find_key(&set, header.kid.as_deref(), header.alg);
+            }
         }
         let jwk = jwk.ok_or(TokenError::UnknownKey)?;
         let key = DecodingKey::from_jwk(&jwk).map_err(|_| TokenError::UnknownKey)?;

@@ -48,7 +48,7 @@ pub enum SecretsError {
     Crypto(String),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct StoredKey {
     kid: String,
     created_at: String,
@@ -56,7 +56,17 @@ struct StoredKey {
     pkcs8: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("created_at", &self.created_at)
+            .field("pkcs8", &REDACTED)
+            .finish()
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
 struct File {
     /// Random id of this gateway (installation), part of its issuer name.
     gateway_id: String,
@@ -64,6 +74,59 @@ struct File {
     digest_key: String,
     /// Oldest first; the last one signs.
     signing_keys: Vec<StoredKey>,
+}
+
+impl std::fmt::Debug for File {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("File")
+            .field("gateway_id", &self.gateway_id)
+            .field("digest_key", &REDACTED)
+            .field("signing_keys", &self.signing_keys)
+            .finish()
+    }
+}
+
+/// What `Debug` shows in place of a secret.
+pub const REDACTED: Redacted = Redacted;
+
+/// Shown by `Debug` where a secret would be.
+#[derive(Clone, Copy)]
+pub struct Redacted;
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A secret value held in memory (a client secret, a static credential, a
+/// token). `Debug` never shows it; only [`SecretString::expose`] does, at
+/// the one place that must send it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(String);
+
+impl SecretString {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself: only for the request that must carry it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretString(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretString {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self)
+    }
 }
 
 /// One usable signing key.
@@ -91,11 +154,12 @@ impl std::fmt::Debug for Secrets {
         f.debug_struct("Secrets")
             .field("path", &self.path)
             .field("gateway_id", &self.gateway_id)
+            .field("digest_key", &REDACTED)
             .field(
                 "signing_keys",
                 &self.keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
             )
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 

@@ -5,7 +5,6 @@
 //! a static canary secret that must never leak, and the property that no
 //! credential outlives its task.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -458,36 +457,6 @@ async fn a_static_canary_secret_never_reaches_the_agent_the_logs_or_the_store() 
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
-
-    /// Whatever the task TTL, the connector's token TTL and how far into the
-    /// task the credential is issued, it never outlives the task.
-    #[test]
-    fn no_credential_outlives_its_task(task_ttl in 1u64..3600, cred_ttl in 1u64..900, into_task in 0.0f64..0.999) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            let backend = Backend::start().await;
-            let auth = format!("  gateway_jwt: {{ ttl_seconds: {cred_ttl} }}");
-            let manifests = format!("{}{}", connector("alpha", &backend.url, &auth, "a"), agent("alpha.*"));
-            let (listener, _) = TestGateway::reserve().await;
-            let gw = TestGateway::start_reserved(listener, &manifests, &[]).await;
-            let started = gw.start_task("tester", &["alpha.read"], &[], task_ttl).await;
-            gw.clock.advance(Duration::from_secs_f64(task_ttl as f64 * into_task));
-            let catalog = gw.gw.catalog();
-            let agent = catalog.agents["tester"].clone();
-            let tool = catalog.tools["alpha.read"].clone();
-            let credential = tollgate::broker::issue(&gw.gw, &agent, Some(&started.task), &tool).await.unwrap();
-            prop_assert!(credential.is_some());
-            let records = gw.gw.store().task_credentials(&started.task.id).await.unwrap();
-            let expires = records[0].expires_at.clone().unwrap();
-            prop_assert!(expires <= started.task.expires_at, "{expires} > {}", started.task.expires_at);
-            let _ = Arc::clone(&gw.gw);
-            Ok(())
-        })?;
-    }
-}
-
 #[tokio::test]
 async fn a_key_rotation_keeps_issued_tokens_valid_and_signs_new_ones_with_the_new_key() {
     let (listener, base) = TestGateway::reserve().await;
@@ -538,4 +507,495 @@ async fn a_key_rotation_keeps_issued_tokens_valid_and_signs_new_ones_with_the_ne
     let kid = jsonwebtoken::decode_header(&header).unwrap().kid.unwrap();
     assert_ne!(kid, old_kid);
     assert!(kids.contains(&kid.as_str()));
+}
+
+// ---------------------------------------------------------------------------
+// Races, replacement, reconfiguration, flushes
+// ---------------------------------------------------------------------------
+
+/// Waits (bounded) until `cond` holds: for things that happen on another
+/// task, never for time to pass.
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A client-credentials connector `delta` in front of `backend` with its
+/// token endpoint on `oauth`, the secret in `delta.secret`.
+fn oauth_connector(oauth: &OAuthServer, backend: &str) -> String {
+    let auth = format!(
+        "  oauth2_client_credentials:\n    token_url: {}\n    revocation_url: {}\n    client_id: tollgate\n    client_secret: {{ file: delta.secret }}",
+        oauth.token_url(),
+        oauth.revocation_url()
+    );
+    connector("delta", backend, &auth, "\"inventory:read\"")
+}
+
+async fn oauth_gateway(oauth: &OAuthServer, backend: &Backend) -> TestGateway {
+    let manifests = format!(
+        "{}{}",
+        oauth_connector(oauth, &backend.url),
+        agent("delta.*")
+    );
+    let (listener, _) = TestGateway::reserve().await;
+    TestGateway::start_reserved(listener, &manifests, &[("delta.secret", "s3cret")]).await
+}
+
+fn authorizations(backend: &Backend) -> Vec<String> {
+    backend
+        .hits()
+        .iter()
+        .flat_map(|h| h.headers.clone())
+        .filter(|(k, _)| k == "authorization")
+        .map(|(_, v)| v)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_credential_minted_while_its_task_ends_is_revoked_and_never_used() {
+    let oauth = OAuthServer::start(&[("tollgate", "s3cret")], None).await;
+    let backend = Backend::start().await;
+    let gw = oauth_gateway(&oauth, &backend).await;
+    let started = gw.start_task("tester", &["delta.read"], &[], 600).await;
+    let client = gw.client(&started.token).await;
+
+    // The token fetch is held open: every check before it has passed.
+    oauth.hold_tokens();
+    let call = tokio::spawn(async move { client.call_tool(call("delta.read", json!({}))).await });
+    until("the token request to arrive", || oauth.held() == 1).await;
+    tollgate::tasks::end(
+        &gw.gw,
+        &started.task.id,
+        tollgate::store::TaskStatus::Completed,
+        "alice",
+        "done",
+    )
+    .await
+    .unwrap();
+    oauth.release_tokens();
+    let refused = call.await.unwrap().unwrap_err().to_string();
+    assert!(refused.contains("could not be issued"), "{refused}");
+
+    assert!(backend.hits().is_empty(), "the backend received the call");
+    let issued = oauth.requests()[0].issued_token.clone().unwrap();
+    until("the token to be revoked upstream", || {
+        oauth.revoked().contains(&issued)
+    })
+    .await;
+    assert!(!oauth.is_active(&issued));
+    let creds = gw
+        .gw
+        .store()
+        .task_credentials(&started.task.id)
+        .await
+        .unwrap();
+    assert_eq!(creds.len(), 1);
+    assert!(creds[0].revoked_at.is_some(), "{creds:?}");
+}
+
+#[tokio::test]
+async fn two_misses_racing_keep_one_token_and_revoke_the_other_upstream() {
+    let oauth = OAuthServer::start(&[("tollgate", "s3cret")], None).await;
+    let backend = Backend::start().await;
+    let gw = oauth_gateway(&oauth, &backend).await;
+    let started = gw.start_task("tester", &["delta.read"], &[], 600).await;
+    let (a, b) = (
+        gw.client(&started.token).await,
+        gw.client(&started.token).await,
+    );
+
+    // Both calls find the cache empty and fetch; the answers are held until
+    // both fetches are in flight.
+    oauth.hold_tokens();
+    let first = tokio::spawn(async move { a.call_tool(call("delta.read", json!({}))).await });
+    let second = tokio::spawn(async move { b.call_tool(call("delta.read", json!({}))).await });
+    until("both token requests", || oauth.held() == 2).await;
+    oauth.release_tokens();
+    for r in [first.await.unwrap(), second.await.unwrap()] {
+        let r = r.unwrap();
+        assert_eq!(r.is_error, Some(false), "{}", text(&r));
+    }
+
+    let issued: Vec<String> = oauth
+        .requests()
+        .iter()
+        .filter_map(|r| r.issued_token.clone())
+        .collect();
+    assert_eq!(issued.len(), 2);
+    let kept: Vec<&String> = issued.iter().filter(|t| oauth.is_active(t)).collect();
+    assert_eq!(kept.len(), 1, "exactly one token stays live");
+    let lost = issued.iter().find(|t| *t != kept[0]).unwrap();
+    assert!(
+        oauth.revoked().contains(lost),
+        "the other is revoked upstream"
+    );
+    // Both calls went out with the token that stayed, and it is the one
+    // reused from now on.
+    let client = gw.client(&started.token).await;
+    client
+        .call_tool(call("delta.read", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(oauth.requests().len(), 2, "no third fetch");
+    let sent = authorizations(&backend);
+    assert_eq!(sent.len(), 3);
+    assert!(sent.iter().all(|h| *h == format!("Bearer {}", kept[0])));
+}
+
+#[tokio::test]
+async fn a_token_replaced_before_it_expires_is_revoked_upstream() {
+    let oauth = OAuthServer::start(&[("tollgate", "s3cret")], None).await;
+    oauth.set_expires_in(100);
+    let backend = Backend::start().await;
+    let gw = oauth_gateway(&oauth, &backend).await;
+    let started = gw.start_task("tester", &["delta.read"], &[], 900).await;
+    let client = gw.client(&started.token).await;
+    client
+        .call_tool(call("delta.read", json!({})))
+        .await
+        .unwrap();
+    // Past 80 % of its life the cached token is replaced by a fresh one.
+    gw.clock.advance(Duration::from_secs(90));
+    client
+        .call_tool(call("delta.read", json!({})))
+        .await
+        .unwrap();
+    let issued: Vec<String> = oauth
+        .requests()
+        .iter()
+        .filter_map(|r| r.issued_token.clone())
+        .collect();
+    assert_eq!(issued.len(), 2);
+    assert_eq!(oauth.revoked(), vec![issued[0].clone()]);
+    assert!(oauth.is_active(&issued[1]));
+    assert_eq!(
+        authorizations(&backend),
+        vec![
+            format!("Bearer {}", issued[0]),
+            format!("Bearer {}", issued[1])
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_token_whose_record_cannot_be_stored_is_revoked_and_not_used() {
+    let oauth = OAuthServer::start(&[("tollgate", "s3cret")], None).await;
+    let backend = Backend::start().await;
+    let gw = oauth_gateway(&oauth, &backend).await;
+    // The real SQLite file refuses new credential records from now on.
+    let db = gw.data.path().join("tollgate.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_credentials BEFORE INSERT ON credentials \
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let client = gw.client(&gw.issue_key("tester").await).await;
+    let e = client
+        .call_tool(call("delta.read", json!({})))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("could not be issued"), "{e}");
+    assert!(backend.hits().is_empty());
+    let issued = oauth.requests()[0].issued_token.clone().unwrap();
+    assert!(oauth.revoked().contains(&issued));
+    assert!(!oauth.is_active(&issued));
+}
+
+#[tokio::test]
+async fn after_a_reload_that_repoints_a_connector_or_changes_its_secret_the_old_token_is_never_sent()
+ {
+    let first = OAuthServer::start(&[("tollgate", "s3cret"), ("tollgate2", "n3w")], None).await;
+    let second = OAuthServer::start(&[("tollgate", "s3cret")], None).await;
+    let backend = Backend::start().await;
+    let gw = oauth_gateway(&first, &backend).await;
+    let dir = gw.manifests.path().to_path_buf();
+    let mut last = tollgate::reload::fingerprint_of(&gw.gw.catalog().sources);
+    let started = gw.start_task("tester", &["delta.read"], &[], 600).await;
+    let client = gw.client(&started.token).await;
+    let read = || async {
+        let r = client
+            .call_tool(call("delta.read", json!({})))
+            .await
+            .unwrap();
+        assert_eq!(r.is_error, Some(false), "{}", text(&r));
+    };
+    read().await;
+    let token_1 = first.requests()[0].issued_token.clone().unwrap();
+
+    // Re-point the connector at another token endpoint.
+    let manifests = format!(
+        "{}{}",
+        oauth_connector(&second, &backend.url),
+        agent("delta.*")
+    );
+    std::fs::write(dir.join("test.yaml"), &manifests).unwrap();
+    assert_eq!(
+        tollgate::reload::check_once(&gw.gw, &dir, &mut last).await,
+        tollgate::reload::Reload::Applied
+    );
+    read().await;
+    let token_2 = second.requests()[0].issued_token.clone().unwrap();
+    assert!(
+        first.revoked().contains(&token_1),
+        "the old token is revoked"
+    );
+
+    // Change the client (id and secret) back on the first endpoint.
+    let manifests = format!(
+        "{}{}",
+        oauth_connector(&first, &backend.url)
+            .replace("client_id: tollgate", "client_id: tollgate2")
+            .replace("delta.secret", "delta2.secret"),
+        agent("delta.*")
+    );
+    std::fs::write(dir.join("delta2.secret"), "n3w").unwrap();
+    std::fs::write(dir.join("test.yaml"), &manifests).unwrap();
+    assert_eq!(
+        tollgate::reload::check_once(&gw.gw, &dir, &mut last).await,
+        tollgate::reload::Reload::Applied
+    );
+    read().await;
+    let token_3 = first.requests()[1].issued_token.clone().unwrap();
+    assert_eq!(first.requests()[1].client_id.as_deref(), Some("tollgate2"));
+    assert!(second.revoked().contains(&token_2));
+
+    assert_eq!(
+        authorizations(&backend),
+        vec![
+            format!("Bearer {token_1}"),
+            format!("Bearer {token_2}"),
+            format!("Bearer {token_3}")
+        ],
+        "each token was sent only under the configuration it was issued for"
+    );
+}
+
+#[tokio::test]
+async fn suspending_an_agent_kills_its_credentials_outside_tasks_and_flush_revokes_them() {
+    let oauth = OAuthServer::start(&[("tollgate", "s3cret")], None).await;
+    let (listener, base) = TestGateway::reserve().await;
+    let alpha = VerifyingBackend::start(
+        &format!("{base}/.well-known/jwks.json"),
+        "urn:tollgate:connector:alpha",
+    )
+    .await;
+    let backend = Backend::start().await;
+    let manifests = format!(
+        "{}{}{}",
+        connector("alpha", &alpha.url, "  gateway_jwt: {}", "a"),
+        oauth_connector(&oauth, &backend.url),
+        agent("alpha.*, delta.*")
+    );
+    let gw = TestGateway::start_reserved(listener, &manifests, &[("delta.secret", "s3cret")]).await;
+    let client = gw.client(&gw.issue_key("tester").await).await;
+    for tool in ["alpha.read", "delta.read"] {
+        let r = client.call_tool(call(tool, json!({}))).await.unwrap();
+        assert_eq!(r.is_error, Some(false), "{tool}: {}", text(&r));
+    }
+    let jwt = alpha.seen_authorization_headers()[0]
+        .trim_start_matches("Bearer ")
+        .to_string();
+    let upstream = oauth.requests()[0].issued_token.clone().unwrap();
+    assert_eq!(
+        tollgate::broker::introspect(&gw.gw, &jwt).await["active"],
+        true
+    );
+
+    // Suspended: introspection reads the agent's status now.
+    gw.gw
+        .store()
+        .set_agent_status(
+            "tester",
+            tollgate::store::AgentStatus::Suspended,
+            "investigation",
+            "secops",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        tollgate::broker::introspect(&gw.gw, &jwt).await["active"],
+        false
+    );
+
+    // The lifecycle watcher flushes the agent: cache emptied, records and
+    // upstream tokens revoked.
+    let flushed = tollgate::broker::flush_agent(&gw.gw, "tester", "agent suspended").await;
+    assert_eq!(flushed, 2);
+    assert!(oauth.revoked().contains(&upstream));
+    let claims = jsonwebtoken::dangerous::insecure_decode_claims::<Value>(&jwt).unwrap();
+    let record = gw
+        .gw
+        .store()
+        .credential(claims["jti"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(record.revoked_at.is_some());
+    // Resumed, the old credential stays dead and a new one is issued.
+    gw.gw
+        .store()
+        .set_agent_status(
+            "tester",
+            tollgate::store::AgentStatus::Active,
+            "cleared",
+            "secops",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        tollgate::broker::introspect(&gw.gw, &jwt).await["active"],
+        false
+    );
+    let r = client
+        .call_tool(call("alpha.read", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(false), "{}", text(&r));
+    let again = alpha.seen_authorization_headers();
+    assert_eq!(again.len(), 2);
+    assert_ne!(again[1], again[0], "a fresh credential after the flush");
+    assert_eq!(
+        tollgate::broker::flush_agent(&gw.gw, "nobody", "no such agent").await,
+        0
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The lifetime property, through the pipeline
+// ---------------------------------------------------------------------------
+
+fn unix(stamp: &str) -> i64 {
+    tollgate_tests_time(stamp)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Whatever the task's TTL, the connector's token TTL, the lifetime the
+    /// token endpoint grants and how far into the task the call comes, a
+    /// real call through the gateway hands each backend a credential that
+    /// dies no later than the task and no later than 15 minutes after
+    /// issue: a gateway JWT by its `exp`; an upstream token (client
+    /// credentials, token exchange) by the expiry the gateway records and,
+    /// once that moment passes, by revocation at its issuer. (Static
+    /// secrets have no lifetime to bound; they are flagged at load.)
+    #[test]
+    fn no_credential_outlives_its_task_or_fifteen_minutes(
+        task_ttl in 60u64..=3600,
+        jwt_ttl in 1u64..=900,
+        upstream_ttl in 1u64..7200,
+        into_task in 0.0f64..0.95,
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let oauth = OAuthServer::start(&[("tollgate", "s3cret")], None).await;
+            oauth.set_expires_in(upstream_ttl);
+            let backend = Backend::start().await;
+            let cc = format!(
+                "  oauth2_client_credentials:\n    token_url: {}\n    revocation_url: {}\n    client_id: tollgate\n    client_secret: {{ file: s.secret }}",
+                oauth.token_url(), oauth.revocation_url()
+            );
+            let tx = format!(
+                "  token_exchange:\n    token_url: {}\n    revocation_url: {}\n    audience: https://gamma.example\n    client_id: tollgate\n    client_secret: {{ file: s.secret }}",
+                oauth.token_url(), oauth.revocation_url()
+            );
+            let manifests = format!(
+                "{}{}{}{}",
+                connector("alpha", &format!("{}/alpha", backend.url), &format!("  gateway_jwt: {{ ttl_seconds: {jwt_ttl} }}"), "a"),
+                connector("beta", &format!("{}/beta", backend.url), &cc, "b"),
+                connector("gamma", &format!("{}/gamma", backend.url), &tx, "g"),
+                agent("alpha.*, beta.*, gamma.*"),
+            );
+            let (listener, _) = TestGateway::reserve().await;
+            let gw = TestGateway::start_reserved(listener, &manifests, &[("s.secret", "s3cret")]).await;
+            let started = gw.start_task("tester", &["alpha.read", "beta.read", "gamma.read"], &[], task_ttl).await;
+            let task_end = time::OffsetDateTime::parse(&started.task.expires_at, &time::format_description::well_known::Rfc3339).unwrap();
+            gw.clock.advance(Duration::from_secs_f64(task_ttl as f64 * into_task));
+            let issued_at = gw.gw.now();
+            let client = gw.client(&started.token).await;
+            for tool in ["alpha.read", "beta.read", "gamma.read"] {
+                let r = client.call_tool(call(tool, json!({}))).await.unwrap();
+                prop_assert_eq!(r.is_error, Some(false), "{}: {}", tool, text(&r));
+            }
+            let received = |prefix: &str| -> String {
+                backend.hits().iter().find(|h| h.path.starts_with(prefix)).unwrap()
+                    .headers.iter().find(|(k, _)| k == "authorization").unwrap()
+                    .1.trim_start_matches("Bearer ").to_string()
+            };
+            let bound_at = task_end.min(issued_at + time::Duration::seconds(900));
+            let bound = bound_at.unix_timestamp();
+
+            // The gateway JWT the backend received.
+            let jwt = jsonwebtoken::dangerous::insecure_decode_claims::<Value>(&received("/alpha")).unwrap();
+            prop_assert!(jwt["exp"].as_i64().unwrap() <= bound, "jwt exp {} > {}", jwt["exp"], bound);
+
+            // The upstream tokens: recorded expiry within the bound...
+            let records = gw.gw.store().task_credentials(&started.task.id).await.unwrap();
+            prop_assert_eq!(records.len(), 3);
+            for r in &records {
+                let exp = unix(r.expires_at.as_deref().unwrap());
+                prop_assert!(exp <= bound, "{} expires {} > {}", r.kind, exp, bound);
+            }
+            // ...and dead at their issuer once that moment has come, even
+            // when the issuer granted them a longer life.
+            let upstream = [received("/beta"), received("/gamma")];
+            gw.clock.advance((bound_at - gw.gw.now()).try_into().unwrap());
+            tollgate::tasks::sweep(&gw.gw).await;
+            for token in &upstream {
+                prop_assert!(oauth.revoked().contains(token), "an upstream token outlived its bound");
+                prop_assert!(!oauth.is_active(token));
+            }
+            Ok(())
+        })?;
+    }
+}
+
+#[tokio::test]
+async fn a_credential_minted_while_its_agent_is_suspended_and_flushed_is_revoked_and_never_used() {
+    let oauth = OAuthServer::start(&[("tollgate", "s3cret")], None).await;
+    let backend = Backend::start().await;
+    let gw = oauth_gateway(&oauth, &backend).await;
+    // Outside any task: only the agent's status stands behind it.
+    let client = gw.client(&gw.issue_key("tester").await).await;
+    oauth.hold_tokens();
+    let call = tokio::spawn(async move { client.call_tool(call("delta.read", json!({}))).await });
+    until("the token request to arrive", || oauth.held() == 1).await;
+    // Suspended from elsewhere; the lifecycle watcher flushes the agent
+    // while the fetch is still out.
+    gw.gw
+        .store()
+        .set_agent_status(
+            "tester",
+            tollgate::store::AgentStatus::Suspended,
+            "investigation",
+            "secops",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        tollgate::broker::flush_agent(&gw.gw, "tester", "agent suspended").await,
+        0,
+        "nothing cached yet"
+    );
+    oauth.release_tokens();
+    let refused = call.await.unwrap().unwrap_err().to_string();
+    assert!(refused.contains("could not be issued"), "{refused}");
+    assert!(backend.hits().is_empty(), "the backend received the call");
+    let issued = oauth.requests()[0].issued_token.clone().unwrap();
+    assert!(oauth.revoked().contains(&issued));
+    assert!(!oauth.is_active(&issued));
 }

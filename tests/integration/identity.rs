@@ -319,3 +319,158 @@ async fn a_gateway_key_is_refused_for_an_agent_that_only_accepts_workload_identi
         401
     );
 }
+
+// ---------------------------------------------------------------------------
+// The JWKS cache against an issuer that fails or hangs
+// ---------------------------------------------------------------------------
+
+mod jwks_cache {
+    use std::time::{Duration, Instant};
+
+    use tollgate::identity::{Issuer, TokenError};
+    use tollgate::manifest::types::IssuerManifest;
+    use tollgate_tests::jwt::{JwksMode, JwksServer, SigningKey, claims};
+
+    use super::{AUD, ISS, SUB};
+
+    fn issuer(url: &str, refresh: u64, max_stale: u64, wait: Duration) -> Issuer {
+        let m: IssuerManifest = serde_yaml_ng::from_str(&format!(
+            "kind: Issuer\nid: corp\ndescription: test\nissuer: {ISS}\naudience: {AUD}\nalgorithms: [ES256]\njwks: {{ url: \"{url}\", refresh_seconds: {refresh}, max_stale_seconds: {max_stale} }}\n"
+        ))
+        .unwrap();
+        Issuer::from_manifest(&m, std::path::Path::new("."))
+            .unwrap()
+            .with_fetch_wait(wait)
+    }
+
+    /// Waits (bounded) until the server has received `n` requests.
+    async fn hits(jwks: &JwksServer, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while jwks.hits() < n {
+            assert!(
+                Instant::now() < deadline,
+                "the JWKS server saw {} requests",
+                jwks.hits()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_last_good_keys_outlive_a_failing_issuer_up_to_their_maximum_age() {
+        let key = SigningKey::generate("k1");
+        let jwks = JwksServer::start(&[&key]).await;
+        let issuer = issuer(&jwks.url, 60, 600, Duration::from_secs(2));
+        let token = key.sign(&claims(ISS, AUD, SUB));
+        let t0 = Instant::now();
+        issuer.verify_at(&token, t0).await.unwrap();
+        assert_eq!(jwks.hits(), 1);
+
+        // The issuer breaks; refreshes fail, the good keys keep answering.
+        jwks.set_mode(JwksMode::Fail);
+        let s = |secs| t0 + Duration::from_secs(secs);
+        issuer.verify_at(&token, s(120)).await.unwrap();
+        hits(&jwks, 2).await;
+        issuer.verify_at(&token, s(599)).await.unwrap();
+        // Past the maximum age they are no longer trusted: fail closed.
+        assert_eq!(
+            issuer.verify_at(&token, s(601)).await,
+            Err(TokenError::KeysUnavailable)
+        );
+        // Back-off: failures in a row do not turn into a request per call.
+        let before = jwks.hits();
+        for _ in 0..20 {
+            let _ = issuer.verify_at(&token, s(601)).await;
+        }
+        assert!(
+            jwks.hits() <= before + 1,
+            "{} requests",
+            jwks.hits() - before
+        );
+        // The issuer recovers: keys are fetched again once the back-off is over.
+        jwks.set_mode(JwksMode::Serve);
+        issuer.verify_at(&token, s(700)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_forced_refresh_that_fails_keeps_the_good_keys() {
+        let key = SigningKey::generate("k1");
+        let jwks = JwksServer::start(&[&key]).await;
+        let issuer = issuer(&jwks.url, 300, 3600, Duration::from_secs(2));
+        let good = key.sign(&claims(ISS, AUD, SUB));
+        let t0 = Instant::now();
+        issuer.verify_at(&good, t0).await.unwrap();
+
+        jwks.set_mode(JwksMode::Fail);
+        // An unknown key id forces a refetch, which fails.
+        let stranger = key.sign_as("k-unknown", &claims(ISS, AUD, SUB));
+        assert_eq!(
+            issuer
+                .verify_at(&stranger, t0 + Duration::from_secs(1))
+                .await,
+            Err(TokenError::UnknownKey)
+        );
+        assert_eq!(jwks.hits(), 2, "the forced refresh was tried");
+        // The good keys are still in force.
+        issuer
+            .verify_at(&good, t0 + Duration::from_secs(2))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn callers_share_one_fetch_and_never_wait_long_behind_a_hanging_issuer() {
+        let key = SigningKey::generate("k1");
+        let jwks = JwksServer::start(&[&key]).await;
+        jwks.set_mode(JwksMode::Hang);
+        let issuer = std::sync::Arc::new(issuer(&jwks.url, 60, 600, Duration::from_millis(200)));
+        let token = key.sign(&claims(ISS, AUD, SUB));
+        let t0 = Instant::now();
+
+        // Twenty callers with no keys at all: one fetch, each gives up after
+        // the fetch wait, none waits for the hanging server.
+        let started = Instant::now();
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                let (issuer, token) = (issuer.clone(), token.clone());
+                tokio::spawn(async move { issuer.verify_at(&token, t0).await })
+            })
+            .collect();
+        for c in calls {
+            assert_eq!(c.await.unwrap(), Err(TokenError::KeysUnavailable));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "callers waited {:?}",
+            started.elapsed()
+        );
+        assert_eq!(jwks.hits(), 1, "one shared fetch");
+
+        // The held fetch completes in the background once the issuer answers.
+        jwks.set_mode(JwksMode::Serve);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while issuer.verify_at(&token, t0).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the background fetch never landed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(jwks.hits(), 1, "its result was used, not refetched");
+
+        // Keys due for a refresh while the issuer hangs: callers are answered
+        // from the keys in hand at once; the refresh runs behind them.
+        jwks.set_mode(JwksMode::Hang);
+        let started = Instant::now();
+        for _ in 0..10 {
+            issuer
+                .verify_at(&token, t0 + Duration::from_secs(61))
+                .await
+                .unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_millis(200));
+        hits(&jwks, 2).await;
+        assert_eq!(jwks.hits(), 2);
+        jwks.set_mode(JwksMode::Serve);
+    }
+}

@@ -13,6 +13,7 @@ mod lifecycle;
 mod manifests;
 mod reload;
 mod revocation;
+mod secrets;
 mod stdio_transport;
 mod task_binding;
 mod tasks;

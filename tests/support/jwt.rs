@@ -1,10 +1,12 @@
 //! A test token issuer: ES256 keys it generates, a JWKS endpoint on port 0
 //! whose keys can be rotated, and tokens minted with any claims.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
@@ -60,42 +62,84 @@ impl SigningKey {
     }
 }
 
-/// A JWKS endpoint on port 0.
+/// How a [`JwksServer`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwksMode {
+    /// 200 with the published keys.
+    Serve,
+    /// 500.
+    Fail,
+    /// Holds the request open until the mode changes (then answers by the
+    /// new mode).
+    Hang,
+}
+
+/// A JWKS endpoint on port 0 whose keys can be rotated and which can be
+/// made to fail or hang; it counts the requests it receives.
 #[derive(Debug, Clone)]
 pub struct JwksServer {
     /// `http://127.0.0.1:PORT/jwks.json`.
     pub url: String,
-    keys: Arc<RwLock<Vec<Jwk>>>,
+    state: Arc<JwksState>,
+}
+
+#[derive(Debug)]
+struct JwksState {
+    keys: RwLock<Vec<Jwk>>,
+    mode: tokio::sync::watch::Sender<JwksMode>,
+    hits: AtomicUsize,
+}
+
+async fn serve_jwks(State(s): State<Arc<JwksState>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    s.hits.fetch_add(1, Ordering::SeqCst);
+    let mut mode = s.mode.subscribe();
+    let now = *mode
+        .wait_for(|m| *m != JwksMode::Hang)
+        .await
+        .expect("the server state outlives its handlers");
+    match now {
+        JwksMode::Fail => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        _ => Json(JwkSet {
+            keys: s.keys.read().unwrap().clone(),
+        })
+        .into_response(),
+    }
 }
 
 impl JwksServer {
     /// Serves the given keys.
     pub async fn start(keys: &[&SigningKey]) -> Self {
-        let keys = Arc::new(RwLock::new(
-            keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>(),
-        ));
-        let served = keys.clone();
-        let app = Router::new().route(
-            "/jwks.json",
-            get(move || {
-                let set = JwkSet {
-                    keys: served.read().unwrap().clone(),
-                };
-                async move { Json(set) }
-            }),
-        );
+        let state = Arc::new(JwksState {
+            keys: RwLock::new(keys.iter().map(|k| k.jwk.clone()).collect()),
+            mode: tokio::sync::watch::Sender::new(JwksMode::Serve),
+            hits: AtomicUsize::new(0),
+        });
+        let app = Router::new()
+            .route("/jwks.json", get(serve_jwks))
+            .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self {
             url: format!("http://{addr}/jwks.json"),
-            keys,
+            state,
         }
     }
 
     /// Replaces the published keys (a rotation).
     pub fn publish(&self, keys: &[&SigningKey]) {
-        *self.keys.write().unwrap() = keys.iter().map(|k| k.jwk.clone()).collect();
+        *self.state.keys.write().unwrap() = keys.iter().map(|k| k.jwk.clone()).collect();
+    }
+
+    /// Changes how requests (including those held open) are answered.
+    pub fn set_mode(&self, mode: JwksMode) {
+        self.state.mode.send_replace(mode);
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.state.hits.load(Ordering::SeqCst)
     }
 }
 

@@ -376,6 +376,67 @@ async fn introspect_request(State(s): State<Arc<IntrospectState>>, request: Requ
 }
 
 // ---------------------------------------------------------------------------
+// EchoingBackend
+// ---------------------------------------------------------------------------
+
+/// A careless backend on port 0 that echoes the credentials it receives:
+/// `GET /things` answers 200 JSON `{"authorization", "token", "api_key"}`
+/// (`token`: the `Authorization` value without its scheme); any other path
+/// answers 400 with the text `rejected credential <authorization>`.
+#[derive(Debug, Clone)]
+pub struct EchoingBackend {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl EchoingBackend {
+    /// Starts the backend.
+    pub async fn start() -> Self {
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let app = Router::new()
+            .fallback(echo_request)
+            .with_state(seen.clone());
+        let (listener, url) = bind().await;
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, seen }
+    }
+
+    /// Every `Authorization` value received, oldest first.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn echo_request(State(seen): State<Arc<Mutex<Vec<String>>>>, request: Request) -> Response {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let authorization = header("authorization");
+    let api_key = header("x-api-key");
+    seen.lock().unwrap().push(authorization.clone());
+    if request.uri().path().ends_with("/things") {
+        let token = authorization
+            .split_once(' ')
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default();
+        Json(json!({ "authorization": authorization, "token": token, "api_key": api_key }))
+            .into_response()
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("rejected credential {authorization}"),
+        )
+            .into_response()
+    }
+}
+
+// ---------------------------------------------------------------------------
 // OAuthServer
 // ---------------------------------------------------------------------------
 
@@ -486,6 +547,10 @@ struct OAuthState {
     http: reqwest::Client,
     expires_in: AtomicU64,
     down: AtomicBool,
+    /// While `false`, token requests are held open (see
+    /// [`OAuthServer::hold_tokens`]).
+    open: tokio::sync::watch::Sender<bool>,
+    held: AtomicU64,
     tokens: Mutex<HashMap<String, Issued>>,
     requests: Mutex<Vec<TokenRequest>>,
     revocations: Mutex<Vec<RevocationRequest>>,
@@ -508,6 +573,8 @@ impl OAuthServer {
             http: http_client(),
             expires_in: AtomicU64::new(300),
             down: AtomicBool::new(false),
+            open: tokio::sync::watch::Sender::new(true),
+            held: AtomicU64::new(0),
             tokens: Mutex::default(),
             requests: Mutex::default(),
             revocations: Mutex::default(),
@@ -570,6 +637,27 @@ impl OAuthServer {
     /// Lifetime of tokens issued from now on, in seconds (default 300).
     pub fn set_expires_in(&self, seconds: u64) {
         self.state.expires_in.store(seconds, Ordering::SeqCst);
+    }
+
+    /// From now on, token requests are held open (nothing issued) until
+    /// [`OAuthServer::release_tokens`].
+    pub fn hold_tokens(&self) {
+        self.state.open.send_replace(false);
+    }
+
+    /// Lets every held token request (and later ones) through.
+    pub fn release_tokens(&self) {
+        self.state.open.send_replace(true);
+    }
+
+    /// Token requests held open right now.
+    pub fn held(&self) -> u64 {
+        self.state.held.load(Ordering::SeqCst)
+    }
+
+    /// The expiry (`exp`, seconds since the epoch) of a token issued here.
+    pub fn expiry_of(&self, token: &str) -> Option<i64> {
+        self.state.tokens.lock().unwrap().get(token).map(|t| t.exp)
     }
 
     /// While `down`, the token endpoint answers 503
@@ -923,6 +1011,12 @@ async fn token_endpoint(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let mut open = s.open.subscribe();
+    if !*open.borrow() {
+        s.held.fetch_add(1, Ordering::SeqCst);
+        let _ = open.wait_for(|o| *o).await;
+        s.held.fetch_sub(1, Ordering::SeqCst);
+    }
     let params = parse_form(&body);
     let mut rec = TokenRequest {
         grant_type: params

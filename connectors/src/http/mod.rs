@@ -163,7 +163,24 @@ impl Connector for HttpConnector {
             Err(_) => return Err(ConnectorError::Timeout(timeout)),
             Ok(r) => r?,
         };
+        // A backend that echoes the credential it was sent (a debug
+        // endpoint, an error page quoting the request) must not hand it to
+        // the agent.
+        let body = match call.credential.and_then(|c| c.redact_in(&body)) {
+            Some(redacted) => {
+                tracing::warn!(
+                    tool = call.tool,
+                    "the backend's response contained the credential sent to it; redacted"
+                );
+                redacted
+            }
+            None => body,
+        };
         Ok(mapping::to_output(status, &body, &route.config.response))
+    }
+
+    fn target(&self) -> String {
+        self.base.to_string()
     }
 }
 

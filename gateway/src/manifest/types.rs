@@ -479,6 +479,15 @@ pub struct JwksSource {
     /// Default 300.
     #[serde(default = "default_jwks_refresh")]
     pub refresh_seconds: u64,
+    /// Seconds the last good key set is still used while refreshing it
+    /// fails (the issuer is down); past that, tokens are refused until a
+    /// fetch succeeds. Never less than `refresh_seconds`. Default 3600.
+    #[serde(default = "default_jwks_max_stale")]
+    pub max_stale_seconds: u64,
+}
+
+fn default_jwks_max_stale() -> u64 {
+    3600
 }
 
 fn default_jwks_refresh() -> u64 {

@@ -494,6 +494,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         id: &str,
     ) -> Result<Option<(TaskRecord, Option<bool>)>, StoreError>;
+    /// Revokes one credential (replaced, minted while its task ended, its
+    /// agent suspended); `upstream_pending` when its issuer must still be
+    /// told. False if it was already revoked or is unknown.
+    async fn revoke_credential(
+        &self,
+        id: &str,
+        at: &str,
+        reason: &str,
+        upstream_pending: bool,
+    ) -> Result<bool, StoreError>;
 }
 
 /// What a revocation-feed entry takes away.

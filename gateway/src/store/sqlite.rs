@@ -684,6 +684,26 @@ impl Store for SqliteStore {
         };
         Ok(Some((task, live)))
     }
+
+    async fn revoke_credential(
+        &self,
+        id: &str,
+        at: &str,
+        reason: &str,
+        upstream_pending: bool,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE credentials SET revoked_at = ?, revoke_reason = ?, upstream_pending = ? \
+             WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(at)
+        .bind(reason)
+        .bind(upstream_pending)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
 }
 
 /// Commits the open transaction if `result` is a success, rolls it back

@@ -115,12 +115,22 @@ pub struct StartTask {
 }
 
 /// A started task and its token (shown once).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct StartedTask {
     /// The task.
     pub task: TaskRecord,
     /// Bearer token for the agent.
     pub token: String,
+}
+
+impl std::fmt::Debug for StartedTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token works as a bearer credential: never in a log line.
+        f.debug_struct("StartedTask")
+            .field("task", &self.task)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Claims of a task token.
