@@ -133,8 +133,9 @@ struct Edge {
 }
 
 /// The HTTP edge over one gateway: its router and its session table. Serve
-/// it with [`serve_edge`]; [`serve`] does both in one call.
-#[derive(Debug)]
+/// it with [`serve_edge`]; [`serve`] does both in one call. Clones share
+/// the session table (keep one to watch the sessions of one being served).
+#[derive(Debug, Clone)]
 pub struct HttpEdge {
     edge: Arc<Edge>,
     router: Router,
@@ -511,7 +512,7 @@ async fn guard(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> R
         None => None,
     };
     let method = request.method().clone();
-    let (mut request, rpc_method) = if method == Method::POST {
+    let (mut request, rpc) = if method == Method::POST {
         match shape::read_rpc(&edge, request).await {
             Ok(checked) => checked,
             Err(r) => return *r,
@@ -519,7 +520,18 @@ async fn guard(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> R
     } else {
         (request, None)
     };
-    let reservation = if session.is_none() && rpc_method.as_deref() == Some("initialize") {
+    let rpc_method = rpc.as_ref().map(|r| r.method.as_str());
+    if session.is_none()
+        && let Some(rpc) = &rpc
+        && rpc.method == "ping"
+        && shape::is_stateless(rpc, request.headers())
+    {
+        // rmcp 3.11 answers `ping` with "method not found" in the stateless
+        // revision; the README promises it in every revision served, and it
+        // touches nothing, so the edge answers it (after authentication).
+        return shape::pong(&rpc.id);
+    }
+    let reservation = if session.is_none() && rpc_method == Some("initialize") {
         match edge.sessions.reserve(&principal) {
             Ok(r) => Some(r),
             Err(r) => return r,

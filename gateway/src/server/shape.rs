@@ -336,11 +336,11 @@ pub(super) fn quoted_string_escape(v: &str) -> String {
 
 /// Reads and checks a `/mcp` POST body when it is JSON; other content
 /// types go on to rmcp, which refuses them (and [`shape`] makes that JSON).
-/// Returns the request with its body restored, and the JSON-RPC method.
+/// Returns the request with its body restored, and what it asks for.
 pub(super) async fn read_rpc(
     edge: &Edge,
     request: Request,
-) -> Result<(Request, Option<String>), Box<Response>> {
+) -> Result<(Request, Option<RpcRequest>), Box<Response>> {
     if !is_json(request.headers()) {
         return Ok((request, None));
     }
@@ -401,7 +401,7 @@ pub(super) async fn read_rpc(
         }
     };
     match inspect_rpc(&bytes) {
-        Ok(method) => Ok((Request::from_parts(parts, Body::from(bytes)), method)),
+        Ok(rpc) => Ok((Request::from_parts(parts, Body::from(bytes)), rpc)),
         Err(p) => Err(Box::new(rpc_error(
             StatusCode::BAD_REQUEST,
             p.id,
@@ -409,6 +409,31 @@ pub(super) async fn read_rpc(
             &p.message,
         ))),
     }
+}
+
+/// Whether a request follows the stateless revision (2026-07-28 or later),
+/// by its `_meta` or else its `MCP-Protocol-Version` header.
+pub(super) fn is_stateless(rpc: &RpcRequest, headers: &HeaderMap) -> bool {
+    let revision = rpc.revision.as_deref().or_else(|| {
+        headers
+            .get("mcp-protocol-version")
+            .and_then(|v| v.to_str().ok())
+    });
+    revision.is_some_and(|r| r >= "2026-07-28")
+}
+
+/// The answer to a `ping` (none for a notification).
+pub(super) fn pong(id: &Value) -> Response {
+    if id.is_null() {
+        return StatusCode::ACCEPTED.into_response();
+    }
+    let body = json!({ "jsonrpc": "2.0", "id": id, "result": {} });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 enum ReadError {
@@ -444,10 +469,20 @@ impl RpcProblem {
     }
 }
 
+/// A JSON-RPC request or notification that passed [`inspect_rpc`].
+#[derive(Debug, PartialEq)]
+pub(super) struct RpcRequest {
+    pub method: String,
+    /// The request id; `null` for a notification.
+    pub id: Value,
+    /// The revision named in the request's `_meta` (2026-07-28 and later).
+    pub revision: Option<String>,
+}
+
 /// Checks one JSON-RPC message for what rmcp would answer in plain text,
-/// or read in a way another parser might not. Returns its method (for a
-/// request or notification).
-pub(super) fn inspect_rpc(body: &[u8]) -> Result<Option<String>, RpcProblem> {
+/// or read in a way another parser might not. Returns the request or
+/// notification (`None` for a response to a server request).
+pub(super) fn inspect_rpc(body: &[u8]) -> Result<Option<RpcRequest>, RpcProblem> {
     let null = Value::Null;
     let duplicates = RefCell::new(Vec::new());
     let mut de = serde_json::Deserializer::from_slice(body);
@@ -532,7 +567,17 @@ pub(super) fn inspect_rpc(body: &[u8]) -> Result<Option<String>, RpcProblem> {
     if method == "tools/call" {
         check_tool_call(msg.get("params"), &id)?;
     }
-    Ok(Some(method.to_string()))
+    let revision = msg
+        .get("params")
+        .and_then(|p| p.get("_meta"))
+        .and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok(Some(RpcRequest {
+        method: method.to_string(),
+        id,
+        revision,
+    }))
 }
 
 fn check_tool_call(params: Option<&Value>, id: &Value) -> Result<(), RpcProblem> {
@@ -669,7 +714,11 @@ mod tests {
 
     #[test]
     fn rpc_bodies_are_classified() {
-        let code = |b: &str| inspect_rpc(b.as_bytes()).map_err(|p| p.code);
+        let code = |b: &str| {
+            inspect_rpc(b.as_bytes())
+                .map(|r| r.map(|r| r.method))
+                .map_err(|p| p.code)
+        };
         assert_eq!(code("{not json"), Err(-32700));
         assert_eq!(
             code("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"} x"),
