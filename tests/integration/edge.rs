@@ -883,3 +883,123 @@ async fn ping_works_in_every_listed_revision() {
         assert!(r.body["result"].is_object(), "{version}: {:?}", r.body);
     }
 }
+
+#[tokio::test]
+async fn a_body_held_back_gets_408_after_the_body_timeout() {
+    let (backend, gw, key) = gateway(HttpOptions {
+        body_read_timeout: Duration::from_millis(300),
+        ..HttpOptions::default()
+    })
+    .await;
+    let mut sock = TcpStream::connect(gw.addr).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 200\r\n\r\n{{\"jsonrpc\":"
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let got = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    if String::from_utf8_lossy(&answer).contains("\"error\"") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(got.is_ok(), "no answer to a held body");
+    let text = String::from_utf8_lossy(&answer).to_string();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("application/json"), "{text}");
+    assert!(text.contains("-32600"), "{text}");
+    assert!(backend.hits().is_empty());
+    assert!(gw.decisions().await.is_empty());
+}
+
+/// A stateless (2026-07-28) rmcp client of `url`: no session, no stream
+/// held open between calls.
+async fn stateless_client(
+    url: &str,
+    key: &str,
+) -> rmcp::service::RunningService<rmcp::RoleClient, ()> {
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(url.to_string()).auth_header(key.to_string());
+    let mode = ClientLifecycleMode::Discover {
+        preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+    };
+    ().serve_with_lifecycle(StreamableHttpClientTransport::from_config(config), mode)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_call_finish_but_not_hold_the_process() {
+    let held = HeldBackend::default();
+    let app = Router::new()
+        .route("/api/hold", axum::routing::get(hold))
+        .with_state(held.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let gw = TestGateway::start_with(&held_manifests(&backend_url), HttpOptions::default()).await;
+    let key = gw.issue_key("tester").await;
+
+    for (grace, release) in [
+        (Duration::from_secs(60), true),
+        (Duration::from_millis(300), false),
+    ] {
+        let arrived_before = *held.arrived.lock().unwrap();
+        let edge = HttpEdge::new(
+            gw.gw.clone(),
+            &HttpOptions {
+                shutdown_grace: grace,
+                ..HttpOptions::default()
+            },
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(tollgate::server::serve_edge(listener, edge, async {
+            let _ = stopped.await;
+        }));
+        let client = stateless_client(&format!("http://{addr}/mcp"), &key).await;
+        let running =
+            tokio::spawn(async move { client.call_tool(call("slowpoke.wait", json!({}))).await });
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                *held.arrived.lock().unwrap() == arrived_before + 1
+            })
+            .await
+        );
+        stop.send(()).unwrap();
+        // Shutdown has begun once the gateway accepts no new connection.
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                TcpStream::connect(addr).await.is_err()
+            })
+            .await
+        );
+        if release {
+            held.release.notify_one();
+            let r = tokio::time::timeout(Duration::from_secs(20), running)
+                .await
+                .expect("the call never completed")
+                .unwrap()
+                .expect("the call in progress was cut by the shutdown");
+            assert_eq!(r.is_error, Some(false), "{r:?}");
+        }
+        let served = tokio::time::timeout(Duration::from_secs(20), server).await;
+        assert!(
+            served.is_ok(),
+            "shutdown waited past its grace period (grace {grace:?})"
+        );
+    }
+}

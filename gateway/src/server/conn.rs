@@ -43,12 +43,14 @@ pub(super) struct Limits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    pub shutdown_grace: Duration,
 }
 
 /// Accepts connections on `listener` and serves `app` on each, within
-/// `limits`, until `shutdown` resolves; then stops accepting, lets requests
-/// in progress finish, closes idle connections, and returns once every
-/// connection is closed.
+/// `limits`, until `shutdown` resolves; then stops accepting, closes idle
+/// connections, lets requests in progress finish for up to
+/// `shutdown_grace` (a client's open SSE stream would otherwise hold the
+/// process forever), and returns once every connection is closed.
 pub(super) async fn serve(
     listener: TcpListener,
     app: Router,
@@ -68,7 +70,7 @@ pub(super) async fn serve(
                 Ok(a) => a,
                 Err(e) => {
                     if accept_failures.tick() {
-                        tracing::error!(error = %e, refused = accept_failures.take(), "cannot accept connections");
+                        tracing::error!(error = %e, failures = accept_failures.take(), "cannot accept connections");
                     }
                     // Out of descriptors (or a transient error): give the
                     // process a moment instead of spinning on accept.
@@ -169,11 +171,14 @@ async fn serve_connection(
     builder.keep_alive(true).header_read_timeout(None);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
-    let mut stopping = *stop.borrow();
-    if stopping {
-        conn.as_mut().graceful_shutdown();
-    }
+    let mut stopping = false;
+    let mut cut_off: Option<Instant> = None;
     loop {
+        if !stopping && *stop.borrow() {
+            stopping = true;
+            cut_off = Some(Instant::now() + limits.shutdown_grace);
+            conn.as_mut().graceful_shutdown();
+        }
         let deadline = activity.deadline(&limits);
         tokio::select! {
             result = conn.as_mut() => {
@@ -191,9 +196,15 @@ async fn serve_connection(
                 }
             }
             () = activity.changed.notified() => {}
+            () = sleep_until(cut_off) => {
+                tracing::info!("closing a connection still busy at the end of the shutdown grace period");
+                return;
+            }
             changed = stop.changed(), if !stopping => {
-                stopping = true;
-                if changed.is_ok() {
+                if changed.is_err() {
+                    // The server is gone without a word: stop all the same.
+                    stopping = true;
+                    cut_off = Some(Instant::now() + limits.shutdown_grace);
                     conn.as_mut().graceful_shutdown();
                 }
             }

@@ -98,6 +98,10 @@ pub struct HttpOptions {
     /// A session with no request in progress for this long is closed (rmcp
     /// session, binding and in-band task binding). 30 min by default.
     pub session_idle_timeout: Duration,
+    /// At shutdown, how long requests in progress may run before their
+    /// connections are closed anyway. 30 s: enough for a call to finish,
+    /// bounded so an open SSE stream cannot hold the process forever.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for HttpOptions {
@@ -113,6 +117,7 @@ impl Default for HttpOptions {
             body_read_timeout: Duration::from_secs(30),
             max_sessions_per_credential: 64,
             session_idle_timeout: Duration::from_secs(30 * 60),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -379,7 +384,8 @@ async fn resource_metadata(State(edge): State<Arc<Edge>>, headers: http::HeaderM
 }
 
 /// Serves the gateway's routes on `listener` until `shutdown` resolves,
-/// then lets requests in progress finish.
+/// then lets requests in progress finish (for up to
+/// [`HttpOptions::shutdown_grace`]).
 pub async fn serve(
     listener: TcpListener,
     gw: Arc<Gateway>,
@@ -390,7 +396,8 @@ pub async fn serve(
 }
 
 /// Serves an [`HttpEdge`] on `listener` until `shutdown` resolves, then
-/// lets requests in progress finish.
+/// lets requests in progress finish (for up to
+/// [`HttpOptions::shutdown_grace`]).
 pub async fn serve_edge(
     listener: TcpListener,
     edge: HttpEdge,
@@ -403,6 +410,7 @@ pub async fn serve_edge(
         max_connections: edge.options.max_connections.max(1),
         header_read_timeout: edge.options.header_read_timeout,
         idle_timeout: edge.options.idle_timeout,
+        shutdown_grace: edge.options.shutdown_grace,
     };
     conn::serve(listener, edge.router, limits, shutdown).await
 }
