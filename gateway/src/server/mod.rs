@@ -515,7 +515,7 @@ async fn guard(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> R
     let session_use = match &session {
         Some(id) => match edge.sessions.enter(id, &principal) {
             Ok(u) => Some(u),
-            Err(r) => return r,
+            Err(r) => return *r,
         },
         None => None,
     };
@@ -542,7 +542,7 @@ async fn guard(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> R
     let reservation = if session.is_none() && rpc_method == Some("initialize") {
         match edge.sessions.reserve(&principal) {
             Ok(r) => Some(r),
-            Err(r) => return r,
+            Err(r) => return *r,
         }
     } else {
         None

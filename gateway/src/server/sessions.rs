@@ -131,7 +131,11 @@ impl Sessions {
     }
 
     /// A request of `principal` in session `id`.
-    pub(super) fn enter(self: &Arc<Self>, id: &str, principal: &str) -> Result<InUse, Response> {
+    pub(super) fn enter(
+        self: &Arc<Self>,
+        id: &str,
+        principal: &str,
+    ) -> Result<InUse, Box<Response>> {
         let mut t = self.lock();
         match t.by_id.get_mut(id) {
             Some(b) if b.principal == principal => {
@@ -142,21 +146,21 @@ impl Sessions {
                     id: id.to_string(),
                 })
             }
-            Some(_) => Err(super::refuse(
+            Some(_) => Err(Box::new(super::refuse(
                 StatusCode::FORBIDDEN,
                 "session_foreign",
                 "this session was opened by another credential",
-            )),
-            None => Err(super::refuse(
+            ))),
+            None => Err(Box::new(super::refuse(
                 StatusCode::NOT_FOUND,
                 "session_unknown",
                 "unknown or expired session; initialize a new one",
-            )),
+            ))),
         }
     }
 
     /// Holds a session slot for an `initialize` of `principal`, or refuses.
-    pub(super) fn reserve(self: &Arc<Self>, principal: &str) -> Result<Reservation, Response> {
+    pub(super) fn reserve(self: &Arc<Self>, principal: &str) -> Result<Reservation, Box<Response>> {
         let mut t = self.lock();
         let open = t.per_principal.entry(principal.to_string()).or_default();
         if *open >= self.max_per_credential {
@@ -165,7 +169,7 @@ impl Sessions {
                 limit = self.max_per_credential,
                 "session limit reached; initialize refused"
             );
-            return Err(super::refuse(
+            return Err(Box::new(super::refuse(
                 StatusCode::TOO_MANY_REQUESTS,
                 "session_limit",
                 &format!(
@@ -173,7 +177,7 @@ impl Sessions {
                     self.max_per_credential,
                     self.idle_timeout.as_secs()
                 ),
-            ));
+            )));
         }
         *open += 1;
         Ok(Reservation {
