@@ -216,6 +216,33 @@ async fn slowloris_connections_are_closed_after_the_header_timeout() {
 }
 
 #[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let (_backend, gw, _key) = gateway(HttpOptions {
+        header_read_timeout: Duration::from_secs(120),
+        idle_timeout: Duration::from_millis(300),
+        ..HttpOptions::default()
+    })
+    .await;
+    let mut sock = TcpStream::connect(gw.addr).await.unwrap();
+    sock.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&answer).ends_with("ok\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    // Kept alive, then closed once idle: well before the header timeout.
+    assert!(closed_by_peer(&mut sock, Duration::from_secs(20)).await);
+}
+
+#[tokio::test]
 async fn idle_sockets_cannot_hold_the_connection_cap_for_long() {
     let (backend, gw, key) = gateway(HttpOptions {
         max_connections: 6,
