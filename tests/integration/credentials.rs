@@ -173,6 +173,17 @@ async fn a_backend_that_introspects_sees_the_credential_die_with_the_task() {
     assert_eq!(r.is_error, Some(false), "{}", text(&r));
     let (token, active) = backend.checks()[0].clone();
     assert!(active);
+    // A second task gives the backend a credential that stays live.
+    let other = gw.start_task("tester", &["gamma.read"], &[], 600).await;
+    let r = gw
+        .client(&other.token)
+        .await
+        .call_tool(call("gamma.read", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(false), "{}", text(&r));
+    let (live, _) = backend.checks()[1].clone();
+    assert_ne!(live, token);
     tollgate::tasks::end(
         &gw.gw,
         &started.task.id,
@@ -182,10 +193,83 @@ async fn a_backend_that_introspects_sees_the_credential_die_with_the_task() {
     )
     .await
     .unwrap();
-    let answer = backend.introspect(&token).await;
+    let (status, answer) = backend.introspect_as(&token, Some(&live)).await;
+    assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["active"], false, "{answer}");
+    let (status, answer) = backend.introspect_as(&live, Some(&live)).await;
+    assert_eq!((status, &answer["active"]), (200, &json!(true)), "{answer}");
     // Tokens the gateway did not mint are inactive too.
-    assert_eq!(backend.introspect("not-a-token").await["active"], false);
+    let (status, answer) = backend.introspect_as("not-a-token", Some(&live)).await;
+    assert_eq!(
+        (status, &answer["active"]),
+        (200, &json!(false)),
+        "{answer}"
+    );
+    // The ended task's credential no longer authenticates its holder.
+    let (status, answer) = backend.introspect_as(&live, Some(&token)).await;
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(answer["reason"], "credential_invalid");
+}
+
+#[tokio::test]
+async fn introspection_needs_a_live_caller_credential_of_the_same_audience() {
+    let (listener, base) = TestGateway::reserve().await;
+    let introspect = format!("{base}/oauth/introspect");
+    let gamma = IntrospectingBackend::start(&introspect).await;
+    let delta = IntrospectingBackend::start(&introspect).await;
+    let manifests = format!(
+        "{}{}{}",
+        connector("gamma", &gamma.url, "  gateway_jwt: {}", "g"),
+        connector("delta", &delta.url, "  gateway_jwt: {}", "d"),
+        agent("gamma.read, delta.read")
+    );
+    let gw = TestGateway::start_reserved(listener, &manifests, &[]).await;
+    let started = gw
+        .start_task("tester", &["gamma.read", "delta.read"], &[], 600)
+        .await;
+    let client = gw.client(&started.token).await;
+    for tool in ["gamma.read", "delta.read"] {
+        let r = client.call_tool(call(tool, json!({}))).await.unwrap();
+        assert_eq!(r.is_error, Some(false), "{tool}: {}", text(&r));
+    }
+    let (gamma_token, _) = gamma.checks()[0].clone();
+    let (delta_token, _) = delta.checks()[0].clone();
+
+    // Unauthenticated: 401 with a challenge, and no answer about the token.
+    let r = reqwest::Client::new()
+        .post(&introspect)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={gamma_token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer ")
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["reason"], "credential_missing");
+    assert!(body.get("active").is_none());
+    // Neither an agent's key nor a task token is a backend's credential.
+    let key = gw.issue_key("tester").await;
+    for caller in [key.as_str(), started.token.as_str(), "garbage"] {
+        let (status, answer) = gamma.introspect_as(&gamma_token, Some(caller)).await;
+        assert_eq!(status, 401, "{answer}");
+        assert!(answer.get("active").is_none(), "{answer}");
+    }
+    // Another connector's credential learns nothing about this one's.
+    let (status, answer) = delta.introspect_as(&gamma_token, Some(&delta_token)).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer, json!({ "active": false }));
+    // Its own audience: the full answer.
+    let (status, answer) = gamma.introspect_as(&gamma_token, Some(&gamma_token)).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["active"], true);
+    assert_eq!(answer["aud"], "urn:tollgate:connector:gamma");
+    assert_eq!(answer["tid"], started.task.id);
 }
 
 #[tokio::test]

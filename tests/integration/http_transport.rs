@@ -158,12 +158,33 @@ async fn missing_or_wrong_key_gets_401_with_bearer_challenge() {
             .to_string();
         assert!(challenge.starts_with("Bearer "), "{challenge}");
     }
-    // A key in the query string is refused even when it is valid.
-    let good = gw.issue_key("tester").await;
-    let r = raw_post(&format!("{}?access_token={good}", gw.url), None, init).await;
-    assert_eq!(r.status(), 401);
     assert!(backend.hits().is_empty());
     assert!(gw.decisions().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_valid_key_in_the_query_string_is_refused() {
+    let (backend, gw, key) = setup().await;
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}).to_string();
+    // The same request with the key in the header only is served: what
+    // follows is refused for the query string alone.
+    assert_eq!(
+        raw_post(&gw.url, Some(&key), init.clone()).await.status(),
+        200
+    );
+    let leaked = gw.issue_key("tester").await;
+    for (query, header) in [
+        (format!("access_token={leaked}"), Some(key.as_str())),
+        (format!("x={key}"), Some(key.as_str())),
+        (format!("access_token={leaked}"), None),
+        (format!("api_key={key}"), None),
+    ] {
+        let r = raw_post(&format!("{}?{query}", gw.url), header, init.clone()).await;
+        assert_eq!(r.status(), 401, "{query} {header:?}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["reason"], "credential_in_url", "{query} {header:?}");
+    }
+    assert!(backend.hits().is_empty());
 }
 
 #[tokio::test]

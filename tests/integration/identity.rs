@@ -218,15 +218,26 @@ async fn every_bad_token_is_refused_with_its_reason() {
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["reason"], code, "{what}");
     }
-    // A valid token in the query string is refused too.
+    // A valid token in the query string is refused too, alone or beside a
+    // valid one in the header.
     let token = s.key.sign(&good);
-    let r = raw_post(
-        &format!("{}?access_token={token}", s.gw.url),
-        None,
-        init_body(),
-    )
-    .await;
-    assert_eq!(r.status(), 401);
+    assert_eq!(
+        raw_post(&s.gw.url, Some(&token), init_body())
+            .await
+            .status(),
+        200
+    );
+    for header in [None, Some(token.as_str())] {
+        let r = raw_post(
+            &format!("{}?access_token={token}", s.gw.url),
+            header,
+            init_body(),
+        )
+        .await;
+        assert_eq!(r.status(), 401);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["reason"], "credential_in_url");
+    }
     assert!(s.backend.hits().is_empty());
 }
 

@@ -7,6 +7,7 @@ mod architecture;
 mod cli;
 mod credentials;
 mod demo;
+mod edge;
 mod http_transport;
 mod identity;
 mod lifecycle;

@@ -456,6 +456,7 @@ async fn the_admin_api_starts_lists_shows_and_ends_tasks() {
     let r = http
         .post(&base)
         .bearer_auth(&admin)
+        .header("content-type", "application/json")
         .body("{\"agent\":\"tester\"}")
         .send()
         .await

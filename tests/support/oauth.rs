@@ -264,7 +264,8 @@ async fn verify_request(State(s): State<Arc<VerifyState>>, request: Request) -> 
 // ---------------------------------------------------------------------------
 
 /// A backend on port 0 that POSTs each request's bearer token to an
-/// RFC 7662 introspection endpoint (form `token=`) and answers 200 JSON
+/// RFC 7662 introspection endpoint (form `token=`, authenticated with that
+/// same token as the backend's credential) and answers 200 JSON
 /// `{"path", "method", "introspection"}` when it is `active`, 401 JSON
 /// `{"error"}` otherwise. Any path, any method.
 #[derive(Debug, Clone)]
@@ -283,28 +284,36 @@ struct IntrospectState {
 }
 
 impl IntrospectState {
-    /// The introspection answer for `token`; `{"active": false, "error"}`
-    /// when the endpoint fails or answers something else than JSON.
-    async fn introspect(&self, token: &str) -> Value {
-        let answer = self
+    /// The introspection answer for `token`, asked with `caller` as the
+    /// backend's own bearer credential (RFC 7662 §2.1); `{"active": false,
+    /// "error"}` when the endpoint fails or answers something else than JSON.
+    async fn introspect(&self, token: &str, caller: Option<&str>) -> Value {
+        let (status, answer) = self.introspect_raw(token, caller).await;
+        if !(200..300).contains(&status) {
+            return json!({ "active": false, "error": format!("status {status}"), "answer": answer });
+        }
+        answer
+    }
+
+    /// The endpoint's status and JSON answer (`{"error"}` when it sent none).
+    async fn introspect_raw(&self, token: &str, caller: Option<&str>) -> (u16, Value) {
+        let mut request = self
             .http
             .post(&self.introspection_url)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header("accept", "application/json")
-            .body(encode_form(&[("token", token)]))
-            .send()
-            .await;
-        let response = match answer {
-            Ok(r) => r,
-            Err(e) => return json!({ "active": false, "error": format!("unreachable: {e}") }),
-        };
-        let status = response.status();
-        if !status.is_success() {
-            return json!({ "active": false, "error": format!("status {status}") });
+            .body(encode_form(&[("token", token)]));
+        if let Some(c) = caller {
+            request = request.bearer_auth(c);
         }
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return (0, json!({ "error": format!("unreachable: {e}") })),
+        };
+        let status = response.status().as_u16();
         match response.json::<Value>().await {
-            Ok(v) => v,
-            Err(e) => json!({ "active": false, "error": format!("not JSON: {e}") }),
+            Ok(v) => (status, v),
+            Err(e) => (status, json!({ "error": format!("not JSON: {e}") })),
         }
     }
 }
@@ -337,10 +346,17 @@ impl IntrospectingBackend {
     }
 
     /// Asks the introspection endpoint about `token` now (not recorded in
-    /// [`Self::checks`]). On a transport error, a non-2xx status or a
-    /// non-JSON answer: `{"active": false, "error": "<why>"}`.
+    /// [`Self::checks`]), authenticated with `token` itself, as the backend
+    /// does for the requests it receives. On a transport error, a non-2xx
+    /// status or a non-JSON answer: `{"active": false, "error": "<why>"}`.
     pub async fn introspect(&self, token: &str) -> Value {
-        self.state.introspect(token).await
+        self.state.introspect(token, Some(token)).await
+    }
+
+    /// Asks about `token` with `caller` as the backend's credential (none:
+    /// unauthenticated): the endpoint's HTTP status and JSON answer.
+    pub async fn introspect_as(&self, token: &str, caller: Option<&str>) -> (u16, Value) {
+        self.state.introspect_raw(token, caller).await
     }
 }
 
@@ -356,7 +372,9 @@ async fn introspect_request(State(s): State<Arc<IntrospectState>>, request: Requ
             return (StatusCode::UNAUTHORIZED, Json(json!({ "error": why }))).into_response();
         }
     };
-    let answer = s.introspect(&token).await;
+    // The backend authenticates to the introspection endpoint with the
+    // credential it was given (RFC 7662 §2.1).
+    let answer = s.introspect(&token, Some(&token)).await;
     let active = answer.get("active") == Some(&Value::Bool(true));
     s.checks.lock().unwrap().push((token, active));
     if active {
