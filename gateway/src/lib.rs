@@ -18,12 +18,14 @@
 //! - [`cli`]: the `tollgate` command line; `main.rs` only calls it.
 
 pub mod admin;
+pub mod app;
 pub mod broker;
 pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod demo;
 pub mod identity;
+pub mod logging;
 pub mod manifest;
 pub mod mcp;
 pub mod pipeline;

@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod admin_keys;
 mod cli;
+mod crash;
 mod credentials;
 mod demo;
 mod http_transport;
@@ -13,3 +15,4 @@ mod manifests;
 mod reload;
 mod stdio_transport;
 mod tasks;
+mod trace_logs;
