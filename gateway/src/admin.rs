@@ -87,11 +87,11 @@ impl Admin {
     }
 
     /// Refuses `agent` if the key is scoped to other agents.
-    fn check_scope(&self, agent: &str) -> Result<(), Response> {
+    fn check_scope(&self, agent: &str) -> Result<(), Box<Response>> {
         if self.0.may_act_on(agent) {
             return Ok(());
         }
-        Err(error(
+        Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "agent_out_of_scope",
             format!(
@@ -99,7 +99,7 @@ impl Admin {
                 self.0.key_id,
                 self.0.agents.as_deref().unwrap_or_default().join(", ")
             ),
-        ))
+        )))
     }
 
     fn action(&self, action: &str, task: &TaskRecord, detail: &str) -> AdminAction {
@@ -234,7 +234,7 @@ async fn start(
         Err(r) => return *r,
     };
     if let Err(r) = admin.check_scope(&body.agent) {
-        return r;
+        return *r;
     }
     let req = StartTask {
         agent_id: body.agent,
@@ -299,7 +299,7 @@ async fn list(
     let agents: Vec<Option<String>> = match (&q.agent, &admin.0.agents) {
         (Some(a), _) => {
             if let Err(r) = admin.check_scope(a) {
-                return r;
+                return *r;
             }
             vec![Some(a.clone())]
         }
@@ -330,7 +330,7 @@ async fn show(
 ) -> Response {
     match gw.store().task(&id).await {
         Ok(Some(t)) => match admin.check_scope(&t.agent_id) {
-            Err(r) => r,
+            Err(r) => *r,
             Ok(()) => match gw.store().task_credentials(&id).await {
                 Ok(c) => Json(json!({ "task": t, "credentials": c })).into_response(),
                 Err(e) => task_error(e.into()),
@@ -363,7 +363,7 @@ async fn end(
     match gw.store().task(&id).await {
         Ok(Some(t)) => {
             if let Err(r) = admin.check_scope(&t.agent_id) {
-                return r;
+                return *r;
             }
         }
         Ok(None) => return task_error(TaskError::NotFound(id)),

@@ -266,10 +266,10 @@ impl App {
                 every,
             ));
         }
-        if let Some(addr) = self.demo {
-            if let Some(job) = start_demo_backend(addr, jwks_url).await? {
-                jobs.0.push(job);
-            }
+        if let Some(addr) = self.demo
+            && let Some(job) = start_demo_backend(addr, jwks_url).await?
+        {
+            jobs.0.push(job);
         }
         Ok(jobs)
     }

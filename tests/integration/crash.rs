@@ -198,3 +198,46 @@ async fn a_sigkill_mid_burst_loses_nothing_and_leaves_nothing_ambiguous() {
         }
     }
 }
+
+/// Recovery must not mistake a live process's call in flight for a dead
+/// one's: a second gateway started on the same data directory while the
+/// first has a call held at the backend leaves that record alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_process_leaves_a_live_gateways_calls_in_flight_alone() {
+    let (backend, log) = slow_backend().await;
+    let gw = tollgate_tests::TestGateway::start(
+        &test_manifests(&backend).replace("timeout_ms: 2000", "timeout_ms: 120000"),
+    )
+    .await;
+    let key = gw.issue_key("tester").await;
+    let client = gw.client(&key).await;
+    // `c0` is held by the backend: the call stays in flight.
+    let held = tokio::spawn(async move {
+        let call = CallToolRequestParams::new("inventory.get_item")
+            .with_arguments(args(json!({ "item_id": "c0" })));
+        let _ = client.call_tool(call).await;
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while log.lock().unwrap().received.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the call never reached the backend"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let mut second = ServedBinary::start(BIN, gw.data.path(), gw.manifests.path(), &[]);
+    let logs = second.kill();
+    assert!(
+        logs.contains("another Tollgate is serving this data directory"),
+        "{logs}"
+    );
+    let d = gw.decisions().await;
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].decision, "allow");
+    assert_eq!(
+        d[0].outcome, None,
+        "a live call was marked by another process"
+    );
+    held.abort();
+}

@@ -20,7 +20,7 @@ pub(super) struct ServeArgs {
     #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8930")]
     listen: SocketAddr,
     /// Serve one agent over stdin/stdout; its key comes from TOLLGATE_AGENT_KEY.
-    #[arg(long, env = "TOLLGATE_STDIO")]
+    #[arg(long, env = "TOLLGATE_STDIO", value_parser = clap::builder::BoolishValueParser::new())]
     stdio: bool,
     /// Extra `Host` header value to accept (repeatable; comma-separated in
     /// the variable); loopback names are always accepted. Needed when

@@ -84,7 +84,9 @@ pub struct DecisionRecord {
     pub reason_code: String,
     /// Human-readable reason.
     pub reason: String,
-    /// `ok`, `tool_error` or `failed`; `None` until known or for denials.
+    /// `ok`, `tool_error` or `failed`; `interrupted` when the process died
+    /// mid-call (outcome unknown, set at the next start); `None` until known
+    /// or for denials.
     pub outcome: Option<String>,
     /// Stable code of a failed outcome (`backend_timeout`, ...).
     pub outcome_code: Option<String>,
