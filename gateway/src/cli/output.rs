@@ -87,6 +87,14 @@ impl Table {
 
     /// Writes the table to stdout.
     pub fn print(&self) -> io::Result<()> {
+        let text = self.render();
+        let mut out = io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        out.flush()
+    }
+
+    /// The table as text, one line per row, header first.
+    fn render(&self) -> String {
         let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
         for row in &self.rows {
             for (i, cell) in row.iter().enumerate() {
@@ -113,8 +121,37 @@ impl Table {
             text.push_str(cells.join("  ").trim_end());
             text.push('\n');
         }
-        let mut out = io::stdout().lock();
-        out.write_all(text.as_bytes())?;
-        out.flush()
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_align_to_the_widest_cell_and_numbers_to_the_right() {
+        let mut t = Table::new(&["AGENT", "KEYS", "DESCRIPTION"]).right(1);
+        t.row(vec![
+            "support-bot".into(),
+            "2".into(),
+            "Answers tickets".into(),
+        ]);
+        t.row(vec!["x".into(), "10".into(), "".into()]);
+        assert_eq!(
+            t.render(),
+            "AGENT        KEYS  DESCRIPTION\n\
+             support-bot     2  Answers tickets\n\
+             x              10\n"
+        );
+    }
+
+    #[test]
+    fn a_broken_pipe_is_recognised_through_context() {
+        let e = anyhow::Error::from(io::Error::from(io::ErrorKind::BrokenPipe))
+            .context("writing the task list");
+        assert!(is_broken_pipe(&e));
+        let other = anyhow::Error::from(io::Error::from(io::ErrorKind::PermissionDenied));
+        assert!(!is_broken_pipe(&other));
     }
 }
