@@ -102,9 +102,16 @@ impl Admin {
         )))
     }
 
-    fn action(&self, action: &str, task: &TaskRecord, detail: &str) -> AdminAction {
+    /// The record of `action` on `task`, at the gateway's `now`.
+    fn action(
+        &self,
+        now: time::OffsetDateTime,
+        action: &str,
+        task: &TaskRecord,
+        detail: &str,
+    ) -> AdminAction {
         AdminAction {
-            at: crate::util::now_rfc3339(),
+            at: crate::util::stamp(now),
             actor: self.0.key_id.clone(),
             action: action.into(),
             target: task.id.clone(),
@@ -250,7 +257,7 @@ async fn start(
             let t = &s.task;
             let recorded = gw
                 .store()
-                .record_admin_action(&admin.action(ACTION_TASK_STARTED, t, &t.purpose))
+                .record_admin_action(&admin.action(gw.now(), ACTION_TASK_STARTED, t, &t.purpose))
                 .await;
             if let Err(e) = recorded {
                 // Fail closed: a task nobody can trace back to its key
@@ -375,7 +382,7 @@ async fn end(
             // record is logged loudly rather than undoing the end.
             if let Err(e) = gw
                 .store()
-                .record_admin_action(&admin.action(ACTION_TASK_ENDED, &t, &reason))
+                .record_admin_action(&admin.action(gw.now(), ACTION_TASK_ENDED, &t, &reason))
                 .await
             {
                 tracing::error!(error = %e, task = %t.id, admin_key = %admin.0.key_id, "cannot record an admin action (task ended)");
