@@ -10,6 +10,14 @@
 //! - `GET /admin/tasks?agent=A&active=true` -> the tasks, newest first
 //! - `GET /admin/tasks/{id}` -> the task and its credentials
 //! - `POST /admin/tasks/{id}/end` `{reason?}` -> the ended task
+//!
+//! A key may be scoped to some agents (`tollgate admin issue-key NAME
+//! --agents a,b`): any request about another agent's task gets 403
+//! `agent_out_of_scope`, and listings show only its agents' tasks. Every
+//! task started or ended here is recorded as an admin action with the key
+//! id and the time (`tollgate audit admin`); a task whose start cannot be
+//! recorded is ended again at once (fail closed). A revoked key is refused
+//! on its next request: keys are looked up on every request.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +34,17 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::Gateway;
-use crate::store::{TaskFilter, TaskStatus};
+use crate::store::{AdminAction, AdminKeyRecord, TaskFilter, TaskRecord, TaskStatus};
 use crate::tasks::{self, StartTask, TaskError};
+
+/// Admin action: an admin key was issued.
+pub const ACTION_KEY_ISSUED: &str = "admin_key_issued";
+/// Admin action: an admin key was revoked.
+pub const ACTION_KEY_REVOKED: &str = "admin_key_revoked";
+/// Admin action: a task was started through the admin API.
+pub const ACTION_TASK_STARTED: &str = "task_started";
+/// Admin action: a task was ended through the admin API.
+pub const ACTION_TASK_ENDED: &str = "task_ended";
 
 /// Prefix of admin keys.
 pub const ADMIN_KEY_PREFIX: &str = "tga_";
@@ -59,8 +76,50 @@ pub fn new_admin_key() -> AdminKey {
     }
 }
 
+/// The admin key that authenticated the request.
 #[derive(Debug, Clone)]
-struct Admin(String);
+struct Admin(AdminKeyRecord);
+
+impl Admin {
+    /// `started_by` / `ended_by` on tasks: the key's holder.
+    fn who(&self) -> String {
+        format!("admin:{}", self.0.name)
+    }
+
+    /// Refuses `agent` if the key is scoped to other agents.
+    fn check_scope(&self, agent: &str) -> Result<(), Box<Response>> {
+        if self.0.may_act_on(agent) {
+            return Ok(());
+        }
+        Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "agent_out_of_scope",
+            format!(
+                "admin key {} may act only on agents: {}; not on `{agent}`",
+                self.0.key_id,
+                self.0.agents.as_deref().unwrap_or_default().join(", ")
+            ),
+        )))
+    }
+
+    /// The record of `action` on `task`, at the gateway's `now`.
+    fn action(
+        &self,
+        now: time::OffsetDateTime,
+        action: &str,
+        task: &TaskRecord,
+        detail: &str,
+    ) -> AdminAction {
+        AdminAction {
+            at: crate::util::stamp(now),
+            actor: self.0.key_id.clone(),
+            action: action.into(),
+            target: task.id.clone(),
+            agent_id: Some(task.agent_id.clone()),
+            detail: Some(detail.into()),
+        }
+    }
+}
 
 fn error(status: StatusCode, reason: &str, message: impl Into<String>) -> Response {
     (
@@ -106,11 +165,11 @@ async fn authenticate(
     };
     match gw
         .store()
-        .find_admin_key(&crate::pipeline::authenticate::key_hash(&key))
+        .find_admin(&crate::pipeline::authenticate::key_hash(&key))
         .await
     {
-        Ok(Some(name)) => {
-            request.extensions_mut().insert(Admin(name));
+        Ok(Some(record)) => {
+            request.extensions_mut().insert(Admin(record));
             next.run(request).await
         }
         Ok(None) => (
@@ -181,18 +240,43 @@ async fn start(
         Ok(b) => b,
         Err(r) => return *r,
     };
+    if let Err(r) = admin.check_scope(&body.agent) {
+        return *r;
+    }
     let req = StartTask {
         agent_id: body.agent,
         purpose: body.purpose,
         tools: body.tools,
         constraints: body.constraints,
         ttl: Duration::from_secs(body.ttl_seconds),
-        started_by: format!("admin:{}", admin.0),
+        started_by: admin.who(),
         origin: "admin_api",
     };
     match tasks::start(&gw, req).await {
         Ok(s) => {
             let t = &s.task;
+            let recorded = gw
+                .store()
+                .record_admin_action(&admin.action(gw.now(), ACTION_TASK_STARTED, t, &t.purpose))
+                .await;
+            if let Err(e) = recorded {
+                // Fail closed: a task nobody can trace back to its key
+                // does not run.
+                tracing::error!(error = %e, task = %t.id, "cannot record an admin action; ending the task");
+                let _ = tasks::end(
+                    &gw,
+                    &t.id,
+                    TaskStatus::Revoked,
+                    "tollgate",
+                    "its start could not be recorded",
+                )
+                .await;
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "audit_unavailable",
+                    "the action cannot be recorded right now; nothing was started",
+                );
+            }
             let out = json!({
                 "task_id": t.id, "agent": t.agent_id, "purpose": t.purpose, "tools": t.tools,
                 "constraints": t.constraints, "expires_at": t.expires_at, "started_by": t.started_by,
@@ -212,23 +296,52 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
-async fn list(State(gw): State<Arc<Gateway>>, Query(q): Query<ListQuery>) -> Response {
-    let filter = TaskFilter {
-        agent_id: q.agent,
-        active_only: q.active,
-        limit: Some(q.limit.unwrap_or(100).min(1000)),
+async fn list(
+    State(gw): State<Arc<Gateway>>,
+    Extension(admin): Extension<Admin>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let limit = q.limit.unwrap_or(100).min(1000);
+    // A scoped key without an agent filter sees its agents' tasks only.
+    let agents: Vec<Option<String>> = match (&q.agent, &admin.0.agents) {
+        (Some(a), _) => {
+            if let Err(r) = admin.check_scope(a) {
+                return *r;
+            }
+            vec![Some(a.clone())]
+        }
+        (None, Some(scope)) => scope.iter().cloned().map(Some).collect(),
+        (None, None) => vec![None],
     };
-    match gw.store().tasks(&filter).await {
-        Ok(t) => Json(json!({ "tasks": t })).into_response(),
-        Err(e) => task_error(e.into()),
+    let mut all = Vec::new();
+    for agent_id in agents {
+        let filter = TaskFilter {
+            agent_id,
+            active_only: q.active,
+            limit: Some(limit),
+        };
+        match gw.store().tasks(&filter).await {
+            Ok(t) => all.extend(t),
+            Err(e) => return task_error(e.into()),
+        }
     }
+    all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    all.truncate(limit as usize);
+    Json(json!({ "tasks": all })).into_response()
 }
 
-async fn show(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+async fn show(
+    State(gw): State<Arc<Gateway>>,
+    Extension(admin): Extension<Admin>,
+    Path(id): Path<String>,
+) -> Response {
     match gw.store().task(&id).await {
-        Ok(Some(t)) => match gw.store().task_credentials(&id).await {
-            Ok(c) => Json(json!({ "task": t, "credentials": c })).into_response(),
-            Err(e) => task_error(e.into()),
+        Ok(Some(t)) => match admin.check_scope(&t.agent_id) {
+            Err(r) => *r,
+            Ok(()) => match gw.store().task_credentials(&id).await {
+                Ok(c) => Json(json!({ "task": t, "credentials": c })).into_response(),
+                Err(e) => task_error(e.into()),
+            },
         },
         Ok(None) => task_error(TaskError::NotFound(id)),
         Err(e) => task_error(e.into()),
@@ -254,16 +367,28 @@ async fn end(
     let reason = body
         .reason
         .unwrap_or_else(|| "ended through the admin API".into());
-    match tasks::end(
-        &gw,
-        &id,
-        TaskStatus::Revoked,
-        &format!("admin:{}", admin.0),
-        &reason,
-    )
-    .await
-    {
-        Ok(t) => Json(json!({ "task": t })).into_response(),
+    match gw.store().task(&id).await {
+        Ok(Some(t)) => {
+            if let Err(r) = admin.check_scope(&t.agent_id) {
+                return *r;
+            }
+        }
+        Ok(None) => return task_error(TaskError::NotFound(id)),
+        Err(e) => return task_error(e.into()),
+    }
+    match tasks::end(&gw, &id, TaskStatus::Revoked, &admin.who(), &reason).await {
+        Ok(t) => {
+            // The task has ended either way (the safe direction); a lost
+            // record is logged loudly rather than undoing the end.
+            if let Err(e) = gw
+                .store()
+                .record_admin_action(&admin.action(gw.now(), ACTION_TASK_ENDED, &t, &reason))
+                .await
+            {
+                tracing::error!(error = %e, task = %t.id, admin_key = %admin.0.key_id, "cannot record an admin action (task ended)");
+            }
+            Json(json!({ "task": t })).into_response()
+        }
         Err(e) => task_error(e),
     }
 }

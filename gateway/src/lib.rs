@@ -22,6 +22,7 @@
 
 pub mod admin;
 pub mod agents;
+pub mod app;
 pub mod args;
 pub mod broker;
 pub mod catalog;
@@ -30,6 +31,7 @@ pub mod clock;
 pub mod demo;
 pub mod identity;
 pub mod keys;
+pub mod logging;
 pub mod manifest;
 pub mod mcp;
 pub mod pipeline;

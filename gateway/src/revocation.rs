@@ -9,7 +9,7 @@
 //!
 //! **How it is met without a store round trip per call.** The store keeps a
 //! revocation feed written by triggers in the same transaction as the change
-//! (`migrations/sqlite/0010_revocation_feed.sql`). A [`Watcher`] polls the
+//! (`migrations/sqlite/0006_revocation_feed.sql`). A [`Watcher`] polls the
 //! feed every [`POLL_INTERVAL`] and keeps the recent entries in memory. Each
 //! call takes a [`Fence`] (the feed position already applied) *before* the
 //! state it is judged on is read from the store. Right before its

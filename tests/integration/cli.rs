@@ -107,3 +107,133 @@ fn serve_refuses_to_start_on_broken_manifests() {
         "{err}"
     );
 }
+
+fn in_data(data: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let manifests = workspace_root().join("manifests");
+    tollgate(
+        &[
+            &[
+                "--data",
+                data.to_str().unwrap(),
+                "--manifests",
+                manifests.to_str().unwrap(),
+            ][..],
+            args,
+        ]
+        .concat(),
+    )
+}
+
+#[test]
+fn issue_key_refuses_a_retired_agent() {
+    let data = tempfile::tempdir().unwrap();
+    let out = in_data(data.path(), &["agents", "issue-key", "support-bot"]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = in_data(
+        data.path(),
+        &["agents", "retire", "support-bot", "--reason", "replaced"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+
+    let out = in_data(data.path(), &["agents", "issue-key", "support-bot"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "no key may be printed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("agent `support-bot` is retired") && err.contains("replaced"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(
+        &in_data(data.path(), &["agents", "show", "support-bot", "--json"]).stdout,
+    )
+    .unwrap();
+    let keys = v["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "no key was added");
+    assert!(keys.iter().all(|k| k["revoked_at"].is_string()));
+}
+
+#[test]
+fn every_list_prints_one_json_array_and_every_show_one_object() {
+    let data = tempfile::tempdir().unwrap();
+    in_data(data.path(), &["agents", "issue-key", "support-bot"]);
+    for list in [
+        &["agents", "list", "--json"][..],
+        &["tasks", "list", "--json"],
+        &["audit", "list", "--json"],
+        &["audit", "manifests", "--json"],
+        &["audit", "admin", "--json"],
+        &["admin", "list-keys", "--json"],
+    ] {
+        let out = in_data(data.path(), list);
+        assert_eq!(out.status.code(), Some(0), "{list:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{list:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+        assert!(v.is_array(), "{list:?} printed {v}");
+    }
+    for show in [
+        &["agents", "show", "support-bot", "--json"][..],
+        &["keys", "list", "--json"],
+        &["check", "--json"],
+    ] {
+        let out = in_data(data.path(), show);
+        assert_eq!(out.status.code(), Some(0), "{show:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(v.is_object(), "{show:?} printed {v}");
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let data = tempfile::tempdir().unwrap();
+    in_data(data.path(), &["agents", "issue-key", "support-bot"]);
+    let manifests = workspace_root().join("manifests");
+    for args in [&["tasks", "list", "--json"][..], &["agents", "list"]] {
+        // As `tollgate tasks list --json | head -c1`, with the reader gone
+        // before the first write: every write meets a broken pipe.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate-under-test"))
+            .arg("--data")
+            .arg(data.path())
+            .arg("--manifests")
+            .arg(&manifests)
+            .args(args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn serve_flags_read_environment_variables_named_in_help() {
+    let out = tollgate(&["serve", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in [
+        "TOLLGATE_LISTEN",
+        "TOLLGATE_STDIO",
+        "TOLLGATE_ALLOWED_HOSTS",
+        "TOLLGATE_ALLOWED_ORIGINS",
+        "TOLLGATE_MAX_BODY_BYTES",
+        "TOLLGATE_PUBLIC_URL",
+        "TOLLGATE_RELOAD_INTERVAL_MS",
+        "TOLLGATE_DATA",
+        "TOLLGATE_MANIFESTS",
+    ] {
+        assert!(help.contains(var), "{var} missing from:\n{help}");
+    }
+    // The variable is really read: a bad value is a usage error naming it.
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate-under-test"))
+        .args(["serve"])
+        .env("TOLLGATE_LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not-an-address") && err.contains("--listen"),
+        "{err}"
+    );
+}

@@ -3,8 +3,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod admin_keys;
 mod architecture;
 mod cli;
+mod crash;
 mod credentials;
 mod demo;
 mod edge;
@@ -18,3 +20,4 @@ mod secrets;
 mod stdio_transport;
 mod task_binding;
 mod tasks;
+mod trace_logs;

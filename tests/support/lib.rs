@@ -24,7 +24,6 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tollgate::Gateway;
 use tollgate::server::HttpOptions;
-use tollgate::store::{SqliteStore, Store};
 
 /// The workspace root (for shipped manifests and examples).
 pub fn workspace_root() -> PathBuf {
@@ -267,25 +266,32 @@ impl TestGateway {
         Self::start_on(listener, dir, HttpOptions::default()).await
     }
 
-    /// Starts the gateway on `listener`.
+    /// Starts the gateway on `listener`, assembled by `tollgate::app` as
+    /// `tollgate serve` assembles it (crash recovery, start-up record, the
+    /// task sweeper, the demo backend if declared), on a [`ManualClock`]
+    /// and a fresh data directory. The manifest watcher is off: tests
+    /// that reload call [`TestGateway::watch`] with their own period.
+    ///
+    /// [`ManualClock`]: tollgate::clock::ManualClock
     pub async fn start_on(
         listener: TcpListener,
         manifests: tempfile::TempDir,
         options: HttpOptions,
     ) -> Self {
-        let catalog = tollgate::manifest::load_dir(manifests.path())
-            .unwrap_or_else(|e| panic!("manifests: {e}"));
         let data = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(data.path()).await.unwrap());
-        let secrets = tollgate::secrets::Secrets::load_or_create(data.path()).unwrap();
         let clock = Arc::new(tollgate::clock::ManualClock::new());
-        let gw = Arc::new(Gateway::new(catalog, store, secrets).with_clock(clock.clone()));
-        gw.watch_revocations().await.unwrap();
+        let config = tollgate::app::Config::new(data.path(), manifests.path())
+            .with_clock(clock.clone())
+            .with_http(options)
+            .with_reload_interval(None);
+        let app = tollgate::app::App::build(config)
+            .await
+            .unwrap_or_else(|e| panic!("the gateway did not start: {e}"));
+        let gw = app.gateway();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let served = gw.clone();
         tokio::spawn(async move {
-            tollgate::server::serve(listener, served, &options, async {
+            app.serve_http(listener, async {
                 let _ = rx.await;
             })
             .await
@@ -425,4 +431,117 @@ pub async fn raw_post(
         r = r.bearer_auth(k);
     }
     r.send().await.unwrap()
+}
+
+/// The real binary (`bin`: the test package's `tollgate-under-test`)
+/// serving HTTP on a port the OS picks, as an operator runs it, with its
+/// stderr captured. Killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct ServedBinary {
+    /// The process.
+    pub child: std::process::Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// `http://ADDR/mcp`.
+    pub url: String,
+    stderr: Arc<Mutex<String>>,
+    stderr_done: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServedBinary {
+    /// Runs `bin --data DATA --manifests MANIFESTS serve --listen
+    /// 127.0.0.1:0` with extra environment `envs`, and waits (at most 60 s)
+    /// until it says where it serves.
+    pub fn start(bin: &str, data: &Path, manifests: &Path, envs: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(bin)
+            .arg("--data")
+            .arg(data)
+            .arg("--manifests")
+            .arg(manifests)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .envs(envs.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        let stderr_done = std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(pipe);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                if let Some(rest) = line.split("serving MCP at http://").nth(1) {
+                    let addr = rest.split('/').next().unwrap_or_default().to_string();
+                    let _ = tx.send(addr);
+                }
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "the binary did not start serving: {}",
+                    stderr.lock().unwrap()
+                );
+            }
+        };
+        Self {
+            child,
+            addr,
+            url: format!("http://{addr}/mcp"),
+            stderr,
+            stderr_done: Some(stderr_done),
+        }
+    }
+
+    /// Its stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Kills it with SIGKILL (no clean-up runs) and waits for it to go;
+    /// returns everything it wrote to stderr.
+    pub fn kill(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(done) = self.stderr_done.take() {
+            let _ = done.join();
+        }
+        self.stderr()
+    }
+
+    /// An rmcp client (handshake revisions) authenticated with `key`.
+    pub async fn client(&self, key: &str) -> RunningService<RoleClient, ()> {
+        let config = StreamableHttpClientTransportConfig::with_uri(self.url.clone())
+            .auth_header(key.to_string());
+        ().serve(StreamableHttpClientTransport::from_config(config))
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for ServedBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the real CLI (`bin`) on `data` and `manifests` with `args`.
+pub fn run_cli(bin: &str, data: &Path, manifests: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin)
+        .arg("--data")
+        .arg(data)
+        .arg("--manifests")
+        .arg(manifests)
+        .args(args)
+        .output()
+        .unwrap()
 }

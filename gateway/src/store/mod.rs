@@ -84,7 +84,9 @@ pub struct DecisionRecord {
     pub reason_code: String,
     /// Human-readable reason.
     pub reason: String,
-    /// `ok`, `tool_error` or `failed`; `None` until known or for denials.
+    /// `ok`, `tool_error` or `failed`; `interrupted` when the process died
+    /// mid-call (outcome unknown, set at the next start); `None` until known
+    /// or for denials.
     pub outcome: Option<String>,
     /// Stable code of a failed outcome (`backend_timeout`, ...).
     pub outcome_code: Option<String>,
@@ -382,6 +384,47 @@ pub struct CredentialRecord {
     pub upstream_pending: bool,
 }
 
+/// An admin API key as stored (its hash stays in the store).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AdminKeyRecord {
+    /// Public id (`admin_…`), shown in listings and admin action records.
+    pub key_id: String,
+    /// Who uses it (a person or an orchestrator).
+    pub name: String,
+    /// The agents it may act on; `None`: every agent.
+    pub agents: Option<Vec<String>>,
+    /// RFC 3339 time of issue.
+    pub created_at: String,
+    /// RFC 3339 time of revocation, if revoked.
+    pub revoked_at: Option<String>,
+}
+
+impl AdminKeyRecord {
+    /// Whether this key may act on `agent_id`.
+    pub fn may_act_on(&self, agent_id: &str) -> bool {
+        self.agents
+            .as_ref()
+            .is_none_or(|a| a.iter().any(|x| x == agent_id))
+    }
+}
+
+/// One admin action, as recorded.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AdminAction {
+    /// When (RFC 3339).
+    pub at: String,
+    /// Who: the admin key id (admin API) or `cli:USER` (command line).
+    pub actor: String,
+    /// `admin_key_issued`, `admin_key_revoked`, `task_started`, `task_ended`.
+    pub action: String,
+    /// What it acted on: a key id or a task id.
+    pub target: String,
+    /// The agent concerned, if any.
+    pub agent_id: Option<String>,
+    /// Free text (a reason, a scope).
+    pub detail: Option<String>,
+}
+
 /// The state interface. Every method is safe to call concurrently.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -504,6 +547,35 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         reason: &str,
         upstream_pending: bool,
     ) -> Result<bool, StoreError>;
+    /// Marks every `allow` record without an outcome as `interrupted`
+    /// (outcome unknown): the process that made the call died before it
+    /// could record how it ended. Returns how many were marked. Only safe
+    /// when no other process is serving calls on this store (see
+    /// `app::recover`).
+    async fn mark_interrupted(&self) -> Result<u64, StoreError>;
+    /// Stores a new admin key (hash only) and records who issued it, in one
+    /// transaction.
+    async fn issue_admin_key(
+        &self,
+        key: &AdminKeyRecord,
+        key_hash: &[u8],
+        action: &AdminAction,
+    ) -> Result<(), StoreError>;
+    /// The live admin key with this hash.
+    async fn find_admin(&self, key_hash: &[u8]) -> Result<Option<AdminKeyRecord>, StoreError>;
+    /// Every admin key (live and revoked), oldest first.
+    async fn admin_keys(&self) -> Result<Vec<AdminKeyRecord>, StoreError>;
+    /// Revokes a live admin key and records who did it, in one transaction;
+    /// false if no live key has that id.
+    async fn revoke_admin_key(
+        &self,
+        key_id: &str,
+        action: &AdminAction,
+    ) -> Result<bool, StoreError>;
+    /// Records an admin action.
+    async fn record_admin_action(&self, action: &AdminAction) -> Result<(), StoreError>;
+    /// Admin actions, newest first.
+    async fn admin_actions(&self, limit: u32) -> Result<Vec<AdminAction>, StoreError>;
 }
 
 /// What a revocation-feed entry takes away.

@@ -11,9 +11,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    AgentStatus, CredentialRecord, DecisionFilter, DecisionRecord, KeyMatch, KeyRecord, Lifecycle,
-    LifecycleEvent, ManifestChange, OutcomeUpdate, RevocationEvent, RevocationKind, Store,
-    StoreError, TaskEnd, TaskFilter, TaskRecord, TaskStatus,
+    AdminAction, AdminKeyRecord, AgentStatus, CredentialRecord, DecisionFilter, DecisionRecord,
+    KeyMatch, KeyRecord, Lifecycle, LifecycleEvent, ManifestChange, OutcomeUpdate, RevocationEvent,
+    RevocationKind, Store, StoreError, TaskEnd, TaskFilter, TaskRecord, TaskStatus,
 };
 use crate::util::now_rfc3339;
 
@@ -704,6 +704,113 @@ impl Store for SqliteStore {
         .await?;
         Ok(done.rows_affected() > 0)
     }
+
+    async fn mark_interrupted(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE decisions SET outcome = 'interrupted', outcome_code = 'outcome_unknown' \
+             WHERE decision = 'allow' AND outcome IS NULL",
+        )
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn issue_admin_key(
+        &self,
+        key: &AdminKeyRecord,
+        key_hash: &[u8],
+        action: &AdminAction,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.write.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let result = async {
+            sqlx::query(
+                "INSERT INTO admin_keys (key_id, name, key_hash, created_at, agents) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&key.key_id)
+            .bind(&key.name)
+            .bind(key_hash)
+            .bind(&key.created_at)
+            .bind(key.agents.as_ref().map(|a| serde_json::Value::from(a.clone()).to_string()))
+            .execute(&mut *conn)
+            .await?;
+            insert_admin_action(&mut conn, action).await
+        }
+        .await;
+        finish(&mut conn, result).await
+    }
+
+    async fn find_admin(&self, key_hash: &[u8]) -> Result<Option<AdminKeyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT key_id, name, agents, created_at, revoked_at FROM admin_keys \
+             WHERE key_hash = ? AND revoked_at IS NULL",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.as_ref().map(admin_key_row).transpose()?)
+    }
+
+    async fn admin_keys(&self) -> Result<Vec<AdminKeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key_id, name, agents, created_at, revoked_at FROM admin_keys ORDER BY created_at, key_id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.iter().map(admin_key_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn revoke_admin_key(
+        &self,
+        key_id: &str,
+        action: &AdminAction,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.write.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let result = async {
+            let done = sqlx::query(
+                "UPDATE admin_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+            )
+            .bind(&action.at)
+            .bind(key_id)
+            .execute(&mut *conn)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Ok(false);
+            }
+            insert_admin_action(&mut conn, action).await?;
+            Ok(true)
+        }
+        .await;
+        finish(&mut conn, result).await
+    }
+
+    async fn record_admin_action(&self, action: &AdminAction) -> Result<(), StoreError> {
+        let mut conn = self.write.acquire().await?;
+        insert_admin_action(&mut conn, action).await
+    }
+
+    async fn admin_actions(&self, limit: u32) -> Result<Vec<AdminAction>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at, actor, action, target, agent_id, detail FROM admin_actions ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AdminAction {
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    agent_id: r.try_get("agent_id")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
 }
 
 /// Commits the open transaction if `result` is a success, rolls it back
@@ -800,5 +907,35 @@ fn credential_row(r: &sqlx::sqlite::SqliteRow) -> Result<CredentialRecord, sqlx:
         revoked_at: r.try_get("revoked_at")?,
         revoke_reason: r.try_get("revoke_reason")?,
         upstream_pending: r.try_get("upstream_pending")?,
+    })
+}
+
+async fn insert_admin_action(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    a: &AdminAction,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO admin_actions (at, actor, action, target, agent_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&a.at)
+    .bind(&a.actor)
+    .bind(&a.action)
+    .bind(&a.target)
+    .bind(&a.agent_id)
+    .bind(&a.detail)
+    .execute(&mut **conn)
+    .await?;
+    Ok(())
+}
+
+fn admin_key_row(r: &sqlx::sqlite::SqliteRow) -> Result<AdminKeyRecord, sqlx::Error> {
+    let agents: Option<String> = r.try_get("agents")?;
+    Ok(AdminKeyRecord {
+        key_id: r.try_get("key_id")?,
+        name: r.try_get("name")?,
+        // An unreadable scope reads as "no agent" (closed), never "every agent".
+        agents: agents.map(|a| serde_json::from_str(&a).unwrap_or_default()),
+        created_at: r.try_get("created_at")?,
+        revoked_at: r.try_get("revoked_at")?,
     })
 }

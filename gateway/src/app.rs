@@ -1,0 +1,412 @@
+//! The composition root: the one place a running gateway is assembled.
+//! `tollgate serve` and the integration tests' `TestGateway` both go
+//! through [`App`], so tests run the same start-up steps and background
+//! jobs as production.
+//!
+//! Start-up, in order ([`App::build`]):
+//! 1. load and validate the manifests (bad manifests stop us before any
+//!    port is bound);
+//! 2. open the store and the gateway's secrets; build the [`Gateway`] (on
+//!    the system clock, or a given one: tests move a `ManualClock`);
+//! 3. crash recovery ([`recover`]): allowed calls a dead process left
+//!    without an outcome are marked `interrupted`;
+//! 4. record the manifest load.
+//!
+//! Serving ([`App::serve_http`], [`App::serve_stdio`]) starts the
+//! background jobs ([`App::spawn_jobs`]: the task sweeper, the manifest
+//! reload watcher, the demo backend) and stops them when serving ends.
+
+use std::fs::File;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::ServiceExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::Gateway;
+use crate::clock::Clock;
+use crate::manifest::{self, ManifestErrors};
+use crate::pipeline::authenticate::{self, Transport};
+use crate::secrets::{Secrets, SecretsError};
+use crate::server::{self, HttpOptions};
+use crate::store::{SqliteStore, Store, StoreError};
+
+/// Default period of the task sweeper (expiry, upstream revocations, key
+/// reload, store maintenance).
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Default period of the manifest reload watcher.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Everything needed to assemble a gateway.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data directory (SQLite store, secrets file); created on first use.
+    pub data: PathBuf,
+    /// Manifest directory.
+    pub manifests: PathBuf,
+    /// The clock; `None`: the system clock.
+    pub clock: Option<Arc<dyn Clock>>,
+    /// HTTP edge settings (ignored over stdio).
+    pub http: HttpOptions,
+    /// How often to look for manifest changes; `None`: never.
+    pub reload_interval: Option<Duration>,
+    /// How often the task sweeper runs.
+    pub sweep_interval: Duration,
+    /// Start the built-in demo backend when the manifests declare one.
+    pub demo_backend: bool,
+}
+
+impl Config {
+    /// Production defaults over `data` and `manifests`.
+    pub fn new(data: impl Into<PathBuf>, manifests: impl Into<PathBuf>) -> Self {
+        Self {
+            data: data.into(),
+            manifests: manifests.into(),
+            clock: None,
+            http: HttpOptions::default(),
+            reload_interval: Some(DEFAULT_RELOAD_INTERVAL),
+            sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            demo_backend: true,
+        }
+    }
+
+    /// Uses `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Uses these HTTP edge settings.
+    pub fn with_http(mut self, http: HttpOptions) -> Self {
+        self.http = http;
+        self
+    }
+
+    /// Watches the manifests every `every` (`None`: never).
+    pub fn with_reload_interval(mut self, every: Option<Duration>) -> Self {
+        self.reload_interval = every;
+        self
+    }
+
+    /// Runs the sweeper every `every`.
+    pub fn with_sweep_interval(mut self, every: Duration) -> Self {
+        self.sweep_interval = every;
+        self
+    }
+}
+
+/// Why the gateway could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The manifests are invalid.
+    #[error(
+        "{count} manifest error(s) in {dir}:\n{list}\n(run `tollgate check {dir}` after fixing them)"
+    )]
+    Manifests {
+        /// Manifest directory.
+        dir: String,
+        /// How many errors.
+        count: usize,
+        /// One indented line per error (`file:line:column: message`).
+        list: String,
+    },
+    /// The store could not be opened.
+    #[error("cannot open the store in {data}: {source}")]
+    Store {
+        /// Data directory.
+        data: String,
+        /// Cause.
+        source: StoreError,
+    },
+    /// The gateway's secrets could not be read or created.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    /// The demo backend could not start.
+    #[error(
+        "cannot start the demo backend on {addr}: {source}; edit or remove the DemoBackend manifest"
+    )]
+    DemoBackend {
+        /// Its declared address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The stdio agent key was refused.
+    #[error("TOLLGATE_AGENT_KEY was refused: {0}")]
+    StdioKey(String),
+    /// The stdio session failed.
+    #[error("the stdio session {0}")]
+    Stdio(String),
+    /// The HTTP server failed.
+    #[error("the HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// An assembled gateway, ready to serve.
+#[derive(Debug)]
+pub struct App {
+    config: Config,
+    gw: Arc<Gateway>,
+    demo: Option<SocketAddr>,
+    /// Held while this process serves the data directory (see [`recover`]).
+    _serving: ServingLock,
+}
+
+impl App {
+    /// Loads the manifests, opens the store and secrets, builds the
+    /// gateway, recovers from a crash and records the manifest load.
+    pub async fn build(config: Config) -> Result<Self, AppError> {
+        let catalog = manifest::load_dir(&config.manifests).map_err(|ManifestErrors(errors)| {
+            let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+            AppError::Manifests {
+                dir: config.manifests.display().to_string(),
+                count: errors.len(),
+                list: list.join("\n"),
+            }
+        })?;
+        for w in &catalog.warnings {
+            tracing::warn!("{w}");
+        }
+        let demo = catalog.demo_backend.filter(|_| config.demo_backend);
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data).await.map_err(
+            |source| AppError::Store {
+                data: config.data.display().to_string(),
+                source,
+            },
+        )?);
+        let secrets = Secrets::load_or_create(&config.data)?;
+        let mut gw = Gateway::new(catalog, store, secrets);
+        if let Some(clock) = &config.clock {
+            gw = gw.with_clock(clock.clone());
+        }
+        let gw = Arc::new(gw);
+        let serving = recover(&gw, &config.data).await;
+        if let Err(e) = crate::reload::record_startup(&gw).await {
+            tracing::error!(error = %e, "cannot record the manifest load");
+        }
+        Ok(Self {
+            config,
+            gw,
+            demo,
+            _serving: serving,
+        })
+    }
+
+    /// The gateway's shared state (tests inspect the store through it).
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.gw.clone()
+    }
+
+    /// Serves MCP over HTTP on `listener` until `shutdown` resolves, with
+    /// the background jobs running; they stop when serving ends.
+    pub async fn serve_http(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let jwks = listener.local_addr().ok().map(|mut at| {
+            if at.ip().is_unspecified() {
+                at.set_ip(if at.is_ipv4() {
+                    [127, 0, 0, 1].into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            format!("http://{at}/.well-known/jwks.json")
+        });
+        let _jobs = self.spawn_jobs(jwks).await?;
+        server::serve(listener, self.gw.clone(), &self.config.http, shutdown)
+            .await
+            .map_err(AppError::Serve)
+    }
+
+    /// Serves one agent over stdin/stdout, authenticated by `key` (checked
+    /// now for a clear start-up error; the handler checks it again on every
+    /// request), until the client closes the session.
+    pub async fn serve_stdio(self, key: &str) -> Result<(), AppError> {
+        let who = authenticate::authenticate_bearer(&self.gw, key, Transport::Stdio)
+            .await
+            .map_err(|e| AppError::StdioKey(e.to_string()))?;
+        tracing::info!(agent = %who.agent().id, "serving MCP over stdio");
+        // Over stdio there is no HTTP endpoint to publish the JWKS on.
+        let _jobs = self.spawn_jobs(None).await?;
+        let service = crate::mcp::McpFront::for_stdio(self.gw.clone(), key)
+            .serve(rmcp::transport::stdio())
+            .await
+            .map_err(|e| AppError::Stdio(format!("could not start: {e}")))?;
+        service
+            .waiting()
+            .await
+            .map_err(|e| AppError::Stdio(format!("failed: {e}")))?;
+        Ok(())
+    }
+
+    /// Starts every background job. This is the one place they are
+    /// spawned: add new jobs (rate-limit windows, approval timeouts, ...)
+    /// here, as a `JoinHandle` pushed onto `jobs`, and they run in
+    /// production and in every integration test alike. They are aborted
+    /// when the returned [`Jobs`] is dropped.
+    async fn spawn_jobs(&self, jwks_url: Option<String>) -> Result<Jobs, AppError> {
+        let mut jobs = Jobs(Vec::new());
+        // The revocation feed: suspensions, retirements, key revocations
+        // and task ends committed by any process reach calls in flight
+        // within the bound (revocation.rs).
+        jobs.0.push(
+            self.gw
+                .watch_revocations()
+                .await
+                .map_err(|source| AppError::Store {
+                    data: self.config.data.display().to_string(),
+                    source,
+                })?,
+        );
+        // Task expiry, pending upstream revocations, signing-key reload,
+        // store maintenance.
+        jobs.0.push(crate::tasks::spawn_sweeper(
+            self.gw.clone(),
+            self.config.sweep_interval,
+        ));
+        if let Some(every) = self.config.reload_interval.filter(|d| !d.is_zero()) {
+            jobs.0.push(crate::reload::spawn(
+                self.gw.clone(),
+                self.config.manifests.clone(),
+                every,
+            ));
+        }
+        if let Some(addr) = self.demo
+            && let Some(job) = start_demo_backend(addr, jwks_url).await?
+        {
+            jobs.0.push(job);
+        }
+        Ok(jobs)
+    }
+}
+
+/// Background jobs; aborted on drop, so none outlives the serving it
+/// belongs to (a test's gateway, or the process).
+#[derive(Debug)]
+pub struct Jobs(Vec<JoinHandle<()>>);
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        for job in &self.0 {
+            job.abort();
+        }
+    }
+}
+
+/// Assembles the gateway from `config` and serves HTTP on `listener` until
+/// `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    App::build(config)
+        .await?
+        .serve_http(listener, shutdown)
+        .await
+}
+
+/// Assembles the gateway from `config` and serves one agent (`key`) over
+/// stdin/stdout.
+pub async fn run_stdio(config: Config, key: &str) -> Result<(), AppError> {
+    App::build(config).await?.serve_stdio(key).await
+}
+
+/// Starts the built-in demo backend. When its port is taken by another
+/// Tollgate (say an HTTP gateway, while a desktop client launches a stdio
+/// one on the same manifests), that one's demo backend is used instead.
+async fn start_demo_backend(
+    addr: SocketAddr,
+    jwks: Option<String>,
+) -> Result<Option<JoinHandle<()>>, AppError> {
+    match TcpListener::bind(addr).await {
+        Ok(listener) => {
+            tracing::info!(%addr, "demo backend listening");
+            Ok(Some(tokio::spawn(async move {
+                if let Err(e) = crate::demo::serve(listener, jwks).await {
+                    tracing::error!(error = %e, "demo backend stopped");
+                }
+            })))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            tracing::warn!(%addr, "demo backend address in use; assuming another Tollgate serves it");
+            Ok(None)
+        }
+        Err(source) => Err(AppError::DemoBackend { addr, source }),
+    }
+}
+
+/// The lock a serving process holds on `DATA/serving.lock` (shared) for as
+/// long as it serves; released by the OS when the process dies, however it
+/// dies.
+#[derive(Debug)]
+pub struct ServingLock(#[allow(dead_code)] Option<File>);
+
+/// Crash recovery at start-up: decision records that say `allow` but have
+/// no outcome belong to calls whose process died mid-call (after the record,
+/// before the outcome); they are marked `interrupted` (outcome unknown: the
+/// backend may or may not have acted), and `tollgate audit list` shows them
+/// so.
+///
+/// Marking at start-up assumes that no other live process is serving calls
+/// on this data directory: its calls in flight would look exactly like a
+/// dead process's. On one host this is enforced with file locks: every
+/// serving process holds a shared lock on `DATA/serving.lock`, and recovery
+/// runs only when an exclusive lock can be taken, i.e. when no other
+/// serving process is alive (say an HTTP gateway and a stdio one share the
+/// directory: the second one skips recovery, and the next start with no
+/// one else serving does it). Locks do not span hosts: replicas sharing one
+/// database (PostgreSQL) need an instance id on every decision record and a
+/// liveness lease per instance (a heartbeat row renewed by the sweeper);
+/// recovery then marks only the records of instances whose lease expired.
+pub async fn recover(gw: &Gateway, data: &Path) -> ServingLock {
+    let path = data.join("serving.lock");
+    let file = match File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot open the serving lock; skipping crash recovery");
+            return ServingLock(None);
+        }
+    };
+    match file.try_lock() {
+        Ok(()) => match gw.store().mark_interrupted().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                calls = n,
+                "marked {n} allowed call(s) without an outcome as `interrupted`: a previous process stopped mid-call (see `tollgate audit list`)"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot mark interrupted calls; they stay without an outcome")
+            }
+        },
+        Err(std::fs::TryLockError::WouldBlock) => tracing::info!(
+            "another Tollgate is serving this data directory; crash recovery left to the next start"
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::warn!(error = %e, "cannot lock {}; skipping crash recovery", path.display())
+        }
+    }
+    // Downgrade (or take) the shared lock for as long as we serve. Another
+    // process's recovery holds the exclusive lock only for one UPDATE.
+    let file = tokio::task::spawn_blocking(move || file.lock_shared().map(|()| file)).await;
+    match file {
+        Ok(Ok(f)) => ServingLock(Some(f)),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot hold the serving lock");
+            ServingLock(None)
+        }
+        Err(_) => ServingLock(None),
+    }
+}

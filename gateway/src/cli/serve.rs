@@ -1,0 +1,100 @@
+//! `tollgate serve`: binds the listener (or takes stdio) and hands over to
+//! [`crate::app`], which assembles and runs the gateway. Every flag also
+//! reads an environment variable (shown in `--help`), for containers and
+//! service managers.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::app::{self, Config};
+use crate::server::{self, HttpOptions};
+
+#[derive(Debug, Args)]
+pub(super) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8930")]
+    listen: SocketAddr,
+    /// Serve one agent over stdin/stdout; its key comes from TOLLGATE_AGENT_KEY.
+    #[arg(long, env = "TOLLGATE_STDIO", value_parser = clap::builder::BoolishValueParser::new())]
+    stdio: bool,
+    /// Extra `Host` header value to accept (repeatable; comma-separated in
+    /// the variable); loopback names are always accepted. Needed when
+    /// listening on a non-loopback address.
+    #[arg(
+        long = "allowed-host",
+        env = "TOLLGATE_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Vec<String>,
+    /// Browser origin to accept besides loopback ones (repeatable;
+    /// comma-separated in the variable), e.g. `https://console.example.com`.
+    #[arg(
+        long = "allowed-origin",
+        env = "TOLLGATE_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "TOLLGATE_MAX_BODY_BYTES", default_value_t = server::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// Public base URL of the gateway (e.g. `https://tollgate.example.com`),
+    /// advertised in the OAuth protected resource metadata. Default: taken
+    /// from each request's Host header.
+    #[arg(long, env = "TOLLGATE_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// How often to look for manifest changes, in milliseconds (0: never).
+    #[arg(long, env = "TOLLGATE_RELOAD_INTERVAL_MS", default_value_t = 1000)]
+    reload_interval_ms: u64,
+}
+
+pub(super) async fn run(
+    data: &Path,
+    manifests: &Path,
+    args: ServeArgs,
+) -> anyhow::Result<ExitCode> {
+    let mut http = HttpOptions {
+        max_body_bytes: args.max_body_bytes,
+        public_url: args.public_url,
+        ..HttpOptions::default()
+    };
+    http.allowed_hosts.extend(args.allowed_hosts);
+    http.allowed_origins = args.allowed_origins;
+    let config = Config::new(data, manifests)
+        .with_http(http)
+        .with_reload_interval(
+            (args.reload_interval_ms > 0).then(|| Duration::from_millis(args.reload_interval_ms)),
+        );
+
+    if args.stdio {
+        let key = std::env::var("TOLLGATE_AGENT_KEY")
+            .context("--stdio needs the agent's key in TOLLGATE_AGENT_KEY (issue one with `tollgate agents issue-key AGENT`)")?;
+        app::run_stdio(config, &key).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    // Bad manifests stop us before any port is bound.
+    let app = app::App::build(config).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (pass --listen ADDR to use another address)",
+                args.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "listening on a non-loopback address; make sure TLS terminates in front of Tollgate");
+    }
+    eprintln!("Tollgate is serving MCP at http://{addr}/mcp  (Ctrl-C to stop)");
+    app.serve_http(listener, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
