@@ -1,4 +1,5 @@
-//! Argument normalisation: a call's arguments are brought to the types the
+//! Arguments: their normalisation, and the keyed digest records keep of
+//! them. Normalisation: a call's arguments are brought to the types the
 //! tool's input schema declares before they are validated, constrained and
 //! sent, so the backend receives what the schema promises. Today that is
 //! one rule: a number with a zero fraction (`4521.0`) where the schema
@@ -14,6 +15,7 @@
 //! `items` (a schema, or a list for tuples) and `prefixItems`. Schemas
 //! reached through `$ref`, `anyOf`, `oneOf` or `allOf` are left alone.
 
+use hmac::{KeyInit, Mac};
 use serde_json::{Map, Number, Value};
 
 /// Normalises `args` in place to what `schema` (a tool's input schema, an
@@ -114,6 +116,49 @@ fn integral(n: &Number) -> Option<Number> {
         return Some(Number::from(f as u64));
     }
     None
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// Keyed digest of the arguments in canonical form (keys sorted at every
+/// level), so equal arguments give equal digests whatever their key order.
+pub fn digest(key: &[u8], arguments: &Map<String, Value>) -> String {
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| {
+        // HMAC accepts keys of any length; this branch cannot be taken.
+        <HmacSha256 as KeyInit>::new_from_slice(&[0u8; 32]).expect("fixed-size key")
+    });
+    write_canonical(&mut mac, &Value::Object(arguments.clone()));
+    format!("hmac-sha256:{}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn write_canonical(mac: &mut HmacSha256, v: &Value) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            mac.update(b"{");
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    mac.update(b",");
+                }
+                mac.update(Value::String(k.clone()).to_string().as_bytes());
+                mac.update(b":");
+                write_canonical(mac, &m[k]);
+            }
+            mac.update(b"}");
+        }
+        Value::Array(a) => {
+            mac.update(b"[");
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    mac.update(b",");
+                }
+                write_canonical(mac, x);
+            }
+            mac.update(b"]");
+        }
+        scalar => mac.update(scalar.to_string().as_bytes()),
+    }
 }
 
 #[cfg(test)]
@@ -239,5 +284,24 @@ mod tests {
         let out = run(schema, json!({ "deep": value }));
         // Beyond the depth bound the float stays a float.
         assert!(out.to_string().contains("1.0"));
+    }
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use super::*;
+
+    #[test]
+    fn digest_ignores_key_order_and_depends_on_key_and_values() {
+        let a: Map<String, Value> =
+            serde_json::from_str(r#"{"b":1,"a":{"y":2,"x":[1,"s"]}}"#).expect("json");
+        let b: Map<String, Value> =
+            serde_json::from_str(r#"{"a":{"x":[1,"s"],"y":2},"b":1}"#).expect("json");
+        let c: Map<String, Value> =
+            serde_json::from_str(r#"{"a":{"x":[1,"s"],"y":3},"b":1}"#).expect("json");
+        assert_eq!(digest(b"k1", &a), digest(b"k1", &b));
+        assert_ne!(digest(b"k1", &a), digest(b"k1", &c));
+        assert_ne!(digest(b"k1", &a), digest(b"k2", &a));
+        assert!(!digest(b"k1", &a).contains('s'.to_string().repeat(2).as_str()));
     }
 }

@@ -15,11 +15,23 @@ use time::OffsetDateTime;
 use tollgate_connectors::BackendCredential;
 
 use super::KindSecrets;
-use super::revocation::Upstream;
+use super::token_endpoint::ClientAuth;
 use crate::Gateway;
 use crate::catalog::{AgentEntry, ConnectorEntry};
 use crate::manifest::types::BackendAuth;
+use crate::secrets::SecretString;
 use crate::store::TaskRecord;
+
+/// A token an external issuer handed out, with what it takes to revoke it.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    pub(crate) token: SecretString,
+    pub(crate) revocation_url: Option<String>,
+    pub(crate) client: Option<ClientAuth>,
+    /// When the issuer says it dies (it may be later than the expiry the
+    /// gateway gave it): a revocation is owed until then.
+    pub(crate) dies: OffsetDateTime,
+}
 
 /// A cached credential is reused only while this share of its life is left.
 const REUSE_FLOOR: f64 = 0.2;

@@ -326,7 +326,7 @@ struct Minted {
     audience: Option<String>,
     expires: Option<OffsetDateTime>,
     /// Set when an external issuer handed the token out and can revoke it.
-    upstream: Option<revocation::Upstream>,
+    upstream: Option<cache::Upstream>,
 }
 
 async fn mint(req: &MintRequest<'_>, kind: AuthKind<'_>) -> Result<Minted, BrokerError> {

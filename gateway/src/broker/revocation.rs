@@ -11,25 +11,11 @@
 
 use std::sync::atomic::Ordering;
 
-use time::OffsetDateTime;
-
 use super::Broker;
-use super::cache::{Entry, Holder};
-use super::token_endpoint::{ClientAuth, form_post};
+use super::cache::{Entry, Holder, Upstream};
+use super::token_endpoint::form_post;
 use crate::Gateway;
-use crate::secrets::SecretString;
 use crate::util::stamp;
-
-/// A token an external issuer handed out, with what it takes to revoke it.
-#[derive(Debug)]
-pub(super) struct Upstream {
-    pub(super) token: SecretString,
-    pub(super) revocation_url: Option<String>,
-    pub(super) client: Option<ClientAuth>,
-    /// When the issuer says it dies (it may be later than the expiry the
-    /// gateway gave it): a revocation is owed until then.
-    pub(super) dies: OffsetDateTime,
-}
 
 /// An upstream token whose revocation failed and is retried.
 #[derive(Debug)]

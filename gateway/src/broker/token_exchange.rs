@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::revocation::Upstream;
+use super::cache::Upstream;
 use super::token_endpoint::{self, ClientAuth};
 use super::{BrokerError, MAX_CREDENTIAL_TTL, MintRequest, Minted, UNSTATED_LIFETIME, deadline};
 use crate::manifest::types::TokenExchangeAuth;

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use super::admit::Admitted;
 use super::authenticate::Authenticated;
 use super::denial::{Denial, capped};
-use super::record::args_digest;
+use crate::args::digest as args_digest;
 use crate::catalog::{Catalog, ToolEntry};
 
 /// Most schema problems reported back for one call.

@@ -147,6 +147,42 @@ pub enum Denial {
     AuditUnavailable,
 }
 
+impl From<crate::agents::NotAdmitted> for Denial {
+    fn from(n: crate::agents::NotAdmitted) -> Self {
+        use crate::agents::NotAdmitted as N;
+        match n {
+            N::Suspended {
+                agent,
+                since,
+                contact,
+            } => Denial::AgentSuspended {
+                agent,
+                since,
+                contact,
+            },
+            N::Retired {
+                agent,
+                since,
+                contact,
+            } => Denial::AgentRetired {
+                agent,
+                since,
+                contact,
+            },
+            N::ReviewOverdue {
+                agent,
+                review_by,
+                contact,
+            } => Denial::ReviewOverdue {
+                agent,
+                review_by,
+                contact,
+            },
+            N::Unavailable => Denial::LifecycleUnavailable,
+        }
+    }
+}
+
 /// What a refused or failed call looks like to the agent, whatever the
 /// transport.
 #[derive(Debug, Clone, PartialEq)]

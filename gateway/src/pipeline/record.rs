@@ -11,8 +11,7 @@
 //! lets an investigator who holds the arguments prove they match, and shows
 //! nothing to anyone else.
 
-use hmac::{KeyInit, Mac};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::authenticate::Authenticated;
 use super::authorize::Target;
@@ -23,7 +22,7 @@ use crate::catalog::ToolEntry;
 use crate::store::{CallOutcome, Decision, DecisionRecord, OutcomeUpdate};
 use crate::util::stamp;
 
-type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+pub use crate::args::digest as args_digest;
 
 /// Proof that an `allow` decision is in the store, carrying the proof of
 /// the stage the call has reached (`Recorded<Scoped>`, then
@@ -91,47 +90,6 @@ pub struct Outcome {
     pub code: Option<&'static str>,
     /// Backend status, if one answered.
     pub backend_status: Option<u16>,
-}
-
-/// Keyed digest of the arguments in canonical form (keys sorted at every
-/// level), so equal arguments give equal digests whatever their key order.
-pub fn args_digest(key: &[u8], arguments: &Map<String, Value>) -> String {
-    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| {
-        // HMAC accepts keys of any length; this branch cannot be taken.
-        <HmacSha256 as KeyInit>::new_from_slice(&[0u8; 32]).expect("fixed-size key")
-    });
-    write_canonical(&mut mac, &Value::Object(arguments.clone()));
-    format!("hmac-sha256:{}", hex::encode(mac.finalize().into_bytes()))
-}
-
-fn write_canonical(mac: &mut HmacSha256, v: &Value) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            mac.update(b"{");
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    mac.update(b",");
-                }
-                mac.update(Value::String(k.clone()).to_string().as_bytes());
-                mac.update(b":");
-                write_canonical(mac, &m[k]);
-            }
-            mac.update(b"}");
-        }
-        Value::Array(a) => {
-            mac.update(b"[");
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    mac.update(b",");
-                }
-                write_canonical(mac, x);
-            }
-            mac.update(b"]");
-        }
-        scalar => mac.update(scalar.to_string().as_bytes()),
-    }
 }
 
 /// The accountable people as of this decision: the agent's owners and who
@@ -273,23 +231,4 @@ pub async fn outcome(gw: &Gateway, mut record: RecordId, o: Outcome, latency_us:
         tracing::error!(error = %e, record = %record.id, "cannot record the outcome of a call");
     }
     Closed(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digest_ignores_key_order_and_depends_on_key_and_values() {
-        let a: Map<String, Value> =
-            serde_json::from_str(r#"{"b":1,"a":{"y":2,"x":[1,"s"]}}"#).expect("json");
-        let b: Map<String, Value> =
-            serde_json::from_str(r#"{"a":{"x":[1,"s"],"y":2},"b":1}"#).expect("json");
-        let c: Map<String, Value> =
-            serde_json::from_str(r#"{"a":{"x":[1,"s"],"y":3},"b":1}"#).expect("json");
-        assert_eq!(args_digest(b"k1", &a), args_digest(b"k1", &b));
-        assert_ne!(args_digest(b"k1", &a), args_digest(b"k1", &c));
-        assert_ne!(args_digest(b"k1", &a), args_digest(b"k2", &a));
-        assert!(!args_digest(b"k1", &a).contains('s'.to_string().repeat(2).as_str()));
-    }
 }
