@@ -28,8 +28,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use base64::Engine;
-use rand::RngCore;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -50,30 +48,11 @@ pub const ACTION_TASK_ENDED: &str = "task_ended";
 pub const ADMIN_KEY_PREFIX: &str = "tga_";
 
 /// A new admin key: the secret (shown once), its id and hash.
-#[derive(Debug)]
-pub struct AdminKey {
-    /// The key.
-    pub key: String,
-    /// Public id.
-    pub key_id: String,
-    /// SHA-256.
-    pub hash: [u8; 32],
-}
+pub type AdminKey = crate::keys::IssuedKey;
 
-/// Generates an admin key.
+/// Generates an admin key (`tga_…`, id `admin_…`).
 pub fn new_admin_key() -> AdminKey {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let key = format!(
-        "{ADMIN_KEY_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    );
-    let hash = crate::pipeline::authenticate::key_hash(&key);
-    AdminKey {
-        key_id: format!("admin_{}", hex::encode(&hash[..6])),
-        key,
-        hash,
-    }
+    crate::keys::generate(ADMIN_KEY_PREFIX, "admin_")
 }
 
 /// The admin key that authenticated the request.
@@ -148,7 +127,7 @@ async fn authenticate(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(crate::keys::bearer)
         .filter(|k| k.starts_with(ADMIN_KEY_PREFIX))
         .map(str::to_string);
     let challenge = [(header::WWW_AUTHENTICATE, "Bearer realm=\"tollgate-admin\"")];

@@ -17,6 +17,9 @@ use crate::manifest::types::{
     ConnectorOwners, DeploymentApproval, Risk, ToolManifest,
 };
 
+/// No credential lives longer than this from issue.
+pub const MAX_CREDENTIAL_TTL: std::time::Duration = std::time::Duration::from_secs(900);
+
 /// Everything the gateway serves, as loaded from one manifest directory.
 #[derive(Debug, Default)]
 pub struct Catalog {

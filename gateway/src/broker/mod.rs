@@ -54,8 +54,7 @@ use crate::util::{parse_stamp, stamp};
 pub use introspect::introspect;
 pub use revocation::{after_task_end, flush_agent, flush_task, revoke_pending_upstream};
 
-/// No credential lives longer than this from issue.
-pub const MAX_CREDENTIAL_TTL: Duration = Duration::from_secs(900);
+pub use crate::catalog::MAX_CREDENTIAL_TTL;
 
 /// How long an upstream token whose issuer states no lifetime is assumed
 /// to live (a revocation that fails is retried that long).

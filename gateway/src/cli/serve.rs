@@ -50,6 +50,21 @@ pub(super) struct ServeArgs {
     /// How often to look for manifest changes, in milliseconds (0: never).
     #[arg(long, env = "TOLLGATE_RELOAD_INTERVAL_MS", default_value_t = 1000)]
     reload_interval_ms: u64,
+    /// Most client connections at once; more are closed at once.
+    #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Seconds a client may take to send a request's headers.
+    #[arg(long, env = "TOLLGATE_HEADER_READ_TIMEOUT_SECS")]
+    header_read_timeout_secs: Option<u64>,
+    /// Seconds an idle keep-alive connection stays open.
+    #[arg(long, env = "TOLLGATE_IDLE_TIMEOUT_SECS")]
+    idle_timeout_secs: Option<u64>,
+    /// Most MCP sessions one credential may hold open.
+    #[arg(long, env = "TOLLGATE_MAX_SESSIONS_PER_CREDENTIAL")]
+    max_sessions_per_credential: Option<usize>,
+    /// Seconds after which an unused MCP session is closed.
+    #[arg(long, env = "TOLLGATE_SESSION_IDLE_TIMEOUT_SECS")]
+    session_idle_timeout_secs: Option<u64>,
 }
 
 pub(super) async fn run(
@@ -64,6 +79,22 @@ pub(super) async fn run(
     };
     http.allowed_hosts.extend(args.allowed_hosts);
     http.allowed_origins = args.allowed_origins;
+    let secs = Duration::from_secs;
+    if let Some(n) = args.max_connections {
+        http.max_connections = n;
+    }
+    if let Some(s) = args.header_read_timeout_secs {
+        http.header_read_timeout = secs(s);
+    }
+    if let Some(s) = args.idle_timeout_secs {
+        http.idle_timeout = secs(s);
+    }
+    if let Some(n) = args.max_sessions_per_credential {
+        http.max_sessions_per_credential = n;
+    }
+    if let Some(s) = args.session_idle_timeout_secs {
+        http.session_idle_timeout = secs(s);
+    }
     let config = Config::new(data, manifests)
         .with_http(http)
         .with_reload_interval(

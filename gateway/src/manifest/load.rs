@@ -650,10 +650,10 @@ fn check_auth(auth: &BackendAuth, base_dir: &Path) -> Result<Vec<String>, String
     match auth.kind()? {
         AuthKind::GatewayJwt(j) => {
             header(&j.header)?;
-            if j.ttl_seconds == 0 || j.ttl_seconds > crate::broker::MAX_CREDENTIAL_TTL.as_secs() {
+            if j.ttl_seconds == 0 || j.ttl_seconds > crate::catalog::MAX_CREDENTIAL_TTL.as_secs() {
                 return Err(format!(
                     "gateway_jwt.ttl_seconds must be between 1 and {}",
-                    crate::broker::MAX_CREDENTIAL_TTL.as_secs()
+                    crate::catalog::MAX_CREDENTIAL_TTL.as_secs()
                 ));
             }
         }

@@ -69,7 +69,7 @@ pub fn task_id_for(
 
 /// Loads the named task for this agent, mapping failures to denials.
 pub async fn load(gw: &Gateway, task_id: &str, agent_id: &str) -> Result<TaskRecord, Denial> {
-    tasks::active(gw, task_id, agent_id)
+    tasks::active_or_end_expired(gw, task_id, agent_id)
         .await
         .map_err(|e| match e {
             TaskError::NotFound(id) => Denial::TaskUnknown {

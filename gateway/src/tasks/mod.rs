@@ -549,7 +549,11 @@ pub async fn after_key_revoked(gw: &Gateway, task: &TaskRecord) {
 
 /// Loads a task and checks that it belongs to `agent_id` and is active by
 /// the gateway's clock; a task past its expiry is ended now.
-pub async fn active(gw: &Gateway, id: &str, agent_id: &str) -> Result<TaskRecord, TaskError> {
+pub async fn active_or_end_expired(
+    gw: &Gateway,
+    id: &str,
+    agent_id: &str,
+) -> Result<TaskRecord, TaskError> {
     let task = gw
         .store()
         .task(id)
