@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
     ErrorData, Implementation, ListToolsResult, MetaObject, PaginatedRequestParams,
-    ServerCapabilities, ServerConfig, Tool,
+    ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler};
@@ -166,6 +166,16 @@ fn view_to_error(view: AgentView) -> ErrorData {
     }
 }
 
+/// A gateway tool's MCP definition.
+fn gateway_tool(t: pipeline::builtin::GatewayTool) -> Tool {
+    let schema = Arc::new(t.input_schema.as_object().cloned().unwrap_or_default());
+    let mut annotations = ToolAnnotations::new().read_only(false).destructive(false);
+    if t.idempotent {
+        annotations = annotations.idempotent(true);
+    }
+    Tool::new(t.name, t.description, schema).with_annotations(annotations)
+}
+
 fn reply_to_mcp(reply: CallReply) -> Result<CallToolResult, ErrorData> {
     match reply {
         CallReply::Output(out) => {
@@ -205,10 +215,11 @@ impl ServerHandler for McpFront {
             .map_err(|d| view_to_error(d.to_agent()))?;
         let agent = who.agent();
         let mut tools: Vec<Tool> = list.tools.iter().map(|t| t.tool.clone()).collect();
-        tools.extend(pipeline::builtin::tools(
-            list.task.is_some(),
-            agent.tasks.max_ttl_seconds,
-        ));
+        tools.extend(
+            pipeline::builtin::tools(list.task.is_some(), agent.tasks.max_ttl_seconds)
+                .into_iter()
+                .map(gateway_tool),
+        );
         // The list differs per agent: shared caches must not reuse it.
         Ok(ListToolsResult::with_all_items(tools).with_cache_scope(CacheScope::Private))
     }

@@ -12,6 +12,7 @@ mod demo;
 mod edge;
 mod http_transport;
 mod identity;
+mod inputs;
 mod lifecycle;
 mod manifests;
 mod reload;

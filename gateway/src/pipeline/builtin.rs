@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use rmcp::model::{CallToolResult, ContentBlock, Tool, ToolAnnotations};
 use serde_json::{Map, Value, json};
 use tollgate_connectors::ToolOutput;
 
@@ -32,10 +31,6 @@ pub const END_TASK: &str = "tollgate.end_task";
 /// Whether `name` is one of the gateway's own tools.
 pub fn is_builtin(name: &str) -> bool {
     lookup(name).is_some()
-}
-
-fn object(v: Value) -> Arc<Map<String, Value>> {
-    Arc::new(v.as_object().cloned().unwrap_or_default())
 }
 
 /// Most schema problems reported back for one call (as for connector tools).
@@ -126,29 +121,36 @@ pub fn check_arguments(
     }
 }
 
+/// A gateway tool as listed: what the MCP front turns into a tool
+/// definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayTool {
+    /// Name.
+    pub name: &'static str,
+    /// Description for the model.
+    pub description: &'static str,
+    /// Input schema, exactly as enforced.
+    pub input_schema: Value,
+    /// Calling it twice does no more than calling it once.
+    pub idempotent: bool,
+}
+
 /// The gateway tools to list: `start_task` outside a task, `end_task` in one.
-pub fn tools(in_task: bool, max_ttl: u64) -> Vec<Tool> {
+pub fn tools(in_task: bool, max_ttl: u64) -> Vec<GatewayTool> {
     if in_task {
-        vec![
-            Tool::new(
-                END_TASK,
-                "End the current task: its credentials are revoked at once.",
-                object(end_schema()),
-            )
-            .with_annotations(
-                ToolAnnotations::new()
-                    .read_only(false)
-                    .destructive(false)
-                    .idempotent(true),
-            ),
-        ]
+        vec![GatewayTool {
+            name: END_TASK,
+            description: "End the current task: its credentials are revoked at once.",
+            input_schema: end_schema(),
+            idempotent: true,
+        }]
     } else {
-        vec![Tool::new(
-            START_TASK,
-            "Start a task: declare its purpose, the tools it needs and how long it may run. Until it ends, only those tools can be called.",
-            object(start_schema(max_ttl)),
-        )
-        .with_annotations(ToolAnnotations::new().read_only(false).destructive(false))]
+        vec![GatewayTool {
+            name: START_TASK,
+            description: "Start a task: declare its purpose, the tools it needs and how long it may run. Until it ends, only those tools can be called.",
+            input_schema: start_schema(max_ttl),
+            idempotent: false,
+        }]
     }
 }
 
@@ -184,25 +186,23 @@ pub async fn run(
         task_hint: None,
         connection: connection.map(str::to_string),
     };
-    let result = if name == START_TASK {
+    if name == START_TASK {
         start(gw, who, &request, current_task, args).await
     } else {
         end(gw, who, &request, current_task, args).await
-    };
-    result.map(|r| ToolOutput {
-        text: r
-            .content
-            .iter()
-            .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        structured: r.structured_content,
-        is_error: r.is_error.unwrap_or(false),
-        backend_status: None,
-    })
+    }
 }
 
-type BuiltinResult = Result<CallToolResult, (&'static str, String)>;
+type BuiltinResult = Result<ToolOutput, (&'static str, String)>;
+
+fn output(text: String, structured: Value) -> ToolOutput {
+    ToolOutput {
+        text,
+        structured: Some(structured),
+        is_error: false,
+        backend_status: None,
+    }
+}
 
 fn failure(e: TaskError) -> (&'static str, String) {
     (e.code(), e.public_message())
@@ -257,14 +257,13 @@ async fn start(
         "expires_at": t.expires_at, "task_token": started.token,
         "note": "This connection now works within the task. Stateless clients: send _meta {\"tollgate/task\": task_id} or use task_token as the bearer.",
     });
-    let mut result = CallToolResult::success(vec![ContentBlock::text(format!(
+    let text = format!(
         "Task {} started until {}: {}",
         t.id,
         t.expires_at,
         t.tools.join(", ")
-    ))]);
-    result.structured_content = Some(body);
-    Ok(result)
+    );
+    Ok(output(text, body))
 }
 
 async fn end(
@@ -304,13 +303,11 @@ async fn end(
             .unwrap_or_else(|p| p.into_inner())
             .remove(conn);
     }
-    let mut result = CallToolResult::success(vec![ContentBlock::text(format!(
-        "Task {} ended; its credentials are revoked.",
-        ended.id
-    ))]);
-    result.structured_content =
-        Some(json!({ "task_id": ended.id, "status": ended.status, "ended_at": ended.ended_at }));
-    Ok(result)
+    let text = format!("Task {} ended; its credentials are revoked.", ended.id);
+    Ok(output(
+        text,
+        json!({ "task_id": ended.id, "status": ended.status, "ended_at": ended.ended_at }),
+    ))
 }
 
 #[cfg(test)]
@@ -334,7 +331,7 @@ mod tests {
         for (in_task, name) in [(false, START_TASK), (true, END_TASK)] {
             let listed = tools(in_task, 900);
             assert_eq!(listed[0].name, name);
-            let shown = Value::Object(listed[0].input_schema.as_ref().clone());
+            let shown = listed[0].input_schema.clone();
             let expected = if in_task {
                 end_schema()
             } else {
