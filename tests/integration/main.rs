@@ -6,6 +6,7 @@
 mod cli;
 mod credentials;
 mod demo;
+mod fuzz_findings;
 mod http_transport;
 mod identity;
 mod lifecycle;
