@@ -47,6 +47,7 @@ write("manifest", "two-docs", "kind: Agent\nid: a\n---\nkind: Connector\nid: c\n
 
 # --- jsonrpc: first byte = header flags, NUL between requests.
 STATELESS = 0x10  # MCP-Protocol-Version: 2026-07-28, JSON body, both Accepts
+HANDSHAKE = 0x30  # MCP-Protocol-Version: 2025-06-18 (never 0x00: NUL separates requests)
 SESSION = 0x40  # replay the previous response's Mcp-Session-Id
 META = {
     "io.modelcontextprotocol/protocolVersion": "2026-07-28",
@@ -107,10 +108,10 @@ write(
     "handshake-call",
     b"\0".join(
         [
-            req(0x00, init),
-            req(SESSION | 0x20, rpc("notifications/initialized", id=None)),
+            req(HANDSHAKE, init),
+            req(SESSION | HANDSHAKE, rpc("notifications/initialized", id=None)),
             req(
-                SESSION | 0x20,
+                SESSION | HANDSHAKE,
                 rpc("tools/call", {"name": "inventory.get_item", "arguments": {"item_id": "1"}}, id=2),
             ),
         ]

@@ -4,7 +4,9 @@
 //!
 //! Input: up to four requests separated by NUL bytes. Each request's first
 //! byte picks headers (bits 0-1 `Content-Type`, bits 2-3 `Accept`, bits 4-5
-//! `MCP-Protocol-Version`, bit 6 replays the `Mcp-Session-Id` of the
+//! `MCP-Protocol-Version`: none, 2026-07-28 with the `Mcp-Method`/`Mcp-Name`
+//! headers a client derives from the body, 2026-07-28 bare, 2025-06-18;
+//! bit 6 replays the `Mcp-Session-Id` of the
 //! previous response, bit 7 adds a foreign `Origin`); the rest is the body,
 //! POSTed to `/mcp` with a valid agent key, so a handshake
 //! (`initialize`, `notifications/initialized`, `tools/call`) fits in one
@@ -111,19 +113,28 @@ async fn one(s: &State, raw: &[u8], session: Option<String>) -> Option<String> {
     {
         req = req.header(header::ACCEPT, accept);
     }
+    let version = (flags >> 4) & 3;
     if let Some(v) = [
         None,
         Some("2026-07-28"),
+        Some("2026-07-28"),
         Some("2025-06-18"),
-        Some("1999-01-01"),
-    ][usize::from((flags >> 4) & 3)]
+    ][usize::from(version)]
     {
         req = req.header("mcp-protocol-version", v);
     }
-    if flags & 0x40 != 0 {
-        if let Some(id) = &session {
-            req = req.header("mcp-session-id", id.as_str());
+    if version == 1 {
+        // What a well-behaved 2026-07-28 client adds: the method and name
+        // repeated in headers (SEP-2243). Without them (version 2) rmcp
+        // refuses the request before the gateway sees it.
+        for (name, value) in routing_headers(body) {
+            req = req.header(name, value);
         }
+    }
+    if flags & 0x40 != 0
+        && let Some(id) = &session
+    {
+        req = req.header("mcp-session-id", id.as_str());
     }
     if flags & 0x80 != 0 {
         req = req.header(header::ORIGIN, "https://evil.example");
@@ -198,6 +209,38 @@ async fn one(s: &State, raw: &[u8], session: Option<String>) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or(session)
+}
+
+/// `Mcp-Method` and `Mcp-Name` for `body`, when they are plain header values.
+fn routing_headers(body: &[u8]) -> Vec<(&'static str, String)> {
+    let Ok(Value::Object(msg)) = serde_json::from_slice::<Value>(body) else {
+        return Vec::new();
+    };
+    let plain = |v: &str| {
+        !v.is_empty()
+            && v.bytes().all(|b| b.is_ascii_graphic())
+            && http::HeaderValue::from_str(v).is_ok()
+    };
+    let mut out = Vec::new();
+    if let Some(method) = msg
+        .get("method")
+        .and_then(Value::as_str)
+        .filter(|m| plain(m))
+    {
+        out.push(("mcp-method", method.to_string()));
+        let key = match method {
+            "tools/call" | "prompts/get" => Some("name"),
+            "resources/read" => Some("uri"),
+            _ => None,
+        };
+        if let Some(name) = key
+            .and_then(|k| msg.get("params")?.get(k)?.as_str())
+            .filter(|n| plain(n))
+        {
+            out.push(("mcp-name", name.to_string()));
+        }
+    }
+    out
 }
 
 /// Whether `body` is a JSON-RPC `tools/call` of a granted tool with

@@ -14,7 +14,7 @@
 //!   signature the fuzzer made up.
 //!
 //! Properties: nothing panics; `unverified_issuer` returns the payload's
-//! `iss` exactly; a token that verifies carries a signature over its first
+//! `iss` exactly when the payload is strict JSON; a token that verifies carries a signature over its first
 //! two segments that the trusted key really made (checked with aws-lc
 //! directly), uses ES256, names the issuer and the audience, is not
 //! expired nor early (within the leeway) and its subject is its non-empty
@@ -112,6 +112,10 @@ pub fn run(data: &[u8]) {
 
     let payload = segment_json(&token, 1);
     match unverified_issuer(&token) {
+        // A payload that is not strict JSON (invalid UTF-8 inside a claim
+        // the issuer lookup skips) still yields its `iss`: harmless, the
+        // lookup only picks the keys that then verify the whole token.
+        Ok(_) if payload.is_none() => {}
         Ok(iss) => assert_eq!(
             payload
                 .as_ref()
@@ -120,6 +124,7 @@ pub fn run(data: &[u8]) {
             Some(iss.as_str()),
             "unverified_issuer returned something other than the payload's iss"
         ),
+        Err(TokenError::MissingClaim) if payload.is_none() => {}
         Err(TokenError::MissingClaim) => assert!(
             payload
                 .as_ref()
@@ -130,6 +135,9 @@ pub fn run(data: &[u8]) {
     }
 
     let verdict = s.rt.block_on(s.issuer.verify(&token));
+    if std::env::var_os("TOLLGATE_FUZZ_DEBUG").is_some() {
+        eprintln!("jwt mode {} -> {verdict:?}", mode % 3);
+    }
     if let Ok(verified) = verdict {
         assert!(!forged, "a made-up signature verified: {token}");
         check_accepted(&token, &verified);
@@ -148,11 +156,13 @@ fn check_accepted(token: &str, verified: &VerifiedToken) {
     signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
         .verify(input.as_bytes(), &sig)
         .unwrap_or_else(|_| panic!("accepted a token the trusted key did not sign: {token}"));
-    let header = segment_json(token, 0).expect("an accepted token's header is JSON");
-    assert_eq!(header.get("alg").and_then(Value::as_str), Some("ES256"));
-    let claims = segment_json(token, 1).expect("an accepted token's claims are JSON");
-    assert_eq!(claims.get("iss").and_then(Value::as_str), Some(ISS));
-    let aud_ok = match claims.get("aud") {
+    // Typed, like the verifier reads them: a claim the checks do not
+    // use may hold a number serde_json's `Value` refuses (`1.5e9176…`).
+    let header: AcceptedHeader = segment(token, 0).expect("an accepted token's header parses");
+    assert_eq!(header.alg, "ES256");
+    let claims: AcceptedClaims = segment(token, 1).expect("an accepted token's claims parse");
+    assert_eq!(claims.iss.as_deref(), Some(ISS));
+    let aud_ok = match &claims.aud {
         Some(Value::String(a)) => a == AUD,
         Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(AUD)),
         _ => false,
@@ -162,22 +172,39 @@ fn check_accepted(token: &str, verified: &VerifiedToken) {
         "accepted a token whose aud does not name the gateway"
     );
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let exp = claims.get("exp").and_then(Value::as_f64);
+    let exp = claims.exp;
     assert!(
         exp.is_some_and(|e| e + (LEEWAY + 5) as f64 >= now as f64),
         "accepted an expired token (exp {exp:?}, now {now})"
     );
-    if let Some(nbf) = claims.get("nbf") {
-        let nbf = nbf.as_f64().expect("an accepted nbf is a number");
+    if let Some(nbf) = claims.nbf {
         assert!(
             nbf <= (now + LEEWAY + 5) as f64,
             "accepted a token before nbf"
         );
     }
-    let sub = claims.get("sub").and_then(Value::as_str);
-    assert_eq!(sub, Some(verified.subject.as_str()));
+    assert_eq!(claims.sub.as_deref(), Some(verified.subject.as_str()));
     assert!(!verified.subject.is_empty(), "accepted an empty sub");
     assert_eq!(verified.issuer_id, "fuzz-idp");
+}
+
+#[derive(serde::Deserialize)]
+struct AcceptedHeader {
+    alg: String,
+}
+
+#[derive(serde::Deserialize)]
+struct AcceptedClaims {
+    iss: Option<String>,
+    aud: Option<Value>,
+    exp: Option<f64>,
+    nbf: Option<f64>,
+    sub: Option<String>,
+}
+
+/// Segment `i` of a compact JWT deserialized as `T`.
+fn segment<T: serde::de::DeserializeOwned>(token: &str, i: usize) -> Option<T> {
+    serde_json::from_slice(&B64.decode(token.split('.').nth(i)?).ok()?).ok()
 }
 
 /// Segment `i` of a compact JWT decoded as a JSON object, if it is one.

@@ -7,7 +7,8 @@
 //!
 //! Properties: never panics; every error names one of the given files, a
 //! line inside that file (1-based, at most one past its last line, which is
-//! where a parser reports an unexpected end) and a non-empty message.
+//! where a parser reports an unexpected end; CR, LF and CRLF each end a
+//! line, as in YAML) and a non-empty message.
 
 use std::path::PathBuf;
 
@@ -34,7 +35,14 @@ pub fn run(data: &[u8]) {
                     .iter()
                     .find(|s| s.path == e.file)
                     .unwrap_or_else(|| panic!("error names an unknown file: {e}"));
-                let lines = source.text.lines().count();
+                // YAML counts a lone CR as a line break too (and so do
+                // editors), so count lines the way the parser does.
+                let lines = source
+                    .text
+                    .replace("\r\n", "\n")
+                    .replace('\r', "\n")
+                    .lines()
+                    .count();
                 assert!(
                     e.line >= 1 && e.line <= lines + 1,
                     "error line {} outside 1..={} : {e}",

@@ -76,6 +76,12 @@ pub fn run(data: &[u8]) {
         mutate(&s.token, rest)
     };
     let verdict = tollgate::tasks::verify_token(&s.gw, &candidate);
+    if std::env::var_os("TOLLGATE_FUZZ_DEBUG").is_some() {
+        eprintln!(
+            "task token {candidate} -> {:?}",
+            verdict.as_ref().map(|c| &c.tid)
+        );
+    }
     if candidate == s.token {
         let claims = verdict.expect("the valid task token must verify");
         assert_eq!(claims.sub, crate::AGENT);
