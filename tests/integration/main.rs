@@ -10,6 +10,7 @@ mod crash;
 mod credentials;
 mod demo;
 mod edge;
+mod fuzz_findings;
 mod http_transport;
 mod identity;
 mod inputs;

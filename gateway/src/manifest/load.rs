@@ -157,7 +157,9 @@ fn find_scalar(text: &str, needle: &str, from_line: usize) -> Option<(usize, usi
                 if bounded_before && bounded_after {
                     return Some((i + 1, pos + 1));
                 }
-                search = pos + 1;
+                // Past the whole first character: `pos + 1` can land
+                // inside a multi-byte one, and slicing there panics.
+                search = pos + quoted.chars().next().map_or(1, char::len_utf8);
             }
         }
     }
