@@ -8,7 +8,8 @@
 //! Properties: `parse` never panics; a parsed constraint keeps its trimmed
 //! text and parsing that text again gives the same constraint (the type has
 //! no `Display`: `text` is its rendering); `allows` is total and says yes
-//! when the argument is absent; each operator agrees with its negation
+//! for an absent argument only when the constraint is written optional
+//! (`amount? <= 500`); each operator disagrees with its negation
 //! (`==`/`!=` always, `<`/`>=` and `>`/`<=` on numbers); `==` and `in`
 //! accept the very literal they name.
 
@@ -32,10 +33,14 @@ pub fn run(data: &[u8]) {
         Ok(&c),
         "parse(text) does not round trip"
     );
-    assert!(
+    // An absent argument fails a constraint unless it is written
+    // optional (`amount? <= 500`).
+    assert_eq!(
         c.allows(&Map::new()),
-        "an absent argument must satisfy `{}`",
-        c.text
+        c.is_optional(),
+        "an absent argument and `{}` (optional: {})",
+        c.text,
+        c.is_optional()
     );
 
     let args = match parts.get(1) {
@@ -50,6 +55,8 @@ pub fn run(data: &[u8]) {
 
     // The operator and literal, as the text spells them.
     let rest = c.text[c.arg.len()..].trim_start();
+    let rest = rest.strip_prefix('?').unwrap_or(rest).trim_start();
+    let q = if c.is_optional() { "?" } else { "" };
     let Some((op, literal)) = ["<=", ">=", "==", "!=", "<", ">", "in "]
         .iter()
         .find_map(|op| rest.strip_prefix(op).map(|l| (*op, l.trim())))
@@ -68,7 +75,7 @@ pub fn run(data: &[u8]) {
     if let (Some(neg), Some(actual)) = (negation, args.get(&c.arg)) {
         let numeric = matches!(op, "==" | "!=") || actual.is_number();
         if numeric {
-            let twin = Constraint::parse(&format!("{} {neg} {literal}", c.arg))
+            let twin = Constraint::parse(&format!("{}{q} {neg} {literal}", c.arg))
                 .unwrap_or_else(|e| panic!("the negation of `{}` does not parse: {e}", c.text));
             assert_eq!(
                 twin.allows(&args),
