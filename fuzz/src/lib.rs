@@ -129,7 +129,13 @@ pub async fn gateway(data: &std::path::Path, backend_url: &str) -> (Arc<Gateway>
     let gw = Arc::new(Gateway::new(catalog, store, secrets));
     let key = tollgate::pipeline::authenticate::new_key();
     gw.store()
-        .insert_key(&key.key_id, AGENT, &key.hash, None)
+        .insert_key(
+            &key.key_id,
+            AGENT,
+            &key.hash,
+            None,
+            "2026-01-01T00:00:00.000000Z",
+        )
         .await
         .expect("cannot insert the agent key");
     (gw, key.key)

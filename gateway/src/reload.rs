@@ -19,7 +19,6 @@ use crate::Gateway;
 use crate::catalog::SourceFile;
 use crate::manifest::{self, ManifestErrors};
 use crate::store::{ManifestChange, StoreError};
-use crate::util::now_rfc3339;
 
 /// Path -> SHA-256 of every manifest file in a directory.
 pub type Fingerprint = BTreeMap<PathBuf, String>;
@@ -81,7 +80,7 @@ fn describe(before: &Fingerprint, after: &Fingerprint) -> serde_json::Value {
 pub async fn record_startup(gw: &Gateway) -> Result<(), StoreError> {
     let now = fingerprint_of(&gw.catalog().sources);
     let change = ManifestChange {
-        at: now_rfc3339(),
+        at: crate::util::stamp(gw.now()),
         outcome: "loaded".into(),
         files: describe(&Fingerprint::new(), &now),
         errors: None,
@@ -126,7 +125,7 @@ pub async fn check_once(gw: &Gateway, dir: &Path, last: &mut Fingerprint) -> Rel
         }
     };
     let change = ManifestChange {
-        at: now_rfc3339(),
+        at: crate::util::stamp(gw.now()),
         outcome: outcome.into(),
         files,
         errors,

@@ -907,6 +907,7 @@ async fn suspending_an_agent_kills_its_credentials_outside_tasks_and_flush_revok
             tollgate::store::AgentStatus::Suspended,
             "investigation",
             "secops",
+            &tollgate_tests::now(),
         )
         .await
         .unwrap();
@@ -937,6 +938,7 @@ async fn suspending_an_agent_kills_its_credentials_outside_tasks_and_flush_revok
             tollgate::store::AgentStatus::Active,
             "cleared",
             "secops",
+            &tollgate_tests::now(),
         )
         .await
         .unwrap();
@@ -1067,6 +1069,7 @@ async fn a_credential_minted_while_its_agent_is_suspended_and_flushed_is_revoked
             tollgate::store::AgentStatus::Suspended,
             "investigation",
             "secops",
+            &tollgate_tests::now(),
         )
         .await
         .unwrap();

@@ -562,7 +562,7 @@ async fn the_admin_api_applies_the_edge_rules() {
     let admin = tollgate::admin::new_admin_key();
     gw.gw
         .store()
-        .insert_admin_key(&admin.key_id, "ops", &admin.hash)
+        .insert_admin_key(&admin.key_id, "ops", &admin.hash, &tollgate_tests::now())
         .await
         .unwrap();
     let base = format!("http://{}/admin/tasks", gw.addr);

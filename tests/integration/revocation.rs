@@ -128,12 +128,18 @@ async fn burst_against(revocation: Revocation) {
     match revocation {
         Revocation::Retire => {
             other
-                .set_agent_status("tester", AgentStatus::Retired, "test", "operator")
+                .set_agent_status(
+                    "tester",
+                    AgentStatus::Retired,
+                    "test",
+                    "operator",
+                    &tollgate_now(),
+                )
                 .await
                 .unwrap();
         }
         Revocation::RevokeKey => {
-            assert!(other.revoke_key(&key_id).await.unwrap());
+            assert!(other.revoke_key(&key_id, &tollgate_now()).await.unwrap());
         }
         Revocation::EndTask => {
             let id = &task.as_ref().unwrap().task.id;
@@ -262,7 +268,13 @@ async fn a_held_body_is_judged_after_a_retirement_committed_meanwhile() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     other_process(&gw)
         .await
-        .set_agent_status("tester", AgentStatus::Retired, "test", "operator")
+        .set_agent_status(
+            "tester",
+            AgentStatus::Retired,
+            "test",
+            "operator",
+            &tollgate_now(),
+        )
         .await
         .unwrap();
     // Wait past the bound, then release the body.
@@ -295,7 +307,13 @@ async fn the_watcher_applies_changes_committed_by_another_process() {
     let before = gw.gw.revocations().fence();
     other_process(&gw)
         .await
-        .set_agent_status("other", AgentStatus::Suspended, "test", "operator")
+        .set_agent_status(
+            "other",
+            AgentStatus::Suspended,
+            "test",
+            "operator",
+            &tollgate_now(),
+        )
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -172,7 +172,13 @@ async fn a_start_racing_the_key_revocation_leaves_no_task_behind() {
     let (_key, key_id) = key_with_id(&gw, "tester").await;
     // The start authenticated with the key just before it was revoked; the
     // revocation commits first, then the start reaches the store.
-    assert!(gw.gw.store().revoke_key(&key_id).await.unwrap());
+    assert!(
+        gw.gw
+            .store()
+            .revoke_key(&key_id, &tollgate_tests::now())
+            .await
+            .unwrap()
+    );
     let refused = tollgate::tasks::start_in_band(
         &gw.gw,
         StartTask {

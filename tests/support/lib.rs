@@ -312,7 +312,7 @@ impl TestGateway {
         let k = tollgate::pipeline::authenticate::new_key();
         self.gw
             .store()
-            .insert_key(&k.key_id, agent, &k.hash, None)
+            .insert_key(&k.key_id, agent, &k.hash, None, &now())
             .await
             .unwrap();
         k.key
@@ -406,6 +406,15 @@ impl Drop for TestGateway {
             let _ = tx.send(());
         }
     }
+}
+
+/// Now, as the store writes times (RFC 3339, UTC, microseconds).
+pub fn now() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    let f = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    t.format(&f).unwrap()
 }
 
 /// Arguments as an rmcp JSON object.

@@ -13,6 +13,7 @@ use super::{known_agent, open_store, operator, sorted};
 use crate::catalog::Catalog;
 use crate::pipeline::authenticate;
 use crate::store::{AgentStatus, Store};
+use crate::util::now_rfc3339;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum AgentsCommand {
@@ -85,7 +86,7 @@ pub(super) async fn run(
             issue_key(store.as_ref(), &catalog, manifests, &agent, label).await
         }
         AgentsCommand::RevokeKey { key_id } => {
-            if store.revoke_key(&key_id).await? {
+            if store.revoke_key(&key_id, &now_rfc3339()).await? {
                 outln!("{key_id}: revoked; requests presenting it get 401 from now on");
                 Ok(ExitCode::SUCCESS)
             } else {
@@ -141,13 +142,19 @@ async fn issue_key(
     }
     let issued = authenticate::new_key();
     store
-        .insert_key(&issued.key_id, agent, &issued.hash, label.as_deref())
+        .insert_key(
+            &issued.key_id,
+            agent,
+            &issued.hash,
+            label.as_deref(),
+            &now_rfc3339(),
+        )
         .await?;
     // A retirement that committed between the check and the insert has
     // already revoked the agent's keys, but not this one: look again and
     // take the key back, so a retired agent never holds a live key.
     if let Some(why) = retired(store, agent).await? {
-        store.revoke_key(&issued.key_id).await?;
+        store.revoke_key(&issued.key_id, &now_rfc3339()).await?;
         bail!(why);
     }
     eprintln!(
@@ -333,7 +340,7 @@ async fn change_status(
     }
     let by = operator(c.by);
     let event = store
-        .set_agent_status(&c.agent, to, c.reason.trim(), &by)
+        .set_agent_status(&c.agent, to, c.reason.trim(), &by, &now_rfc3339())
         .await?;
     if c.json {
         output::json(&event)?;

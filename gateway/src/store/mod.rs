@@ -428,13 +428,15 @@ pub struct AdminAction {
 /// The state interface. Every method is safe to call concurrently.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// Stores a new key hash for an agent.
+    /// Stores a new key hash for an agent, created `at` (the caller's
+    /// clock: the store never reads one).
     async fn insert_key(
         &self,
         key_id: &str,
         agent_id: &str,
         key_hash: &[u8],
         label: Option<&str>,
+        at: &str,
     ) -> Result<(), StoreError>;
     /// Finds a live (not revoked) key by its hash, with its agent's current
     /// runtime status.
@@ -442,7 +444,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Revokes one key (of any agent) and ends the tasks it started, as
     /// [`Store::revoke_key_ending_tasks`] does; false if no live key has
     /// that id.
-    async fn revoke_key(&self, key_id: &str) -> Result<bool, StoreError>;
+    async fn revoke_key(&self, key_id: &str, at: &str) -> Result<bool, StoreError>;
     /// Lists every key (live and revoked).
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
     /// Writes a decision record. Must be durable before it returns `Ok`.
@@ -462,6 +464,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         key_id: &str,
         name: &str,
         key_hash: &[u8],
+        at: &str,
     ) -> Result<(), StoreError>;
     /// The name a live admin key belongs to.
     async fn find_admin_key(&self, key_hash: &[u8]) -> Result<Option<String>, StoreError>;
@@ -469,13 +472,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn agent_lifecycle(&self, agent_id: &str) -> Result<Option<Lifecycle>, StoreError>;
     /// Changes an agent's status and records the change. Retiring also
     /// revokes every key of the agent, in the same transaction. A retired
-    /// agent cannot change status again (`Conflict`).
+    /// agent cannot change status again (`Conflict`). `at` is when, by the
+    /// caller's clock.
     async fn set_agent_status(
         &self,
         agent_id: &str,
         to: AgentStatus,
         reason: &str,
         changed_by: &str,
+        at: &str,
     ) -> Result<LifecycleEvent, StoreError>;
     /// An agent's lifecycle changes, oldest first.
     async fn lifecycle_events(&self, agent_id: &str) -> Result<Vec<LifecycleEvent>, StoreError>;

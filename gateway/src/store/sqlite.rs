@@ -15,7 +15,6 @@ use super::{
     KeyMatch, KeyRecord, Lifecycle, LifecycleEvent, ManifestChange, OutcomeUpdate, RevocationEvent,
     RevocationKind, Store, StoreError, TaskEnd, TaskFilter, TaskRecord, TaskStatus,
 };
-use crate::util::now_rfc3339;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -99,13 +98,14 @@ impl Store for SqliteStore {
         agent_id: &str,
         key_hash: &[u8],
         label: Option<&str>,
+        at: &str,
     ) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO agent_keys (key_id, agent_id, key_hash, label, created_at) VALUES (?, ?, ?, ?, ?)")
             .bind(key_id)
             .bind(agent_id)
             .bind(key_hash)
             .bind(label)
-            .bind(now_rfc3339())
+            .bind(at)
             .execute(&self.write)
             .await?;
         Ok(())
@@ -140,11 +140,8 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn revoke_key(&self, key_id: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .revoke_key_ending_tasks(key_id, &now_rfc3339())
-            .await?
-            .is_some())
+    async fn revoke_key(&self, key_id: &str, at: &str) -> Result<bool, StoreError> {
+        Ok(self.revoke_key_ending_tasks(key_id, at).await?.is_some())
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
@@ -248,6 +245,7 @@ impl Store for SqliteStore {
         key_id: &str,
         name: &str,
         key_hash: &[u8],
+        at: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO admin_keys (key_id, name, key_hash, created_at) VALUES (?, ?, ?, ?)",
@@ -255,7 +253,7 @@ impl Store for SqliteStore {
         .bind(key_id)
         .bind(name)
         .bind(key_hash)
-        .bind(now_rfc3339())
+        .bind(at)
         .execute(&self.write)
         .await?;
         Ok(())
@@ -293,6 +291,7 @@ impl Store for SqliteStore {
         to: AgentStatus,
         reason: &str,
         changed_by: &str,
+        at: &str,
     ) -> Result<LifecycleEvent, StoreError> {
         // BEGIN IMMEDIATE takes the write lock up front, so two operators
         // changing the same agent cannot both read the old status.
@@ -310,7 +309,6 @@ impl Store for SqliteStore {
             if from == to {
                 return Err(StoreError::Conflict(format!("agent `{agent_id}` is already {}", to.as_str())));
             }
-            let at = now_rfc3339();
             sqlx::query(
                 "INSERT INTO agent_lifecycle (agent_id, status, reason, changed_by, changed_at) VALUES (?, ?, ?, ?, ?) \
                  ON CONFLICT(agent_id) DO UPDATE SET status = excluded.status, reason = excluded.reason, \
@@ -320,7 +318,7 @@ impl Store for SqliteStore {
             .bind(to.as_str())
             .bind(reason)
             .bind(changed_by)
-            .bind(&at)
+            .bind(at)
             .execute(&mut *conn)
             .await?;
             sqlx::query(
@@ -332,7 +330,7 @@ impl Store for SqliteStore {
             .bind(to.as_str())
             .bind(reason)
             .bind(changed_by)
-            .bind(&at)
+            .bind(at)
             .execute(&mut *conn)
             .await?;
             if to != AgentStatus::Active {
@@ -349,14 +347,14 @@ impl Store for SqliteStore {
                         status: TaskStatus::Revoked,
                         by: changed_by.to_string(),
                         reason: why.clone(),
-                        at: at.clone(),
+                        at: at.to_string(),
                     })
                     .await?;
                 }
             }
             if to == AgentStatus::Retired {
                 sqlx::query("UPDATE agent_keys SET revoked_at = ? WHERE agent_id = ? AND revoked_at IS NULL")
-                    .bind(&at)
+                    .bind(at)
                     .bind(agent_id)
                     .execute(&mut *conn)
                     .await?;
@@ -367,7 +365,7 @@ impl Store for SqliteStore {
                 to: to.as_str().to_string(),
                 reason: reason.to_string(),
                 changed_by: changed_by.to_string(),
-                changed_at: at,
+                changed_at: at.to_string(),
             })
         }
         .await;
