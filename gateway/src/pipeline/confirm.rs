@@ -79,7 +79,7 @@ pub async fn check(
     if let Some(key) = who.key_id() {
         let live = gw.store().key_live(key).await.map_err(|e| {
             tracing::error!(error = %e, "cannot read the key's status; refusing");
-            Denial::LifecycleUnavailable
+            Denial::NotAdmitted(crate::agents::NotAdmitted::Unavailable)
         })?;
         if !live {
             return Err(Denial::CredentialRevoked {

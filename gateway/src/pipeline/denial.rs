@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 use tollgate_connectors::ConnectorError;
 
 use super::authenticate::AuthError;
+use crate::agents::NotAdmitted;
 
 /// JSON-RPC codes in the implementation-defined range (-32000..-32099).
 pub mod codes {
@@ -36,39 +37,10 @@ pub enum Denial {
         /// Key id.
         credential: String,
     },
-    /// The agent is suspended.
-    #[error("agent `{agent}` is suspended (since {since})")]
-    AgentSuspended {
-        /// Agent id.
-        agent: String,
-        /// When it was suspended.
-        since: String,
-        /// Whom to contact (system owner).
-        contact: String,
-    },
-    /// The agent is retired.
-    #[error("agent `{agent}` is retired (since {since})")]
-    AgentRetired {
-        /// Agent id.
-        agent: String,
-        /// When it was retired.
-        since: String,
-        /// Whom to contact (system owner).
-        contact: String,
-    },
-    /// The agent's review date has come.
-    #[error("agent `{agent}` was due for review on {review_by} and is treated as suspended")]
-    ReviewOverdue {
-        /// Agent id.
-        agent: String,
-        /// The review date.
-        review_by: String,
-        /// Whom to contact (system owner).
-        contact: String,
-    },
-    /// The agent's status could not be read.
-    #[error("the agent's status could not be checked")]
-    LifecycleUnavailable,
+    /// The agent may not act now (suspended, retired, review overdue, or
+    /// its status unreadable): the lifecycle rule's own answer.
+    #[error("{0}")]
+    NotAdmitted(#[from] NotAdmitted),
     /// No tool of that name exists.
     #[error("unknown tool `{name}`")]
     UnknownTool {
@@ -147,42 +119,6 @@ pub enum Denial {
     AuditUnavailable,
 }
 
-impl From<crate::agents::NotAdmitted> for Denial {
-    fn from(n: crate::agents::NotAdmitted) -> Self {
-        use crate::agents::NotAdmitted as N;
-        match n {
-            N::Suspended {
-                agent,
-                since,
-                contact,
-            } => Denial::AgentSuspended {
-                agent,
-                since,
-                contact,
-            },
-            N::Retired {
-                agent,
-                since,
-                contact,
-            } => Denial::AgentRetired {
-                agent,
-                since,
-                contact,
-            },
-            N::ReviewOverdue {
-                agent,
-                review_by,
-                contact,
-            } => Denial::ReviewOverdue {
-                agent,
-                review_by,
-                contact,
-            },
-            N::Unavailable => Denial::LifecycleUnavailable,
-        }
-    }
-}
-
 /// What a refused or failed call looks like to the agent, whatever the
 /// transport.
 #[derive(Debug, Clone, PartialEq)]
@@ -236,10 +172,10 @@ impl Denial {
     pub fn code(&self) -> &'static str {
         match self {
             Denial::CredentialRevoked { .. } => "credential_revoked",
-            Denial::AgentSuspended { .. } => "agent_suspended",
-            Denial::AgentRetired { .. } => "agent_retired",
-            Denial::ReviewOverdue { .. } => "agent_review_overdue",
-            Denial::LifecycleUnavailable => "lifecycle_unavailable",
+            Denial::NotAdmitted(NotAdmitted::Suspended { .. }) => "agent_suspended",
+            Denial::NotAdmitted(NotAdmitted::Retired { .. }) => "agent_retired",
+            Denial::NotAdmitted(NotAdmitted::ReviewOverdue { .. }) => "agent_review_overdue",
+            Denial::NotAdmitted(NotAdmitted::Unavailable) => "lifecycle_unavailable",
             Denial::UnknownTool { .. } => "unknown_tool",
             Denial::NotGranted { .. } => "tool_not_granted",
             Denial::InvalidArguments { .. } => "invalid_arguments",
@@ -301,9 +237,11 @@ impl Denial {
                 meta.insert("tollgate/problems".into(), Value::Array(details));
                 tool_error(text, code, meta)
             }
-            Denial::AgentSuspended { contact, .. }
-            | Denial::AgentRetired { contact, .. }
-            | Denial::ReviewOverdue { contact, .. } => error(
+            Denial::NotAdmitted(
+                NotAdmitted::Suspended { contact, .. }
+                | NotAdmitted::Retired { contact, .. }
+                | NotAdmitted::ReviewOverdue { contact, .. },
+            ) => error(
                 codes::AGENT_NOT_ADMITTED,
                 format!("{self}; calls are refused. Contact the agent's system owner ({contact})."),
             ),
@@ -335,7 +273,7 @@ impl Denial {
                 code,
                 Map::new(),
             ),
-            Denial::LifecycleUnavailable
+            Denial::NotAdmitted(NotAdmitted::Unavailable)
             | Denial::AuditUnavailable
             | Denial::TaskUnavailable
             | Denial::CredentialUnavailable { .. } => error(
