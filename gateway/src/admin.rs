@@ -32,6 +32,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::Gateway;
+use crate::http_reply::{self, Challenge};
 use crate::store::{AdminAction, AdminKeyRecord, TaskFilter, TaskRecord, TaskStatus};
 use crate::tasks::{self, StartTask, TaskError};
 
@@ -101,11 +102,7 @@ impl Admin {
 }
 
 fn error(status: StatusCode, reason: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({ "error": message.into(), "reason": reason })),
-    )
-        .into_response()
+    http_reply::json_error(status, reason, &message.into())
 }
 
 /// The admin routes, behind admin-key authentication.
@@ -130,17 +127,17 @@ async fn authenticate(
         .and_then(crate::keys::bearer)
         .filter(|k| k.starts_with(ADMIN_KEY_PREFIX))
         .map(str::to_string);
-    let challenge = [(header::WWW_AUTHENTICATE, "Bearer realm=\"tollgate-admin\"")];
+    let challenge = |error| Challenge {
+        realm: "tollgate-admin",
+        resource_metadata: None,
+        error,
+    };
     let Some(key) = key else {
-        return (
-            challenge,
-            error(
-                StatusCode::UNAUTHORIZED,
-                "credential_missing",
-                "send `Authorization: Bearer <admin key>`",
-            ),
-        )
-            .into_response();
+        return http_reply::unauthorized(
+            challenge(None),
+            "credential_missing",
+            "send `Authorization: Bearer <admin key>`",
+        );
     };
     match gw
         .store()
@@ -151,15 +148,11 @@ async fn authenticate(
             request.extensions_mut().insert(Admin(record));
             next.run(request).await
         }
-        Ok(None) => (
-            challenge,
-            error(
-                StatusCode::UNAUTHORIZED,
-                "credential_invalid",
-                "the admin key is not valid",
-            ),
-        )
-            .into_response(),
+        Ok(None) => http_reply::unauthorized(
+            challenge(Some("invalid_token")),
+            "credential_invalid",
+            "the admin key is not valid",
+        ),
         Err(e) => {
             tracing::error!(error = %e, "cannot check an admin key; refusing");
             error(

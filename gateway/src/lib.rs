@@ -29,6 +29,7 @@ pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod demo;
+pub mod http_reply;
 pub mod identity;
 pub mod keys;
 pub mod logging;

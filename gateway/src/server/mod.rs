@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -48,6 +48,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio::net::TcpListener;
 
 use crate::Gateway;
+use crate::http_reply::{self, Challenge};
 use crate::mcp::McpFront;
 use crate::pipeline::Transport;
 use crate::pipeline::authenticate::{self, AuthError};
@@ -297,11 +298,14 @@ async fn introspect(
     body: axum::body::Bytes,
 ) -> Response {
     let challenge = |r: Response, error: Option<&str>| {
-        let mut value = String::from("Bearer realm=\"tollgate-introspection\"");
-        if let Some(e) = error {
-            value.push_str(&format!(", error=\"{e}\""));
-        }
-        with_header(r, header::WWW_AUTHENTICATE, &value)
+        http_reply::with_challenge(
+            r,
+            Challenge {
+                realm: "tollgate-introspection",
+                resource_metadata: None,
+                error,
+            },
+        )
     };
     let Some(caller) = bearer(&headers) else {
         let r = refuse(
@@ -424,39 +428,30 @@ fn listen_url(addr: SocketAddr) -> String {
 
 /// A JSON refusal: `{"error": message, "reason": reason}`.
 fn refuse(status: StatusCode, reason: &str, message: &str) -> Response {
-    let body = serde_json::json!({ "error": message, "reason": reason });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-fn with_header(mut r: Response, name: header::HeaderName, value: &str) -> Response {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        r.headers_mut().insert(name, v);
-    }
-    r
+    http_reply::json_error(status, reason, message)
 }
 
 fn unauthorized(error: &AuthError, metadata_url: &str) -> Response {
-    let r = refuse(StatusCode::UNAUTHORIZED, error.code(), &error.to_string());
     let kind = (!matches!(error, AuthError::Missing)).then_some("invalid_token");
-    with_challenge(r, metadata_url, kind)
+    http_reply::unauthorized(
+        mcp_challenge(metadata_url, kind),
+        error.code(),
+        &error.to_string(),
+    )
 }
 
-/// Adds the RFC 6750 / RFC 9728 challenge: where the protected resource
-/// metadata is, and what was wrong with the token, if one was sent.
-fn with_challenge(r: Response, metadata_url: &str, error: Option<&str>) -> Response {
-    let mut challenge = format!(
-        "Bearer realm=\"tollgate\", resource_metadata=\"{}\"",
-        shape::quoted_string_escape(metadata_url)
-    );
-    if let Some(e) = error {
-        challenge.push_str(&format!(", error=\"{e}\""));
+/// The `/mcp` challenge: RFC 6750 with the RFC 9728 metadata URL, and what
+/// was wrong with the token, if one was sent.
+fn mcp_challenge<'a>(metadata_url: &'a str, error: Option<&'a str>) -> Challenge<'a> {
+    Challenge {
+        realm: "tollgate",
+        resource_metadata: Some(metadata_url),
+        error,
     }
-    with_header(r, header::WWW_AUTHENTICATE, &challenge)
+}
+
+fn with_challenge(r: Response, metadata_url: &str, error: Option<&str>) -> Response {
+    http_reply::with_challenge(r, mcp_challenge(metadata_url, error))
 }
 
 /// The bearer credential of a request, if it has exactly one.

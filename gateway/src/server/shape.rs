@@ -322,18 +322,6 @@ fn normalize_host(h: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// Escapes a value for an HTTP quoted-string (RFC 9110 §5.6.4).
-pub(super) fn quoted_string_escape(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Reads and checks a `/mcp` POST body when it is JSON; other content
 /// types go on to rmcp, which refuses them (and [`shape`] makes that JSON).
 /// Returns the request with its body restored, and what it asks for.
@@ -794,7 +782,10 @@ mod tests {
         assert_eq!(allowed_host("localhost\"x", &allowed), None);
         assert_eq!(allowed_host("user@localhost", &allowed), None);
         assert_eq!(allowed_host("localhost", &[]), None);
-        assert_eq!(quoted_string_escape("a\"b\\c"), "a\\\"b\\\\c");
+        assert_eq!(
+            crate::http_reply::quoted_string_escape("a\"b\\c"),
+            "a\\\"b\\\\c"
+        );
     }
 
     #[test]
