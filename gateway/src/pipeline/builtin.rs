@@ -28,11 +28,6 @@ pub const START_TASK: &str = "tollgate.start_task";
 /// Ends the current task.
 pub const END_TASK: &str = "tollgate.end_task";
 
-/// Whether `name` is one of the gateway's own tools.
-pub fn is_builtin(name: &str) -> bool {
-    lookup(name).is_some()
-}
-
 /// Most schema problems reported back for one call (as for connector tools).
 const MAX_PROBLEMS: usize = 5;
 

@@ -32,7 +32,7 @@ use std::time::Instant;
 
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
-use tollgate_connectors::{ConnectorError, ToolOutput};
+use tollgate_connectors::ToolOutput;
 
 pub use authenticate::{Authenticated, Transport};
 pub use denial::{AgentView, Denial};
@@ -331,11 +331,6 @@ fn retry_safe(tool: &ToolEntry) -> bool {
         .annotations
         .as_ref()
         .is_some_and(|a| a.read_only_hint == Some(true) || a.idempotent_hint == Some(true))
-}
-
-/// A connector failure's code, for callers that only need that.
-pub fn failure_code(e: &ConnectorError) -> &'static str {
-    e.code()
 }
 
 /// What `tools/list` answers for one agent on one connection.

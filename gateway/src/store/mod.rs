@@ -466,8 +466,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         key_hash: &[u8],
         at: &str,
     ) -> Result<(), StoreError>;
-    /// The name a live admin key belongs to.
-    async fn find_admin_key(&self, key_hash: &[u8]) -> Result<Option<String>, StoreError>;
     /// An agent's runtime status; `None` means never changed (active).
     async fn agent_lifecycle(&self, agent_id: &str) -> Result<Option<Lifecycle>, StoreError>;
     /// Changes an agent's status and records the change. Retiring also

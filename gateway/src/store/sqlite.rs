@@ -259,15 +259,6 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn find_admin_key(&self, key_hash: &[u8]) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT name FROM admin_keys WHERE key_hash = ? AND revoked_at IS NULL",
-        )
-        .bind(key_hash)
-        .fetch_optional(&self.read)
-        .await?)
-    }
-
     async fn agent_lifecycle(&self, agent_id: &str) -> Result<Option<Lifecycle>, StoreError> {
         let row = sqlx::query(
             "SELECT status, reason, changed_by, changed_at FROM agent_lifecycle WHERE agent_id = ?",

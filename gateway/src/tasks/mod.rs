@@ -535,6 +535,9 @@ pub async fn revoke_key(gw: &Gateway, key_id: &str) -> Result<Option<Vec<TaskRec
         .store()
         .revoke_key_ending_tasks(key_id, &stamp(gw.now()))
         .await?;
+    // Calls in flight in this process see the revocation at the next
+    // poll instead of waiting out the interval.
+    gw.revocations().poke();
     for t in ended.iter().flatten() {
         after_key_revoked(gw, t).await;
     }
@@ -598,7 +601,9 @@ pub async fn end(
         reason: reason.to_string(),
         at: stamp(gw.now()),
     };
-    let ended = match gw.store().end_task(id, &end).await? {
+    let ended = gw.store().end_task(id, &end).await?;
+    gw.revocations().poke();
+    let ended = match ended {
         Some(t) => t,
         None => {
             let t = gw
@@ -652,6 +657,9 @@ pub async fn sweep(gw: &Gateway) {
     }
     match gw.store().expire_tasks(&stamp(gw.now())).await {
         Ok(expired) => {
+            if !expired.is_empty() {
+                gw.revocations().poke();
+            }
             for t in expired {
                 tracing::info!(task = %t.id, agent = %t.agent_id, "task expired; its credentials are revoked");
                 crate::broker::after_task_end(gw, &t.id).await;
