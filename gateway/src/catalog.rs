@@ -17,6 +17,11 @@ use crate::manifest::types::{
     ConnectorOwners, DeploymentApproval, Risk, ToolManifest,
 };
 
+/// The gateway's own tool that starts a task in band.
+pub const START_TASK: &str = "tollgate.start_task";
+/// The gateway's own tool that ends a task in band.
+pub const END_TASK: &str = "tollgate.end_task";
+
 /// No credential lives longer than this from issue.
 pub const MAX_CREDENTIAL_TTL: std::time::Duration = std::time::Duration::from_secs(900);
 
@@ -44,6 +49,31 @@ pub struct Catalog {
     pub demo_backend: Option<SocketAddr>,
     /// The files this catalog was built from, with content hashes.
     pub sources: Vec<SourceFile>,
+    /// The policy set from the `*.cedar` files; `None` when there are none
+    /// (the grants decide alone).
+    pub policies: Option<Arc<crate::policy::Policies>>,
+}
+
+impl Catalog {
+    /// Every rate limit this catalog declares.
+    pub fn rate_keys(&self) -> std::collections::HashSet<crate::limits::RateKey> {
+        use crate::limits::RateKey;
+        let mut keys = std::collections::HashSet::new();
+        for a in self.agents.values() {
+            if a.rate.is_some() {
+                keys.insert(RateKey::Agent(a.id.clone()));
+            }
+            for t in a.tool_rates.keys() {
+                keys.insert(RateKey::AgentTool(a.id.clone(), t.clone()));
+            }
+        }
+        for c in self.connectors.values() {
+            if c.rate.is_some() {
+                keys.insert(RateKey::Connector(c.id.clone()));
+            }
+        }
+        keys
+    }
 }
 
 /// One manifest file and the SHA-256 of its content.
@@ -64,6 +94,8 @@ pub struct ConnectorEntry {
     pub auth: Option<BackendAuth>,
     /// Directory of the manifest that declared it (for relative secret files).
     pub base_dir: PathBuf,
+    /// All agents' calls to it together.
+    pub rate: Option<crate::limits::RateSpec>,
 }
 
 impl ConnectorEntry {
@@ -99,6 +131,10 @@ pub struct ToolEntry {
     pub owners: Arc<ConnectorOwners>,
     /// OAuth scopes the tool needs from its backend's authorization server.
     pub scopes: Vec<String>,
+    /// Labels, for policies.
+    pub labels: Vec<String>,
+    /// Declared hints, for policies.
+    pub hints: crate::manifest::types::ToolHints,
 }
 
 impl ToolEntry {
@@ -154,6 +190,8 @@ impl ToolEntry {
             connector,
             owners,
             scopes: t.scopes.clone(),
+            labels: t.labels.clone(),
+            hints: t.annotations.clone(),
         }
     }
 }
@@ -181,6 +219,14 @@ pub struct AgentEntry {
     pub gateway_keys: bool,
     /// Task rules.
     pub tasks: AgentTaskPolicy,
+    /// Labels, for policies.
+    pub labels: Vec<String>,
+    /// All of the agent's calls together.
+    pub rate: Option<crate::limits::RateSpec>,
+    /// Per tool.
+    pub tool_rates: HashMap<String, crate::limits::RateSpec>,
+    /// Limits on each of its tasks.
+    pub task_limits: crate::limits::TaskLimitSpec,
 }
 
 impl AgentEntry {
@@ -206,6 +252,10 @@ impl AgentEntry {
             listed: Arc::new(listed),
             gateway_keys: a.credentials.gateway_keys,
             tasks: a.tasks.clone(),
+            labels: a.labels.clone(),
+            rate: None,
+            tool_rates: HashMap::new(),
+            task_limits: crate::limits::TaskLimitSpec::default(),
         }
     }
 }

@@ -7,6 +7,8 @@
 //! - [`manifest`]: YAML manifests -> validated types, errors with file:line.
 //! - [`catalog`]: the validated runtime form (tools, agents, connectors).
 //! - [`pipeline`]: the stages of a call, in order, one module each.
+//! - [`policy`]: Cedar policies from `*.cedar` files, the decision per call.
+//! - [`limits`]: rate limits (behind an interface), task budgets, in flight.
 //! - [`args`]: arguments normalised to the types a tool's schema declares.
 //! - [`mcp`]: the rmcp handler; `tools/list` per agent, `tools/call` -> pipeline.
 //! - [`server`]: the HTTP edge (auth layer, Origin, sessions, body limits).
@@ -32,10 +34,12 @@ pub mod demo;
 pub mod http_reply;
 pub mod identity;
 pub mod keys;
+pub mod limits;
 pub mod logging;
 pub mod manifest;
 pub mod mcp;
 pub mod pipeline;
+pub mod policy;
 pub mod reload;
 pub mod revocation;
 pub mod secrets;
@@ -65,6 +69,8 @@ pub struct Gateway {
     /// Task bound to a connection (HTTP session or stdio process) by the
     /// in-band `tollgate.start_task` tool: connection key -> task id.
     pub(crate) bound_tasks: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    limiter: Arc<dyn limits::RateLimiter>,
+    pub(crate) in_flight: Arc<limits::InFlight>,
 }
 
 fn read<T: Clone>(lock: &RwLock<T>) -> T {
@@ -85,11 +91,14 @@ impl Gateway {
     /// Builds the gateway over a loaded catalog, an open store and the
     /// gateway's secrets, on the system clock.
     pub fn new(catalog: Catalog, store: Arc<dyn Store>, secrets: Secrets) -> Self {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         Self {
             catalog: RwLock::new(Arc::new(catalog)),
             store,
             secrets: RwLock::new(Arc::new(secrets)),
-            clock: Arc::new(SystemClock),
+            limiter: Arc::new(limits::LocalRateLimiter::new(clock.clone())),
+            in_flight: Arc::default(),
+            clock,
             broker: broker::Broker::default(),
             revocations: Arc::new(revocation::Watcher::default()),
             bound_tasks: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -98,8 +107,26 @@ impl Gateway {
 
     /// Replaces the clock (tests move a [`clock::ManualClock`]).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.limiter = Arc::new(limits::LocalRateLimiter::new(clock.clone()));
         self.clock = clock;
         self
+    }
+
+    /// Replaces the rate limiter (a shared store's, for several replicas).
+    pub fn with_rate_limiter(mut self, limiter: Arc<dyn limits::RateLimiter>) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    /// The rate limiter.
+    pub fn rate_limiter(&self) -> &dyn limits::RateLimiter {
+        self.limiter.as_ref()
+    }
+
+    /// How many tasks have calls running now (bounded by the calls in
+    /// flight; tests check it returns to zero).
+    pub fn in_flight_tasks(&self) -> usize {
+        self.in_flight.tasks_running()
     }
 
     /// The catalog in force. Hold the `Arc` for the whole request so one
@@ -110,6 +137,9 @@ impl Gateway {
 
     /// Replaces the catalog atomically; requests in flight keep the old one.
     pub fn replace_catalog(&self, catalog: Catalog) {
+        // Limits still declared keep their state (no free burst on reload);
+        // the others are forgotten, so memory follows the manifests.
+        self.limiter.retain(&catalog.rate_keys());
         write(&self.catalog, Arc::new(catalog));
     }
 

@@ -157,7 +157,11 @@ fn view_to_error(view: AgentView) -> ErrorData {
             code,
             message,
             reason,
-        } => ErrorData::new(ErrorCode(code), message, Some(json!({ "reason": reason }))),
+            mut data,
+        } => {
+            data.insert("reason".into(), Value::String(reason.into()));
+            ErrorData::new(ErrorCode(code), message, Some(Value::Object(data)))
+        }
         AgentView::ToolError { text, reason, .. } => ErrorData::new(
             ErrorCode(codes::GATEWAY_UNAVAILABLE),
             text,

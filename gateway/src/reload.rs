@@ -34,7 +34,7 @@ pub enum Reload {
     Rejected(Vec<String>),
 }
 
-/// Hashes the manifest files (`*.yaml`, `*.yml`) in `dir`.
+/// Hashes the manifest and policy files (`*.yaml`, `*.yml`, `*.cedar`) in `dir`.
 pub fn fingerprint(dir: &Path) -> std::io::Result<Fingerprint> {
     let mut out = BTreeMap::new();
     for entry in std::fs::read_dir(dir)? {
@@ -42,7 +42,7 @@ pub fn fingerprint(dir: &Path) -> std::io::Result<Fingerprint> {
         if path.is_file()
             && matches!(
                 path.extension().and_then(|e| e.to_str()),
-                Some("yaml" | "yml")
+                Some("yaml" | "yml" | "cedar")
             )
         {
             let bytes = std::fs::read(&path)?;

@@ -22,7 +22,10 @@ async fn shipped_gateway() -> (TestGateway, String) {
     let dir = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(workspace_root().join("manifests")).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().and_then(|x| x.to_str()) == Some("yaml") {
+        if matches!(
+            path.extension().and_then(|x| x.to_str()),
+            Some("yaml" | "cedar")
+        ) {
             let text = std::fs::read_to_string(&path)
                 .unwrap()
                 .replace("127.0.0.1:8931", &addr.to_string());
@@ -150,9 +153,18 @@ async fn support_bot_walkthrough() {
     let r = task.call_tool(refund(40.0)).await.unwrap();
     assert_eq!(r.is_error, Some(false), "{r:?}");
     assert_eq!(r.structured_content.unwrap()["status"], "issued");
-    // Over the task's constraint: refused before the backend.
+    // 5. Refund 400: policy wants the business owner's approval; there is no
+    // approval queue yet, so it is refused, naming who would approve.
+    let r = task.call_tool(refund(400.0)).await.unwrap();
+    assert!(
+        text(&r).contains("approval_required") && text(&r).contains("head-of-support"),
+        "{}",
+        text(&r)
+    );
+    // Over the task's constraint: refused before the backend (policy would
+    // step it up to approval, which does not exist yet).
     let r = task.call_tool(refund(600.0)).await.unwrap();
-    assert!(text(&r).contains("amount <= 500"), "{}", text(&r));
+    assert!(text(&r).contains("approval_required"), "{}", text(&r));
     // The backend's own refusal comes back as a tool error with its message.
     let r = task.call_tool(refund(40.0)).await.unwrap();
     assert_eq!(r.is_error, Some(true));
@@ -210,7 +222,7 @@ async fn support_bot_walkthrough() {
     let codes: Vec<&str> = d.iter().map(|r| r.reason_code.as_str()).collect();
     assert!(
         codes.contains(&"task_required")
-            && codes.contains(&"task_constraint")
+            && codes.contains(&"approval_required")
             && codes.contains(&"tool_not_granted")
     );
     let in_task = d

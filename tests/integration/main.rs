@@ -16,6 +16,7 @@ mod identity;
 mod inputs;
 mod lifecycle;
 mod manifests;
+mod policy;
 mod reload;
 mod revocation;
 mod secrets;

@@ -35,12 +35,15 @@ fn every_shipped_and_example_manifest_loads() {
         );
         let yaml = std::fs::read_dir(&dir).unwrap().filter(|e| {
             let p = e.as_ref().unwrap().path();
-            matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml"))
+            matches!(
+                p.extension().and_then(|x| x.to_str()),
+                Some("yaml" | "yml" | "cedar")
+            )
         });
         assert_eq!(
             catalog.sources.len(),
             yaml.count(),
-            "every YAML file in {} is read",
+            "every YAML and Cedar file in {} is read",
             dir.display()
         );
     }

@@ -30,6 +30,11 @@ pub(super) fn check(default_dir: &Path, args: CheckArgs) -> anyhow::Result<ExitC
                     "files": c.sources.len(),
                     "tools": c.tools.keys().collect::<Vec<_>>(),
                     "agents": sorted(c.agents.keys()),
+                    "policies": c.policies.as_ref().map(|p| json!({
+                        "files": p.files(),
+                        "count": p.len(),
+                        "default": "deny",
+                    })),
                 }))?;
             } else {
                 for w in &c.warnings {
@@ -42,6 +47,16 @@ pub(super) fn check(default_dir: &Path, args: CheckArgs) -> anyhow::Result<ExitC
                     c.agents.len(),
                     dir.display()
                 );
+                match &c.policies {
+                    Some(p) => outln!(
+                        "policies: {} from {} file(s), validated; a call no permit matches is denied",
+                        p.len(),
+                        p.files().len()
+                    ),
+                    None => outln!(
+                        "policies: none; grants and tasks alone decide (add *.cedar files here to decide per call)"
+                    ),
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -1,6 +1,6 @@
 //! The `tollgate` command line. `main.rs` calls [`main`]; every command
 //! group has its own file (`serve`, `check`, `agents`, `tasks`, `keys`,
-//! `admin`, `audit`), all output goes through [`output`], and the running
+//! `admin`, `audit`, `policy`), all output goes through [`output`], and the running
 //! gateway is assembled by [`crate::app`], as in the tests.
 //!
 //! Exit codes: 0 success (also when stdout is closed early, as by
@@ -13,6 +13,7 @@ mod audit;
 mod check;
 mod keys;
 pub mod output;
+pub mod policy;
 mod serve;
 mod tasks;
 
@@ -85,6 +86,9 @@ enum Command {
     /// Keys for the admin HTTP API (/admin/tasks).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Dry-run policy decisions, run policy tables, print the Cedar schema.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 /// Entry point for the binary.
@@ -137,6 +141,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Admin(cmd) => {
             log("warn");
             admin::run(&cli.data, &cli.manifests, cmd).await
+        }
+        Command::Policy(cmd) => {
+            log("warn");
+            policy::run(&cli.data, &cli.manifests, cmd).await
         }
     }
 }

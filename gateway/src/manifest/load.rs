@@ -10,11 +10,13 @@ use tollgate_connectors::Connector;
 use tollgate_connectors::http::HttpConnector;
 
 use super::types::{
-    AgentManifest, AuthKind, BackendAuth, ConnectorManifest, DemoBackendManifest, IssuerManifest,
-    SecretRef,
+    AgentLimits, AgentManifest, AuthKind, BackendAuth, ConnectorManifest, DemoBackendManifest,
+    IssuerManifest, SecretRef,
 };
 use super::{ManifestError, ManifestErrors};
 use crate::catalog::{AgentEntry, Catalog, ConnectorEntry, SourceFile, ToolEntry};
+use crate::limits::{BudgetSpec, RateSpec, TaskLimitSpec};
+use crate::policy::{AgentFacts, ConnectorFacts, Policies, PolicySource, ToolFacts};
 
 /// A manifest file's name and text, loaded from disk or given by a test.
 #[derive(Debug, Clone)]
@@ -44,7 +46,11 @@ pub fn load_dir(dir: &Path) -> Result<Catalog, ManifestErrors> {
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+            p.is_file()
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml" | "cedar")
+                )
         })
         .collect();
     paths.sort();
@@ -61,7 +67,7 @@ pub fn load_dir(dir: &Path) -> Result<Catalog, ManifestErrors> {
             }),
         }
     }
-    if sources.is_empty() && errors.is_empty() {
+    if sources.iter().all(|s| is_policy(&s.path)) && errors.is_empty() {
         return Err(one(
             "no manifest files (*.yaml, *.yml) in this directory".into()
         ));
@@ -214,7 +220,10 @@ struct Parsed<'a, T> {
 /// name them).
 pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
     let mut errors = Vec::new();
-    let docs = parse_documents(sources, &mut errors);
+    let (policy_sources, manifests): (Vec<&Source>, Vec<&Source>) =
+        sources.iter().partition(|s| is_policy(&s.path));
+    let manifests: Vec<Source> = manifests.into_iter().cloned().collect();
+    let docs = parse_documents(&manifests, &mut errors);
     let mut catalog = Catalog {
         sources: sources
             .iter()
@@ -230,11 +239,75 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
     check_issuers(&docs.issuers, &mut catalog, &mut errors);
     check_agents(&docs.agents, &mut catalog, &mut errors);
     check_demo_backends(&docs.demos, &mut catalog, &mut errors);
+    if errors.is_empty() && !policy_sources.is_empty() {
+        let policies: Vec<PolicySource> = policy_sources
+            .iter()
+            .map(|s| PolicySource {
+                path: s.path.clone(),
+                text: s.text.clone(),
+            })
+            .collect();
+        let (agents, connectors, tools) = policy_facts(&catalog);
+        match Policies::build(&agents, &connectors, &tools, &policies) {
+            Ok(p) => catalog.policies = Some(Arc::new(p)),
+            Err(problems) => errors.extend(problems.into_iter().map(|p| ManifestError {
+                file: p.file,
+                line: p.line,
+                column: p.column,
+                message: p.message,
+            })),
+        }
+    }
     if errors.is_empty() {
         Ok(catalog)
     } else {
         Err(ManifestErrors(errors))
     }
+}
+
+/// Whether a source is a Cedar policy file rather than a manifest.
+fn is_policy(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()) == Some("cedar")
+}
+
+/// What the policy engine may know of a catalog's agents, connectors and
+/// tools (also what the generated Cedar schema describes).
+pub fn policy_facts(catalog: &Catalog) -> (Vec<AgentFacts>, Vec<ConnectorFacts>, Vec<ToolFacts>) {
+    let mut agents: Vec<AgentFacts> = catalog
+        .agents
+        .values()
+        .map(|a| AgentFacts {
+            id: a.id.clone(),
+            owners: a.owners.clone(),
+            approved_by: a.deployment.approved_by.clone(),
+            labels: a.labels.clone(),
+        })
+        .collect();
+    agents.sort_by(|a, b| a.id.cmp(&b.id));
+    let connectors = catalog
+        .tools
+        .values()
+        .map(|t| (t.connector_id.clone(), t.owners.clone()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .map(|(id, owners)| ConnectorFacts {
+            id,
+            owners: (*owners).clone(),
+        })
+        .collect();
+    let tools = catalog
+        .tools
+        .values()
+        .map(|t| ToolFacts {
+            name: t.full_name.clone(),
+            connector: t.connector_id.clone(),
+            risk: t.risk,
+            hints: t.hints.clone(),
+            labels: t.labels.clone(),
+            shape: crate::policy::schema::args_shape(&t.tool.input_schema),
+        })
+        .collect();
+    (agents, connectors, tools)
 }
 
 /// The documents of a manifest set, parsed into their kind's type.
@@ -400,12 +473,24 @@ fn check_connectors(
                 }
             }
         }
+        let rate = match c.limits.as_ref().and_then(|l| l.rate.as_ref()) {
+            None => None,
+            Some(r) => match RateSpec::parse(r) {
+                Ok(spec) => Some(spec),
+                Err(message) => {
+                    let (rl, rc) = doc.locate(Some("limits:"), &r.rate);
+                    errors.push(doc.error(rl, rc, format!("connector `{}`: {message}", c.id)));
+                    continue;
+                }
+            },
+        };
         catalog.connectors.insert(
             c.id.clone(),
             Arc::new(ConnectorEntry {
                 id: c.id.clone(),
                 auth: c.auth.clone(),
                 base_dir,
+                rate,
             }),
         );
         for (t, validator, _, _) in ok_tools {
@@ -586,9 +671,113 @@ fn check_agents(
         if grant_errors {
             continue;
         }
-        let entry = AgentEntry::new(a, review_by, granted, &catalog.tools);
+        let mut entry = AgentEntry::new(a, review_by, granted, &catalog.tools);
+        if let Some(limits) = &a.limits
+            && let Err(e) = check_agent_limits(limits, &mut entry, &catalog.tools)
+        {
+            let (ll, lc) = doc.locate(Some("limits:"), &e.at);
+            errors.push(doc.error(ll, lc, format!("agent `{}`: {}", a.id, e.message)));
+            continue;
+        }
         catalog.agents.insert(entry.id.clone(), Arc::new(entry));
     }
+}
+
+/// A limits problem and the text to find its line by.
+struct LimitError {
+    at: String,
+    message: String,
+}
+
+/// Checks an agent's `limits` and fills them into its entry: rates parse,
+/// per-tool rates name tools it may call, budgets name numeric arguments
+/// the tools require.
+fn check_agent_limits(
+    limits: &AgentLimits,
+    entry: &mut AgentEntry,
+    tools: &std::collections::BTreeMap<String, Arc<ToolEntry>>,
+) -> Result<(), LimitError> {
+    let rate = |r: &crate::manifest::types::RateLimit| {
+        RateSpec::parse(r).map_err(|message| LimitError {
+            at: r.rate.clone(),
+            message,
+        })
+    };
+    if let Some(r) = &limits.rate {
+        entry.rate = Some(rate(r)?);
+    }
+    for (tool, r) in &limits.tools {
+        let builtin =
+            [crate::catalog::START_TASK, crate::catalog::END_TASK].contains(&tool.as_str());
+        if !builtin && !entry.granted.contains(tool) {
+            return Err(LimitError {
+                at: tool.clone(),
+                message: format!("`limits.tools` names `{tool}`, which this agent is not granted"),
+            });
+        }
+        entry.tool_rates.insert(tool.clone(), rate(r)?);
+    }
+    let Some(t) = &limits.per_task else {
+        return Ok(());
+    };
+    if t.max_calls == Some(0) || t.max_in_flight == Some(0) {
+        return Err(LimitError {
+            at: "per_task:".into(),
+            message: "`per_task` limits must be at least 1".into(),
+        });
+    }
+    let mut spec = TaskLimitSpec {
+        max_calls: t.max_calls,
+        max_in_flight: t.max_in_flight,
+        budgets: Vec::new(),
+    };
+    for b in &t.budgets {
+        let err = |message: String| LimitError {
+            at: b.argument.clone(),
+            message,
+        };
+        let max = serde_json::Number::from_f64(b.max)
+            .ok_or_else(|| err(format!("budget max {} is not a number", b.max)))?;
+        let max_units = crate::policy::schema::decimal_units(&max)
+            .map_err(|e| err(format!("budget max: {e}")))?;
+        if max_units <= 0 {
+            return Err(err("a budget's `max` must be above 0".into()));
+        }
+        if b.tools.is_empty() {
+            return Err(err(format!("budget over `{}` names no tools", b.argument)));
+        }
+        for name in &b.tools {
+            let Some(tool) = tools.get(name).filter(|_| entry.granted.contains(name)) else {
+                return Err(err(format!(
+                    "budget over `{}` names `{name}`, which this agent is not granted",
+                    b.argument
+                )));
+            };
+            let schema = &tool.tool.input_schema;
+            let kind = schema
+                .get("properties")
+                .and_then(|p| p.get(&b.argument))
+                .and_then(|p| p.get("type"))
+                .and_then(serde_json::Value::as_str);
+            let required = schema
+                .get("required")
+                .and_then(serde_json::Value::as_array)
+                .is_some_and(|r| r.iter().any(|v| v.as_str() == Some(b.argument.as_str())));
+            if !matches!(kind, Some("number" | "integer")) || !required {
+                return Err(err(format!(
+                    "budget over `{}`: `{name}` must declare `{}` as a required number or integer",
+                    b.argument, b.argument
+                )));
+            }
+        }
+        spec.budgets.push(BudgetSpec {
+            tools: b.tools.clone(),
+            argument: b.argument.clone(),
+            max_units,
+        });
+    }
+    entry.task_limits = spec;
+    Ok(())
 }
 
 /// At most one demo backend, on loopback.

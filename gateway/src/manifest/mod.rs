@@ -1,4 +1,5 @@
-//! Manifests: YAML files in a directory, turned into a validated
+//! Manifests: YAML files (and Cedar policy files, `*.cedar`, see
+//! [`crate::policy`]) in a directory, turned into a validated
 //! [`Catalog`](crate::catalog::Catalog) or a list of errors that each name a
 //! file, a line and a column.
 //!
@@ -16,7 +17,7 @@ pub mod types;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use load::{Source, load_dir, load_sources};
+pub use load::{Source, load_dir, load_sources, policy_facts};
 
 /// One problem in one manifest file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -95,6 +95,9 @@ pub struct ConnectorManifest {
     pub auth: Option<BackendAuth>,
     /// The tools this connector offers.
     pub tools: Vec<ToolManifest>,
+    /// Limits that protect the backend from all agents together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ConnectorLimits>,
 }
 
 /// How much harm a tool can do. Later stages (tasks, approvals) key off it.
@@ -171,6 +174,9 @@ pub struct ToolManifest {
     /// (`oauth2_client_credentials`, `token_exchange`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// Free-form labels policies can test (`resource.labels.contains("pii")`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
     /// How the call maps onto the HTTP backend.
     pub http: HttpToolConfig,
 }
@@ -202,6 +208,81 @@ pub struct AgentManifest {
     /// Task rules for this agent.
     #[serde(default)]
     pub tasks: AgentTaskPolicy,
+    /// Free-form labels policies can test (`principal.labels.contains("tier1")`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// How much the agent may call: rates, and budgets per task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<AgentLimits>,
+}
+
+/// A rate: `N/second`, `N/minute`, `N/hour` or `N/day`, with an optional
+/// burst (calls allowed at once after a quiet spell; default N).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// `N/second`, `N/minute`, `N/hour` or `N/day`, e.g. `60/minute`.
+    #[schemars(regex(pattern = r"^[1-9][0-9]*/(second|minute|hour|day)$"))]
+    pub rate: String,
+    /// Calls allowed back to back after a quiet spell. Default: N.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+/// An agent's limits.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLimits {
+    /// All of the agent's calls together (the gateway's own tools included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<RateLimit>,
+    /// Per tool (exact names, including `tollgate.start_task` and
+    /// `tollgate.end_task`): the agent's calls to that tool.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tools: std::collections::BTreeMap<String, RateLimit>,
+    /// Limits on each task of this agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_task: Option<TaskLimits>,
+}
+
+/// Limits on one task. Exhausting `max_calls` or a budget ends the task and
+/// revokes its credentials.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskLimits {
+    /// Most connector calls one task may make.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_calls: Option<u64>,
+    /// Most calls of one task running at the same time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
+    /// Budgets over a numeric argument, summed over the task's calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<ArgumentBudget>,
+}
+
+/// A budget over one numeric argument: the sum of its values over a task's
+/// calls to these tools never exceeds `max` (checked before each call, so
+/// concurrent calls cannot both squeeze under it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArgumentBudget {
+    /// Tools whose calls count (exact names); each must declare `argument`
+    /// as a required number or integer.
+    pub tools: Vec<String>,
+    /// The argument summed, e.g. `amount`.
+    pub argument: String,
+    /// The most the sum may reach (up to 4 decimal places).
+    pub max: f64,
+}
+
+/// A connector's limits.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorLimits {
+    /// All agents' calls to this connector together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<RateLimit>,
 }
 
 fn default_max_task_ttl() -> u64 {

@@ -17,7 +17,7 @@ use super::admit::Admitted;
 use super::authenticate::Authenticated;
 use super::denial::{Denial, capped};
 use crate::args::digest as args_digest;
-use crate::catalog::{Catalog, ToolEntry};
+use crate::catalog::{AgentEntry, Catalog, ToolEntry};
 
 /// Most schema problems reported back for one call.
 const MAX_PROBLEMS: usize = 5;
@@ -80,42 +80,50 @@ impl Authorized {
     }
 }
 
-/// Looks the tool up, checks the grant, validates the arguments. A denial
-/// comes with the arguments' digest (`digest_key`), for its record.
-pub fn authorize(
+/// A refusal from [`check_tool`], with the arguments (normalised as far as
+/// they got) for the record's digest; boxed, as refusals are the cold path.
+pub type Refused = Box<(Denial, Map<String, Value>)>;
+
+/// What [`check_tool`] found: the tool and the arguments as normalised.
+#[derive(Debug)]
+pub enum Checked {
+    /// A connector's tool, granted, with valid arguments.
+    Connector(Arc<ToolEntry>, Map<String, Value>),
+    /// One of the gateway's own tools, with valid arguments.
+    Gateway(&'static str, Map<String, Value>),
+}
+
+/// The rule itself, for a call or an explanation: looks the tool up,
+/// checks the grant, normalises and validates the arguments. A denial
+/// comes back with the arguments (normalised as far as they got), for the
+/// record's digest.
+pub fn check_tool(
     catalog: &Catalog,
-    digest_key: &[u8],
-    admitted: Admitted,
+    agent: &AgentEntry,
     name: &str,
-    arguments: Option<Map<String, Value>>,
-) -> Result<Authorized, (Denial, String)> {
-    let who = admitted.into_who();
-    let mut arguments = arguments.unwrap_or_default();
-    let digest = |a: &Map<String, Value>| args_digest(digest_key, a);
+    mut arguments: Map<String, Value>,
+) -> Result<Checked, Refused> {
     if let Some(builtin) = super::builtin::lookup(name) {
         // The gateway's own tools are granted to every admitted agent;
         // their arguments are normalised to and checked against exactly
         // the schema they advertise, like a connector tool's.
-        let max_ttl = who.agent().tasks.max_ttl_seconds;
-        let checked = super::builtin::check_arguments(builtin, max_ttl, &mut arguments);
-        let digest = digest(&arguments);
-        if let Err(d) = checked {
-            return Err((d, digest));
-        }
-        return Ok(Authorized {
-            who,
-            target: Target::Gateway(builtin),
-            arguments,
-            digest,
-        });
+        let max_ttl = agent.tasks.max_ttl_seconds;
+        return match super::builtin::check_arguments(builtin, max_ttl, &mut arguments) {
+            Ok(()) => Ok(Checked::Gateway(builtin, arguments)),
+            Err(d) => Err(Box::new((d, arguments))),
+        };
     }
     let Some(tool) = catalog.tools.get(name) else {
-        let d = Denial::UnknownTool { name: capped(name) };
-        return Err((d, digest(&arguments)));
+        return Err(Box::new((
+            Denial::UnknownTool { name: capped(name) },
+            arguments,
+        )));
     };
-    if !who.agent().granted.contains(name) {
-        let d = Denial::NotGranted { name: capped(name) };
-        return Err((d, digest(&arguments)));
+    if !agent.granted.contains(name) {
+        return Err(Box::new((
+            Denial::NotGranted { name: capped(name) },
+            arguments,
+        )));
     }
     // To the types the schema declares (`4521.0` for an integer becomes
     // `4521`) before validation, so the backend receives what was declared.
@@ -138,17 +146,40 @@ pub fn authorize(
     let Value::Object(arguments) = instance else {
         unreachable!("built as an object above")
     };
-    let digest = digest(&arguments);
     if !problems.is_empty() {
         let d = Denial::InvalidArguments {
             tool: name.to_string(),
             problems,
         };
-        return Err((d, digest));
+        return Err(Box::new((d, arguments)));
     }
+    Ok(Checked::Connector(tool.clone(), arguments))
+}
+
+/// Looks the tool up, checks the grant, validates the arguments. A denial
+/// comes with the arguments' digest (`digest_key`), for its record.
+pub fn authorize(
+    catalog: &Catalog,
+    digest_key: &[u8],
+    admitted: Admitted,
+    name: &str,
+    arguments: Option<Map<String, Value>>,
+) -> Result<Authorized, (Denial, String)> {
+    let who = admitted.into_who();
+    let digest = |a: &Map<String, Value>| args_digest(digest_key, a);
+    let (target, arguments) =
+        match check_tool(catalog, who.agent(), name, arguments.unwrap_or_default()) {
+            Ok(Checked::Connector(tool, args)) => (Target::Connector(tool), args),
+            Ok(Checked::Gateway(builtin, args)) => (Target::Gateway(builtin), args),
+            Err(e) => {
+                let (d, args) = *e;
+                return Err((d, digest(&args)));
+            }
+        };
+    let digest = digest(&arguments);
     Ok(Authorized {
         who,
-        target: Target::Connector(tool.clone()),
+        target,
         arguments,
         digest,
     })

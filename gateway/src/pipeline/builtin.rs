@@ -20,13 +20,9 @@ use tollgate_connectors::ToolOutput;
 use super::ToolRequest;
 use super::denial::Denial;
 use crate::Gateway;
+pub use crate::catalog::{END_TASK, START_TASK};
 use crate::store::TaskStatus;
 use crate::tasks::{self, StartTask, TaskError};
-
-/// Starts a task.
-pub const START_TASK: &str = "tollgate.start_task";
-/// Ends the current task.
-pub const END_TASK: &str = "tollgate.end_task";
 
 /// Most schema problems reported back for one call (as for connector tools).
 const MAX_PROBLEMS: usize = 5;

@@ -2,7 +2,7 @@
 //! since its state was read — the revocation bound (see
 //! [`crate::revocation`]).
 //!
-//! Contract: [`confirm`] turns a `Recorded<Scoped>` into a
+//! Contract: [`confirm`] turns a `Recorded<Approved>` into a
 //! `Recorded<Confirmed>` only if no suspension, retirement, revocation of
 //! the call's key or end of its task has been committed after the call's
 //! fence (or, when one has, the state read again from the store still
@@ -12,6 +12,7 @@
 //! no store round trip; when it cannot tell, it reads the store, and a
 //! failed read refuses (fail closed).
 
+use super::approve::Approved;
 use super::authenticate::Authenticated;
 use super::denial::Denial;
 use super::record::{RecordId, Recorded};
@@ -24,28 +25,28 @@ use crate::util::stamp;
 /// A recorded call confirmed just now. Only [`confirm`] builds one.
 #[derive(Debug)]
 pub struct Confirmed {
-    scoped: Scoped,
+    approved: Approved,
 }
 
 impl Confirmed {
     /// The call.
     pub fn scoped(&self) -> &Scoped {
-        &self.scoped
+        self.approved.scoped()
     }
 }
 
 /// Confirms a recorded call before its credential is issued.
 pub async fn confirm(
     gw: &Gateway,
-    recorded: Recorded<Scoped>,
+    recorded: Recorded<Approved>,
 ) -> Result<Recorded<Confirmed>, (RecordId, Denial)> {
-    let s = recorded.stage();
+    let s = recorded.stage().scoped();
     let task_id = s
         .task()
         .map(|t| t.id.clone())
         .or_else(|| s.named_task().map(str::to_string));
     match check(gw, s.call().who(), s.task(), task_id.as_deref()).await {
-        Ok(()) => Ok(recorded.advance(|scoped| Confirmed { scoped })),
+        Ok(()) => Ok(recorded.advance(|approved| Confirmed { approved })),
         Err(d) => Err((recorded.split().0, d)),
     }
 }

@@ -22,6 +22,8 @@ pub mod codes {
     pub const GATEWAY_UNAVAILABLE: i32 = -32002;
     /// The agent may not act now (suspended, retired, review overdue).
     pub const AGENT_NOT_ADMITTED: i32 = -32003;
+    /// A rate limit is exhausted; `data.retry_after` says when to retry.
+    pub const RATE_LIMITED: i32 = -32004;
     /// JSON-RPC "invalid params" (unknown tools are reported with it, as
     /// MCP servers conventionally do).
     pub const INVALID_PARAMS: i32 = -32602;
@@ -81,16 +83,6 @@ pub enum Denial {
         /// What the task allows.
         allowed: Vec<String>,
     },
-    /// The arguments break one of the task's constraints.
-    #[error("`{tool}` arguments break the constraint `{constraint}` of task `{task}`")]
-    ConstraintViolated {
-        /// Tool.
-        tool: String,
-        /// Task id.
-        task: String,
-        /// The constraint.
-        constraint: String,
-    },
     /// The task named by the request has ended.
     #[error("task `{task}` is {status}")]
     TaskNotActive {
@@ -117,6 +109,50 @@ pub enum Denial {
     /// The decision could not be recorded, so the call was not run.
     #[error("the decision could not be recorded")]
     AuditUnavailable,
+    /// Policy refused the call (default deny, a `forbid`, the task's
+    /// constraints, or a policy that could not be evaluated).
+    #[error("`{tool}` refused by policy: {}", decision.summary)]
+    Policy {
+        /// Tool.
+        tool: String,
+        /// The decision, with the policies that made it.
+        decision: Box<crate::policy::Decision>,
+    },
+    /// Policy requires a person to approve the call first.
+    #[error("`{tool}` needs approval: {}", decision.summary)]
+    ApprovalRequired {
+        /// Tool.
+        tool: String,
+        /// The decision, with the approval it needs.
+        decision: Box<crate::policy::Decision>,
+    },
+    /// A rate limit is exhausted for now.
+    #[error("rate limit of {limit} reached")]
+    RateLimited {
+        /// Which limit, and its rate.
+        limit: String,
+        /// When a call may succeed again.
+        retry_after: std::time::Duration,
+    },
+    /// Too many calls of the task run at once.
+    #[error("task `{task}` already has {max} calls running")]
+    TaskBusy {
+        /// Task id.
+        task: String,
+        /// Its `max_in_flight`.
+        max: u32,
+    },
+    /// A task budget (calls, or a sum over an argument) would be exceeded.
+    #[error("task `{task}`: {detail}")]
+    TaskBudget {
+        /// Task id.
+        task: String,
+        /// Which budget, what is left and what the call needed.
+        detail: String,
+    },
+    /// The limits could not be checked (the store failed).
+    #[error("the task's budget could not be checked")]
+    LimitsUnavailable,
 }
 
 /// What a refused or failed call looks like to the agent, whatever the
@@ -132,6 +168,8 @@ pub enum AgentView {
         message: String,
         /// Stable reason code (`data.reason`).
         reason: &'static str,
+        /// More `data` entries (`retry_after` for rate limits).
+        data: Map<String, Value>,
     },
     /// A tool result with `isError: true`: something the model can act on.
     ToolError {
@@ -151,6 +189,7 @@ pub fn unauthenticated(error: &AuthError, hint: &str) -> AgentView {
         code: codes::UNAUTHENTICATED,
         message: format!("{error}{hint}"),
         reason: error.code(),
+        data: Map::new(),
     }
 }
 
@@ -182,11 +221,26 @@ impl Denial {
             Denial::AuditUnavailable => "audit_unavailable",
             Denial::TaskRequired { .. } => "task_required",
             Denial::OutsideTask { .. } => "outside_task",
-            Denial::ConstraintViolated { .. } => "task_constraint",
             Denial::TaskNotActive { .. } => "task_ended",
             Denial::TaskUnknown { .. } => "task_unknown",
             Denial::TaskUnavailable => "task_unavailable",
             Denial::CredentialUnavailable { .. } => "credential_unavailable",
+            Denial::Policy { decision, .. } => decision.code,
+            Denial::ApprovalRequired { .. } => "approval_required",
+            Denial::RateLimited { .. } => "rate_limited",
+            Denial::TaskBusy { .. } => "task_in_flight_limit",
+            Denial::TaskBudget { .. } => "task_budget_exhausted",
+            Denial::LimitsUnavailable => "limits_unavailable",
+        }
+    }
+
+    /// The policy decision behind this refusal, for the record.
+    pub fn policy_record(&self) -> Option<Value> {
+        match self {
+            Denial::Policy { decision, .. } | Denial::ApprovalRequired { decision, .. } => {
+                Some(decision.to_record())
+            }
+            _ => None,
         }
     }
 
@@ -212,6 +266,7 @@ impl Denial {
             code,
             message,
             reason: self.code(),
+            data: Map::new(),
         };
         match self {
             // Same answer for both: an agent cannot probe for tools it was
@@ -220,6 +275,7 @@ impl Denial {
                 code: codes::INVALID_PARAMS,
                 message: format!("Unknown tool: {}", capped(name)),
                 reason: "unknown_tool",
+                data: Map::new(),
             },
             Denial::InvalidArguments { tool, problems } => {
                 let mut text = format!("Invalid arguments for {tool} ({code}):");
@@ -261,21 +317,99 @@ impl Denial {
                 code,
                 Map::new(),
             ),
-            Denial::ConstraintViolated { .. } => tool_error(
-                format!(
-                    "{self} ({code}). Change the arguments to fit the task, or ask for a new task."
-                ),
+            Denial::TaskNotActive { .. } | Denial::TaskUnknown { .. } => tool_error(
+                format!("{self} ({code}). Start a new task to go on."),
                 code,
                 Map::new(),
             ),
-            Denial::TaskNotActive { .. } | Denial::TaskUnknown { .. } => tool_error(
-                format!("{self} ({code}). Start a new task to go on."),
+            Denial::Policy { tool, decision } => {
+                let advice = match decision.code {
+                    "task_constraint" => {
+                        " Change the arguments to fit the task, or ask for a new task."
+                    }
+                    "policy_error" | "policy_unrepresentable" => {
+                        " The call was not run; tell the agent's system owner."
+                    }
+                    _ => {
+                        " The call was not run; ask the agent's business owner if it should be allowed."
+                    }
+                };
+                let mut meta = Map::new();
+                meta.insert(
+                    "tollgate/policies".into(),
+                    json!(decision.policies.iter().map(|p| &p.id).collect::<Vec<_>>()),
+                );
+                tool_error(
+                    format!(
+                        "{tool} refused by policy ({code}): {}.{advice}",
+                        decision.summary
+                    ),
+                    code,
+                    meta,
+                )
+            }
+            Denial::ApprovalRequired { tool, decision } => {
+                let mut meta = Map::new();
+                let mut text = format!(
+                    "{tool} needs human approval ({code}): {}.",
+                    decision.summary
+                );
+                if let Some(a) = &decision.approval {
+                    text.push_str(&format!(
+                        " Approver: {} ({}), {} distinct {} within {}s.",
+                        a.approvers,
+                        a.route,
+                        a.count,
+                        if a.count == 1 { "person" } else { "people" },
+                        a.timeout_seconds
+                    ));
+                    meta.insert("tollgate/approval".into(), json!(a));
+                }
+                text.push_str(
+                    " This gateway has no approval queue yet, so the call was not run; ask the approver to run it or to change the policy.",
+                );
+                tool_error(text, code, meta)
+            }
+            Denial::RateLimited { limit, retry_after } => {
+                let secs = retry_after.as_secs_f64();
+                AgentView::Error {
+                    code: codes::RATE_LIMITED,
+                    message: format!(
+                        "Rate limit of {limit} reached; retry after {secs:.1} s. The call was not run."
+                    ),
+                    reason: "rate_limited",
+                    data: {
+                        let mut d = Map::new();
+                        d.insert("limit".into(), json!(limit));
+                        // Whole seconds, rounded up, as HTTP's Retry-After.
+                        d.insert(
+                            "retry_after".into(),
+                            json!(
+                                retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)
+                            ),
+                        );
+                        d.insert(
+                            "retry_after_ms".into(),
+                            json!(retry_after.as_millis() as u64),
+                        );
+                        d
+                    },
+                }
+            }
+            Denial::TaskBusy { .. } => tool_error(
+                format!("{self} ({code}). Wait for one to finish, then call again."),
+                code,
+                Map::new(),
+            ),
+            Denial::TaskBudget { .. } => tool_error(
+                format!("{self} ({code}). The call was not run; a new task is needed for more."),
                 code,
                 Map::new(),
             ),
             Denial::NotAdmitted(NotAdmitted::Unavailable)
             | Denial::AuditUnavailable
             | Denial::TaskUnavailable
+            | Denial::LimitsUnavailable
             | Denial::CredentialUnavailable { .. } => error(
                 codes::GATEWAY_UNAVAILABLE,
                 format!("{self}, so the call was not run. Try again later."),

@@ -7,7 +7,8 @@
 //!
 //! ```text
 //! authenticate -> Authenticated -> admit -> Admitted -> authorize -> Authorized
-//!   -> scope -> Scoped -> record::allow -> Recorded<Scoped>
+//!   -> scope -> Scoped -> policy -> Decided -> limits -> Limited
+//!   -> approve -> Approved -> record::allow -> Recorded<Approved>
 //!   -> confirm -> Recorded<Confirmed> -> credential -> Recorded<Credentialed>
 //!   -> dispatch (confirms again) -> record::outcome -> Closed
 //! ```
@@ -17,6 +18,7 @@
 //! gateway's language ([`CallReply`]); `mcp.rs` maps it to MCP.
 
 pub mod admit;
+pub mod approve;
 pub mod authenticate;
 pub mod authorize;
 pub mod builtin;
@@ -24,6 +26,8 @@ pub mod confirm;
 pub mod credential;
 pub mod denial;
 pub mod dispatch;
+pub mod limits;
+pub mod policy;
 pub mod record;
 pub mod scope;
 
@@ -51,6 +55,9 @@ pub const STAGES: &[&str] = &[
     "admit",
     "authorize",
     "scope",
+    "policy",
+    "limits",
+    "approve",
     "record",
     "confirm",
     "credential",
@@ -147,12 +154,33 @@ async fn run(
         Err(d) => return refused.close(d, Some(digest)).await,
     };
 
-    // Later stages (policy, limits, approval) slot in here, each taking the
-    // previous proof by value.
+    // Policy: after the static checks, so it decides only calls the grants
+    // and the task allow, with validated arguments; in memory.
+    let decided = match policy::decide(&catalog, scoped, gw.now()) {
+        Ok(d) => d,
+        Err(d) => return refused.close(d, Some(digest)).await,
+    };
+
+    // Limits: after policy, so a call policy refuses spends nothing; rates
+    // in memory first, then the task's budgets in the store.
+    let mut limited = match limits::take(gw, decided).await {
+        Ok(l) => l,
+        Err(d) => return refused.close(d, Some(digest)).await,
+    };
+    // Held until the call is over, however it ends.
+    let _in_flight = limited.hold_in_flight();
+    let exhausted = limited.exhausted().map(str::to_string);
+
+    // Approve: after limits, so a flood of calls cannot fill the approval
+    // queue; before the record, so an unapproved call writes only a denial.
+    let approved = match approve::approve(gw, limited).await {
+        Ok(a) => a,
+        Err(d) => return refused.close(d, Some(digest)).await,
+    };
 
     // Record before anything can have an effect: a call whose decision is
     // not durable must not run (fail closed).
-    let recorded = match record::allow(gw, scoped).await {
+    let recorded = match record::allow(gw, approved).await {
         Ok(r) => r,
         Err(d) => return refused.close(d, Some(digest)).await,
     };
@@ -194,7 +222,29 @@ async fn run(
     // Dispatch: confirms once more, then the only step with an effect
     // outside the gateway.
     let (record, dispatched) = dispatch::dispatch(gw, credentialed, cancel).await;
-    close_dispatched(gw, record, &tool, dispatched, started).await
+    let closed = close_dispatched(gw, record, &tool, dispatched, started).await;
+    if let (Some(budget), Some(task)) = (exhausted, task_id.as_deref()) {
+        end_exhausted(gw, task, &budget).await;
+    }
+    closed
+}
+
+/// Ends a task whose budget the call just spent to the last unit: its
+/// credentials are revoked with it, so the backend sees nothing further.
+async fn end_exhausted(gw: &Gateway, task: &str, budget: &str) {
+    let reason = format!("budget exhausted: {budget}");
+    match crate::tasks::end(
+        gw,
+        task,
+        crate::store::TaskStatus::Completed,
+        "tollgate",
+        &reason,
+    )
+    .await
+    {
+        Ok(_) => tracing::info!(%task, %budget, "task budget exhausted; task ended"),
+        Err(e) => tracing::warn!(%task, error = %e, "cannot end a task whose budget is exhausted"),
+    }
 }
 
 /// What a refusal before the `allow` record needs to write its own.
@@ -343,8 +393,9 @@ pub struct ToolList {
 }
 
 /// The tools an agent sees: admitted (else the denial), then every tool
-/// that passes authorize's lookup and grant rule and, within a task, the
-/// task's tool scope — the static part of [`call_tool`]. A task that cannot
+/// that passes authorize's lookup and grant rule, that some policy could
+/// permit (when policies are loaded) and, within a task, the task's tool
+/// scope — the static part of [`call_tool`]. A task that cannot
 /// be read is a denial, never a fall-back to the full grant set.
 pub async fn list_tools(
     gw: &Gateway,
@@ -367,6 +418,13 @@ pub async fn list_tools(
         .tools
         .iter()
         .filter(|(name, _)| authorize::visible(&catalog, who, name))
+        // A tool no permit could ever allow this agent is not listed.
+        .filter(|(name, _)| {
+            catalog
+                .policies
+                .as_ref()
+                .is_none_or(|p| p.may_permit(&who.agent().id, name))
+        })
         .filter(|(name, _)| {
             task.as_ref()
                 .is_none_or(|t| t.tools.iter().any(|n| n == *name))

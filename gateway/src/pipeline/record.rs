@@ -13,10 +13,10 @@
 
 use serde_json::{Value, json};
 
+use super::approve::Approved;
 use super::authenticate::Authenticated;
 use super::authorize::Target;
 use super::denial::{Denial, capped};
-use super::scope::Scoped;
 use crate::Gateway;
 use crate::catalog::ToolEntry;
 use crate::store::{CallOutcome, Decision, DecisionRecord, OutcomeUpdate};
@@ -25,7 +25,7 @@ use crate::util::stamp;
 pub use crate::args::digest as args_digest;
 
 /// Proof that an `allow` decision is in the store, carrying the proof of
-/// the stage the call has reached (`Recorded<Scoped>`, then
+/// the stage the call has reached (`Recorded<Approved>`, then
 /// `Recorded<Confirmed>`, `Recorded<Credentialed>`). Only [`allow`] builds
 /// one; only [`outcome`] closes it.
 #[must_use = "an allowed call must be closed with record::outcome"]
@@ -143,11 +143,13 @@ fn base(
         latency_us: None,
         owners: Some(owners(who, tool)),
         task_id: None,
+        policy: None,
     }
 }
 
 /// Records an `allow` decision; the call may proceed only with the result.
-pub async fn allow(gw: &Gateway, scoped: Scoped) -> Result<Recorded<Scoped>, Denial> {
+pub async fn allow(gw: &Gateway, approved: Approved) -> Result<Recorded<Approved>, Denial> {
+    let scoped = approved.scoped();
     let call = scoped.call();
     let who = call.who();
     let digest = call.digest().to_string();
@@ -176,13 +178,16 @@ pub async fn allow(gw: &Gateway, scoped: Scoped) -> Result<Recorded<Scoped>, Den
     } else if let Some(t) = scoped.named_task() {
         r.task_id = Some(t.to_string());
     }
+    let decision = approved.decision();
+    r.reason.push_str(&format!("; {}", decision.summary));
+    r.policy = Some(decision.to_record());
     match gw.store().record_decision(&r).await {
         Ok(()) => Ok(Recorded {
             record: RecordId {
                 id: r.id,
                 open: true,
             },
-            stage: scoped,
+            stage: approved,
         }),
         Err(e) => {
             tracing::error!(error = %e, tool = %r.tool, agent = %r.agent_id, "cannot record decision; refusing the call");
@@ -209,6 +214,7 @@ pub async fn deny(
     r.reason = denial.record_reason();
     r.latency_us = Some(latency_us);
     r.task_id = task_id.map(capped);
+    r.policy = denial.policy_record();
     if let Err(e) = gw.store().record_decision(&r).await {
         tracing::error!(error = %e, code = denial.code(), "cannot record a denial");
     }

@@ -1,8 +1,8 @@
 //! Scope: does the call fit the agent's task?
 //!
 //! Contract: returns [`Scoped`] only when (a) the call is made within an
-//! active task that lists the tool and whose argument constraints the
-//! arguments satisfy, or (b) there is no task and none is required (the
+//! active task that lists the tool (its argument constraints are the policy
+//! stage's), or (b) there is no task and none is required (the
 //! agent does not require one, and the tool's risk is below `high`). The
 //! task is named by the bearer (a task token), else by the request's
 //! `_meta["tollgate/task"]`, else by the connection it was started on in
@@ -15,9 +15,9 @@ use super::ToolRequest;
 use super::authorize::{Authorized, Target};
 use super::denial::Denial;
 use crate::Gateway;
+use crate::catalog::{AgentEntry, ToolEntry};
 use crate::manifest::types::Risk;
 use crate::store::TaskRecord;
-use crate::tasks::constraint;
 use crate::tasks::{self, TaskError};
 
 /// A call that fits its task (or needs none). Only [`scope`] builds one.
@@ -100,7 +100,25 @@ pub async fn scope(
         }
     };
     let agent = call.who().agent().clone();
-    let Some(task_id) = task_id else {
+    let task = match task_id {
+        Some(id) => Some(load(gw, id, &agent.id).await?),
+        None => None,
+    };
+    fits(&agent, &tool, task.as_ref())?;
+    // The task's argument constraints are checked by the policy stage, so
+    // a policy can step a call outside them up to approval.
+    Ok(Scoped {
+        call,
+        task,
+        named: None,
+    })
+}
+
+/// The scope rule for a loaded task (or none): the task must list the
+/// tool; without a task, the agent must not require one and the tool's
+/// risk must be below `high`. Shared with `policy explain`.
+pub fn fits(agent: &AgentEntry, tool: &ToolEntry, task: Option<&TaskRecord>) -> Result<(), Denial> {
+    let Some(task) = task else {
         if agent.tasks.required {
             return Err(Denial::TaskRequired {
                 tool: tool.full_name.clone(),
@@ -113,14 +131,9 @@ pub async fn scope(
                 why: format!("its risk is {}", tool.risk.as_str()),
             });
         }
-        return Ok(Scoped {
-            call,
-            task: None,
-            named: None,
-        });
+        return Ok(());
     };
-    let task = load(gw, task_id, &agent.id).await?;
-    if !task.tools.iter().any(|t| *t == tool.full_name) {
+    if !task.tools.contains(&tool.full_name) {
         return Err(Denial::OutsideTask {
             tool: tool.full_name.clone(),
             task: task.id.clone(),
@@ -128,21 +141,5 @@ pub async fn scope(
             allowed: task.tools.clone(),
         });
     }
-    // A constraint concerns the tools declaring its argument (and any call
-    // carrying it); there a missing argument fails it. One that no longer
-    // parses fails closed.
-    if let Err(text) =
-        constraint::check(&task.constraints, &tool.tool.input_schema, call.arguments())
-    {
-        return Err(Denial::ConstraintViolated {
-            tool: tool.full_name.clone(),
-            task: task.id.clone(),
-            constraint: text.to_string(),
-        });
-    }
-    Ok(Scoped {
-        call,
-        task: Some(task),
-        named: None,
-    })
+    Ok(())
 }

@@ -98,6 +98,9 @@ pub struct DecisionRecord {
     pub owners: Option<serde_json::Value>,
     /// The task the call was made in, if any.
     pub task_id: Option<String>,
+    /// The policy decision (JSON: verdict, code, matched policies, approval
+    /// route), when the call reached policy.
+    pub policy: Option<serde_json::Value>,
 }
 
 /// What the outcome of an allowed call was.
@@ -556,6 +559,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// when no other process is serving calls on this store (see
     /// `app::recover`).
     async fn mark_interrupted(&self) -> Result<u64, StoreError>;
+    /// Adds `amount` to a task budget if the sum stays at or under `max`,
+    /// atomically; the new sum, or `None` when it would not fit.
+    async fn reserve_budget(
+        &self,
+        task_id: &str,
+        budget: &str,
+        amount: i64,
+        max: i64,
+    ) -> Result<Option<i64>, StoreError>;
+    /// Gives back an amount reserved for a call that did not run.
+    async fn release_budget(
+        &self,
+        task_id: &str,
+        budget: &str,
+        amount: i64,
+    ) -> Result<(), StoreError>;
+    /// How much of a task budget is spent.
+    async fn budget_used(&self, task_id: &str, budget: &str) -> Result<i64, StoreError>;
     /// Stores a new admin key (hash only) and records who issued it, in one
     /// transaction.
     async fn issue_admin_key(

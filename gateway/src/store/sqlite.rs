@@ -154,8 +154,8 @@ impl Store for SqliteStore {
     async fn record_decision(&self, r: &DecisionRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO decisions (id, seq, at, agent_id, credential_id, transport, tool, connector_id, risk, args_digest, \
-             decision, reason_code, reason, outcome, outcome_code, backend_status, latency_us, owners, task_id) \
-             VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM decisions), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             decision, reason_code, reason, outcome, outcome_code, backend_status, latency_us, owners, task_id, policy) \
+             VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM decisions), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&r.id)
         .bind(&r.at)
@@ -175,9 +175,64 @@ impl Store for SqliteStore {
         .bind(r.latency_us)
         .bind(r.owners.as_ref().map(|o| o.to_string()))
         .bind(&r.task_id)
+        .bind(r.policy.as_ref().map(|p| p.to_string()))
         .execute(&self.write)
         .await?;
         Ok(())
+    }
+
+    async fn reserve_budget(
+        &self,
+        task_id: &str,
+        budget: &str,
+        amount: i64,
+        max: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        if amount > max {
+            return Ok(None);
+        }
+        // One statement: the check and the add cannot be split by another
+        // writer (SQLite serialises writers; PostgreSQL locks the row).
+        let used: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO task_budgets (task_id, budget, used) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (task_id, budget) DO UPDATE SET used = used + excluded.used \
+             WHERE task_budgets.used + excluded.used <= ?4 \
+             RETURNING used",
+        )
+        .bind(task_id)
+        .bind(budget)
+        .bind(amount)
+        .bind(max)
+        .fetch_optional(&self.write)
+        .await?;
+        Ok(used)
+    }
+
+    async fn release_budget(
+        &self,
+        task_id: &str,
+        budget: &str,
+        amount: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE task_budgets SET used = MAX(used - ?3, 0) WHERE task_id = ?1 AND budget = ?2",
+        )
+        .bind(task_id)
+        .bind(budget)
+        .bind(amount)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn budget_used(&self, task_id: &str, budget: &str) -> Result<i64, StoreError> {
+        let used: Option<i64> =
+            sqlx::query_scalar("SELECT used FROM task_budgets WHERE task_id = ? AND budget = ?")
+                .bind(task_id)
+                .bind(budget)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(used.unwrap_or(0))
     }
 
     async fn record_outcome(&self, id: &str, o: &OutcomeUpdate) -> Result<(), StoreError> {
@@ -208,6 +263,7 @@ impl Store for SqliteStore {
         rows.iter()
             .map(|r| {
                 let owners: Option<String> = r.try_get("owners")?;
+                let policy: Option<String> = r.try_get("policy")?;
                 Ok(DecisionRecord {
                     id: r.try_get("id")?,
                     at: r.try_get("at")?,
@@ -227,6 +283,7 @@ impl Store for SqliteStore {
                     latency_us: r.try_get("latency_us")?,
                     owners: owners.and_then(|o| serde_json::from_str(&o).ok()),
                     task_id: r.try_get("task_id")?,
+                    policy: policy.and_then(|p| serde_json::from_str(&p).ok()),
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

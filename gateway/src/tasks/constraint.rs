@@ -180,24 +180,21 @@ impl Constraint {
     }
 }
 
-/// Checks a call's arguments against a task's stored constraints, for a
-/// tool with `input_schema`. Returns the text of the first constraint that
-/// does not hold; a stored constraint that no longer parses fails closed.
-pub fn check<'a>(
-    constraints: &'a [String],
+/// Every stored constraint the call breaks (all of them, for the policy
+/// decision and its explanation); one that no longer parses is broken.
+pub fn violated(
+    constraints: &[String],
     input_schema: &Map<String, Value>,
     args: &Map<String, Value>,
-) -> Result<(), &'a str> {
-    for text in constraints {
-        let ok = match Constraint::parse(text) {
-            Ok(c) => !c.applies_to(input_schema, args) || c.allows(args),
-            Err(_) => false,
-        };
-        if !ok {
-            return Err(text);
-        }
-    }
-    Ok(())
+) -> Vec<String> {
+    constraints
+        .iter()
+        .filter(|text| match Constraint::parse(text) {
+            Ok(c) => c.applies_to(input_schema, args) && !c.allows(args),
+            Err(_) => true,
+        })
+        .cloned()
+        .collect()
 }
 
 fn op_holds(op: Op, ord: Ordering) -> bool {
@@ -309,26 +306,20 @@ mod tests {
         let refund = args(json!({ "properties": { "amount": { "type": "number" } } }));
         let ticket = args(json!({ "properties": { "ticket_id": { "type": "integer" } } }));
         let stored = vec!["amount <= 500".to_string()];
-        assert_eq!(
-            check(&stored, &refund, &args(json!({}))),
-            Err("amount <= 500")
-        );
-        assert_eq!(
-            check(&stored, &refund, &args(json!({ "amount": 40 }))),
-            Ok(())
-        );
+        assert_eq!(violated(&stored, &refund, &args(json!({}))), stored);
+        assert!(violated(&stored, &refund, &args(json!({ "amount": 40 }))).is_empty());
         // A tool without that argument is not concerned...
-        assert_eq!(
-            check(&stored, &ticket, &args(json!({ "ticket_id": 1 }))),
-            Ok(())
-        );
+        assert!(violated(&stored, &ticket, &args(json!({ "ticket_id": 1 }))).is_empty());
         // ...unless the call carries it anyway.
         assert_eq!(
-            check(&stored, &ticket, &args(json!({ "amount": 900 }))),
-            Err("amount <= 500")
+            violated(&stored, &ticket, &args(json!({ "amount": 900 }))),
+            stored
         );
         let broken = vec!["amount <=".to_string()];
-        assert!(check(&broken, &refund, &args(json!({ "amount": 1 }))).is_err());
+        assert_eq!(
+            violated(&broken, &refund, &args(json!({ "amount": 1 }))),
+            broken
+        );
     }
 
     #[test]
