@@ -34,6 +34,11 @@
 //! median over `BENCH_ROUNDS` rounds; ratios (through-Tollgate / direct) are
 //! taken within each round, then their median is reported.
 //!
+//! `BENCH_GOVERNED=1` runs the gateway with every stage on: a Cedar policy
+//! set (ten policies, one of which permits the call) and rate limits on the
+//! agent, the agent and tool, and the connector (set high enough never to
+//! refuse), to measure what policy and limits add end to end.
+//!
 //! Environment: `BENCH_CALLS` (2000), `BENCH_CONCURRENCY` (8),
 //! `BENCH_CONC_CALLS` (4000), `BENCH_ROUNDS` (3), `BENCH_WARMUP` (200),
 //! `BENCH_MAX_SECS` (60, cap per phase), `BENCH_MODES` (comma-separated
@@ -843,7 +848,11 @@ fn print_table(cfg: &Config, res: &Results) {
 
 async fn run(cfg: &Config) -> Result<Results, String> {
     let backend = start_backend().await;
-    let gw = TestGateway::start(&test_manifests(&backend)).await;
+    let gw = if env::var("BENCH_GOVERNED").is_ok_and(|v| v == "1") {
+        governed_gateway(&backend).await
+    } else {
+        TestGateway::start(&test_manifests(&backend)).await
+    };
     let key = gw.issue_key("tester").await;
     let setup = Arc::new(Setup {
         gw,
@@ -886,6 +895,42 @@ async fn run(cfg: &Config) -> Result<Results, String> {
         res.stages.push(stages(&setup, cfg, round).await);
     }
     Ok(res)
+}
+
+/// The test manifests with rate limits on the agent, the agent and tool,
+/// and the connector, and a policy set that permits the benchmarked call.
+async fn governed_gateway(backend: &str) -> TestGateway {
+    let manifests = test_manifests(backend)
+        .replacen(
+            "  timeout_ms: 2000\n",
+            "  timeout_ms: 2000\nlimits: { rate: { rate: 1000000/second } }\n",
+            1,
+        )
+        .replacen(
+            "tools: [inventory.get_item, inventory.create_item, inventory.boom, inventory.slow]\n",
+            "tools: [inventory.get_item, inventory.create_item, inventory.boom, inventory.slow]\nlimits:\n  rate: { rate: 1000000/second }\n  tools:\n    inventory.get_item: { rate: 1000000/second }\n",
+            1,
+        );
+    assert!(
+        manifests.contains("limits:\n  rate"),
+        "the agent's limits were spliced in"
+    );
+    let mut policies = String::from(
+        "@id(\"reads\")\npermit (principal, action == Action::\"inventory.get_item\", resource)\nwhen { resource.read_only && context.args.item_id != \"\" };\n",
+    );
+    for i in 0..9 {
+        policies.push_str(&format!(
+            "@id(\"p{i}\")\nforbid (principal == Agent::\"other\", action == Action::\"inventory.create_item\", resource)\nwhen {{ context.args.qty > {i}00 }};\n"
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("test.yaml"), manifests).unwrap();
+    std::fs::write(dir.path().join("test.cedar"), policies).unwrap();
+    let gw = TestGateway::start_dir(dir, tollgate::server::HttpOptions::default()).await;
+    let catalog = gw.gw.catalog();
+    assert_eq!(catalog.policies.as_ref().map(|p| p.len()), Some(10));
+    assert!(catalog.agents["tester"].rate.is_some());
+    gw
 }
 
 fn main() {

@@ -561,3 +561,143 @@ fn the_committed_cedar_schema_is_current() {
         "manifests/policies.cedarschema is stale: run `tollgate policy schema > manifests/policies.cedarschema`"
     );
 }
+
+#[tokio::test]
+async fn a_reload_keeps_the_state_of_unchanged_limits_and_limits_gateway_tools() {
+    let backend = Backend::start().await;
+    let limits = "limits:\n  tools:\n    pay.lookup: { rate: 2/hour }\n    tollgate.start_task: { rate: 1/hour }";
+    let gw = gateway(&shop(&backend.url, limits, ""), None).await;
+    let client = gw.client(&gw.issue_key("clerk").await).await;
+    let lookup = || call("pay.lookup", json!({ "id": "p" }));
+    assert!(client.call_tool(lookup()).await.is_ok());
+    assert!(client.call_tool(lookup()).await.is_ok());
+    assert!(client.call_tool(lookup()).await.is_err());
+
+    // An unrelated change: the limit is unchanged, so no fresh burst.
+    let path = gw.manifests.path().join("shop.yaml");
+    let mut last = tollgate::reload::fingerprint_of(&gw.gw.catalog().sources);
+    std::fs::write(
+        &path,
+        shop(&backend.url, limits, "").replace("description: Payments", "description: Payments v2"),
+    )
+    .unwrap();
+    assert_eq!(
+        tollgate::reload::check_once(&gw.gw, gw.manifests.path(), &mut last).await,
+        tollgate::reload::Reload::Applied
+    );
+    let (limit, _) = rate_error(client.call_tool(lookup()).await.unwrap_err());
+    assert!(limit.contains("2/hour"), "{limit}");
+    // A changed limit starts afresh.
+    std::fs::write(
+        &path,
+        shop(&backend.url, &limits.replace("2/hour", "3/hour"), ""),
+    )
+    .unwrap();
+    assert_eq!(
+        tollgate::reload::check_once(&gw.gw, gw.manifests.path(), &mut last).await,
+        tollgate::reload::Reload::Applied
+    );
+    assert!(client.call_tool(lookup()).await.is_ok());
+    assert_eq!(backend.hits().len(), 3);
+
+    // The gateway's own tools are limited too.
+    let start = |purpose: &str| {
+        call(
+            "tollgate.start_task",
+            json!({ "purpose": purpose, "tools": ["pay.lookup"], "ttl_seconds": 60 }),
+        )
+    };
+    let r = client.call_tool(start("first")).await.unwrap();
+    assert_eq!(r.is_error, Some(false), "{}", text(&r));
+    let (limit, retry) = rate_error(client.call_tool(start("second")).await.unwrap_err());
+    assert!(limit.contains("tollgate.start_task"), "{limit}");
+    assert_eq!(retry, 3600);
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_tollgate-under-test");
+
+#[test]
+fn the_policy_commands_report_for_operators_and_scripts() {
+    let root = workspace_root();
+    let manifests = root.join("manifests");
+    let data = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| tollgate_tests::run_cli(BIN, data.path(), &manifests, args);
+
+    let out = run(&["check"]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("policies: 6 from 1 file(s)"), "{stdout}");
+
+    let out = run(&[
+        "policy",
+        "test",
+        manifests.join("policy-tests/demo.yaml").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let refund = r#"{"invoice_id":"INV-1042","amount":400,"currency":"EUR","reason":"duplicate"}"#;
+    let out = run(&[
+        "policy",
+        "explain",
+        "--agent",
+        "support-bot",
+        "--tool",
+        "billing.refund",
+        "--in-task",
+        "--args",
+        refund,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "approval_required");
+    assert_eq!(v["decision"]["approval"]["approvers"], "head-of-support");
+    assert_eq!(v["decision"]["policies"][0]["id"], "support-large-refunds");
+
+    // Bad input: a clear error and exit 1.
+    let out = run(&[
+        "policy",
+        "explain",
+        "--agent",
+        "support-bot",
+        "--tool",
+        "billing.refund",
+        "--args",
+        "{amount",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--args is not valid JSON"));
+    let out = run(&[
+        "policy",
+        "explain",
+        "--agent",
+        "nobody",
+        "--tool",
+        "billing.refund",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("declared: finance-bot, support-bot"));
+
+    // A failing table exits 1 and says which case.
+    let table = data.path().join("t.yaml");
+    std::fs::write(
+        &table,
+        format!(
+            "manifests: {}\ncases:\n  - name: reads are denied\n    agent: support-bot\n    tool: helpdesk.get_ticket\n    args: {{ ticket_id: 1 }}\n    expect: {{ decision: deny }}\n",
+            manifests.display()
+        ),
+    )
+    .unwrap();
+    let out = run(&["policy", "test", table.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("FAIL  reads are denied") && stdout.contains("0 passed, 1 failed"),
+        "{stdout}"
+    );
+}

@@ -129,6 +129,14 @@ pub fn check_tool(
     // `4521`) before validation, so the backend receives what was declared.
     crate::args::normalize_input(&tool.tool.input_schema, &mut arguments);
     let instance = Value::Object(arguments);
+    // The common case first: `is_valid` stops at nothing and allocates
+    // nothing; the problems are collected only for a call that fails.
+    if tool.validator.is_valid(&instance) {
+        let Value::Object(arguments) = instance else {
+            unreachable!("built as an object above")
+        };
+        return Ok(Checked::Connector(tool.clone(), arguments));
+    }
     let problems: Vec<(String, String)> = tool
         .validator
         .iter_errors(&instance)

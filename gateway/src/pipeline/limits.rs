@@ -20,6 +20,7 @@ use super::authorize::Target;
 use super::denial::Denial;
 use super::policy::Decided;
 use crate::Gateway;
+use crate::catalog::Catalog;
 use crate::limits::{CALLS_BUDGET, InFlightGuard, RateKey};
 use crate::policy::schema::{decimal_units, units_text};
 
@@ -68,7 +69,7 @@ impl Limited {
 }
 
 /// Checks every limit that applies to the call, in memory first.
-pub async fn take(gw: &Gateway, decided: Decided) -> Result<Limited, Denial> {
+pub async fn take(gw: &Gateway, catalog: &Catalog, decided: Decided) -> Result<Limited, Denial> {
     let call = decided.scoped().call();
     let agent = call.who().agent();
     let limiter = gw.rate_limiter();
@@ -101,7 +102,6 @@ pub async fn take(gw: &Gateway, decided: Decided) -> Result<Limited, Denial> {
             });
         }
     };
-    let catalog = gw.catalog();
     if let Some(spec) = catalog
         .connectors
         .get(&tool.connector_id)

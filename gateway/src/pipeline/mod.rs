@@ -163,7 +163,7 @@ async fn run(
 
     // Limits: after policy, so a call policy refuses spends nothing; rates
     // in memory first, then the task's budgets in the store.
-    let mut limited = match limits::take(gw, decided).await {
+    let mut limited = match limits::take(gw, &catalog, decided).await {
         Ok(l) => l,
         Err(d) => return refused.close(d, Some(digest)).await,
     };
@@ -231,7 +231,7 @@ async fn run(
 
 /// Ends a task whose budget the call just spent to the last unit: its
 /// credentials are revoked with it, so the backend sees nothing further.
-async fn end_exhausted(gw: &Gateway, task: &str, budget: &str) {
+pub(crate) async fn end_exhausted(gw: &Gateway, task: &str, budget: &str) {
     let reason = format!("budget exhausted: {budget}");
     match crate::tasks::end(
         gw,

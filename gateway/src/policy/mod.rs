@@ -28,10 +28,11 @@ pub mod schema;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use cedar_policy::{
-    ActionConstraint, Authorizer, Context, Effect, Entities, EntityUid, PolicyId, PolicySet,
-    PrincipalConstraint, Request, ResourceConstraint, Schema,
+    ActionConstraint, Authorizer, Context, Effect, Entities, EntityUid, Policy, PolicyId,
+    PolicySet, PrincipalConstraint, Request, ResourceConstraint, RestrictedExpression, Schema,
 };
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -92,10 +93,16 @@ pub struct PolicySource {
 
 #[derive(Debug)]
 struct ToolInfo {
+    /// The policies whose scope can match a call of this tool by any agent
+    /// (principal unconstrained): the others are false for it before their
+    /// conditions are read, so leaving them out changes no decision and
+    /// saves their evaluation.
+    generic: Arc<PolicySet>,
+    /// For agents that some policy names in its scope: `generic` and those.
+    by_agent: HashMap<String, Arc<PolicySet>>,
     action: EntityUid,
     resource: EntityUid,
     connector: String,
-    connector_uid: EntityUid,
     risk: Risk,
     shape: Shape,
 }
@@ -104,14 +111,17 @@ struct ToolInfo {
 /// manifest load and swapped with the catalog.
 #[derive(Debug)]
 pub struct Policies {
-    set: PolicySet,
+    authorizer: Authorizer,
     entities: Entities,
     rules: HashMap<PolicyId, Rule>,
     tools: HashMap<String, ToolInfo>,
     agents: HashMap<String, (EntityUid, AgentOwners)>,
     connectors: HashMap<String, ConnectorOwners>,
-    call: EntityUid,
     files: Vec<PathBuf>,
+    /// Whether any policy mentions `datetime`: building `now.datetime` is
+    /// a third of a context's cost, and a context attribute no policy
+    /// reads cannot change a decision.
+    uses_datetime: bool,
 }
 
 /// The Cedar schema for this manifest set, in Cedar's schema syntax (what
@@ -158,13 +168,58 @@ impl Policies {
             Some(&schema),
         )
         .map_err(|e| internal(format!("cannot build the policy entities: {e}")))?;
+        let call = uid("Action", "call").map_err(internal)?;
+        let mut all: Vec<&Policy> = set.policies().collect();
+        all.sort_by_key(|p| p.id().to_string());
+        let agent_type =
+            cedar_policy::EntityTypeName::from_str("Agent").map_err(|e| internal(e.to_string()))?;
+        let uses_datetime = all.iter().any(|p| p.to_string().contains("datetime"));
+        let mut slices = Slices::default();
         let mut tool_info = HashMap::new();
         for t in tools {
+            let action = uid("Action", &t.name).map_err(internal)?;
+            let resource = uid("Tool", &t.name).map_err(internal)?;
+            let connector_uid = uid("Connector", &t.connector).map_err(internal)?;
+            let mut generic = Vec::new();
+            let mut specific: HashMap<String, Vec<usize>> = HashMap::new();
+            for (i, p) in all.iter().enumerate() {
+                if !(action_scope(p, &action, &call)
+                    && resource_scope(p, &resource, &connector_uid))
+                {
+                    continue;
+                }
+                match p.principal_constraint() {
+                    PrincipalConstraint::Any => generic.push(i),
+                    PrincipalConstraint::Is(k) if k == agent_type => generic.push(i),
+                    PrincipalConstraint::Is(_) => {}
+                    PrincipalConstraint::Eq(u) | PrincipalConstraint::In(u) => {
+                        specific
+                            .entry(u.id().unescaped().to_string())
+                            .or_default()
+                            .push(i);
+                    }
+                    PrincipalConstraint::IsIn(k, u) if k == agent_type => {
+                        specific
+                            .entry(u.id().unescaped().to_string())
+                            .or_default()
+                            .push(i);
+                    }
+                    PrincipalConstraint::IsIn(..) => {}
+                }
+            }
+            let mut by_agent = HashMap::new();
+            for (agent, extra) in specific {
+                let mut ids = generic.clone();
+                ids.extend(extra);
+                ids.sort_unstable();
+                by_agent.insert(agent, slices.get(&all, ids).map_err(internal)?);
+            }
             let info = ToolInfo {
-                action: uid("Action", &t.name).map_err(internal)?,
-                resource: uid("Tool", &t.name).map_err(internal)?,
+                generic: slices.get(&all, generic).map_err(internal)?,
+                by_agent,
+                action,
+                resource,
                 connector: t.connector.clone(),
-                connector_uid: uid("Connector", &t.connector).map_err(internal)?,
                 risk: t.risk,
                 shape: t.shape.clone(),
             };
@@ -178,7 +233,7 @@ impl Policies {
             );
         }
         Ok(Self {
-            set,
+            authorizer: Authorizer::new(),
             entities,
             rules,
             tools: tool_info,
@@ -187,8 +242,8 @@ impl Policies {
                 .iter()
                 .map(|c| (c.id.clone(), c.owners.clone()))
                 .collect(),
-            call: uid("Action", "call").map_err(internal)?,
             files: sources.iter().map(|s| s.path.clone()).collect(),
+            uses_datetime,
         })
     }
 
@@ -211,34 +266,59 @@ impl Policies {
     /// Whether some permit's scope covers this agent and tool, ignoring its
     /// conditions: a tool no permit could ever allow is not listed.
     pub fn may_permit(&self, agent: &str, tool: &str) -> bool {
-        let (Some((principal, _)), Some(t)) = (self.agents.get(agent), self.tools.get(tool)) else {
-            return false;
-        };
-        self.set.policies().any(|p| {
-            if p.effect() != Effect::Permit {
-                return false;
-            }
-            let principal_ok = match p.principal_constraint() {
-                PrincipalConstraint::Any => true,
-                PrincipalConstraint::Eq(u) | PrincipalConstraint::In(u) => u == *principal,
-                PrincipalConstraint::Is(k) => k == *principal.type_name(),
-                PrincipalConstraint::IsIn(k, u) => k == *principal.type_name() && u == *principal,
-            };
-            let action_ok = match p.action_constraint() {
-                ActionConstraint::Any => true,
-                ActionConstraint::Eq(u) => u == t.action,
-                ActionConstraint::In(us) => us.iter().any(|u| *u == t.action || *u == self.call),
-            };
-            let in_tool = |u: &EntityUid| *u == t.resource || *u == t.connector_uid;
-            let resource_ok = match p.resource_constraint() {
-                ResourceConstraint::Any => true,
-                ResourceConstraint::Eq(u) => u == t.resource,
-                ResourceConstraint::In(u) => in_tool(&u),
-                ResourceConstraint::Is(k) => k == *t.resource.type_name(),
-                ResourceConstraint::IsIn(k, u) => k == *t.resource.type_name() && in_tool(&u),
-            };
-            principal_ok && action_ok && resource_ok
+        self.tools.get(tool).is_some_and(|t| {
+            t.slice_for(agent)
+                .policies()
+                .any(|p| p.effect() == Effect::Permit)
         })
+    }
+}
+
+impl ToolInfo {
+    fn slice_for(&self, agent: &str) -> &PolicySet {
+        self.by_agent.get(agent).unwrap_or(&self.generic)
+    }
+}
+
+/// Policy slices by the policies they hold (sorted indices), so tools and
+/// agents with the same relevant policies share one set.
+#[derive(Default)]
+struct Slices(HashMap<Vec<usize>, Arc<PolicySet>>);
+
+impl Slices {
+    fn get(&mut self, all: &[&Policy], ids: Vec<usize>) -> Result<Arc<PolicySet>, String> {
+        if let Some(s) = self.0.get(&ids) {
+            return Ok(s.clone());
+        }
+        let mut set = PolicySet::new();
+        for &i in &ids {
+            set.add(all[i].clone())
+                .map_err(|e| format!("cannot slice the policy set: {e}"))?;
+        }
+        let set = Arc::new(set);
+        self.0.insert(ids, set.clone());
+        Ok(set)
+    }
+}
+
+/// Whether a policy's action scope can match `action` (a member of `call`).
+fn action_scope(p: &Policy, action: &EntityUid, call: &EntityUid) -> bool {
+    match p.action_constraint() {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(u) => u == *action,
+        ActionConstraint::In(us) => us.iter().any(|u| u == action || u == call),
+    }
+}
+
+/// Whether a policy's resource scope can match `resource` (in `connector`).
+fn resource_scope(p: &Policy, resource: &EntityUid, connector: &EntityUid) -> bool {
+    let within = |u: &EntityUid| u == resource || u == connector;
+    match p.resource_constraint() {
+        ResourceConstraint::Any => true,
+        ResourceConstraint::Eq(u) => u == *resource,
+        ResourceConstraint::In(u) => within(&u),
+        ResourceConstraint::Is(k) => k == *resource.type_name(),
+        ResourceConstraint::IsIn(k, u) => k == *resource.type_name() && within(&u),
     }
 }
 
@@ -432,7 +512,9 @@ impl Policies {
             Ok(r) => r,
             Err(e) => return deny("policy_error", format!("cannot build the request: {e}")),
         };
-        let response = Authorizer::new().is_authorized(&request, &self.set, &self.entities);
+        let response =
+            self.authorizer
+                .is_authorized(&request, tool.slice_for(call.agent), &self.entities);
         let errors: Vec<String> = response
             .diagnostics()
             .errors()
@@ -571,40 +653,68 @@ impl Policies {
     }
 
     fn context(&self, tool: &ToolInfo, call: &CallFacts<'_>) -> Result<Context, String> {
-        let args = tool
-            .shape
-            .to_cedar(&Value::Object(call.args.clone()))?
-            .unwrap_or_else(|| json!({}));
+        let args = RestrictedExpression::new_record(tool.shape.record_fields(call.args)?)
+            .map_err(|e| e.to_string())?;
         let now = call.now.to_offset(time::UtcOffset::UTC);
-        let stamp = format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            now.year(),
-            u8::from(now.month()),
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second()
-        );
-        let mut ctx = json!({
-            "args": args,
-            "now": {
-                "datetime": { "__extn": { "fn": "datetime", "arg": stamp } },
-                "hour_utc": now.hour(),
-                "weekday_utc": now.weekday().number_from_monday(),
-            },
-        });
-        if let Some(t) = call.task {
-            ctx["task"] = json!({
-                "id": t.id,
-                "purpose": t.purpose,
-                "tools": t.tools,
-                "constraints": t.constraints,
-                "started_by": t.started_by,
-                "within_constraints": call.violated.is_empty(),
-                "violated_constraints": call.violated,
-            });
+        let mut clock = vec![
+            (
+                "hour_utc",
+                RestrictedExpression::new_long(i64::from(now.hour())),
+            ),
+            (
+                "weekday_utc",
+                RestrictedExpression::new_long(i64::from(now.weekday().number_from_monday())),
+            ),
+        ];
+        if self.uses_datetime {
+            let stamp = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+                now.year(),
+                u8::from(now.month()),
+                now.day(),
+                now.hour(),
+                now.minute(),
+                now.second()
+            );
+            clock.push(("datetime", schema::datetime_expr(&stamp)));
         }
-        Context::from_json_value(ctx, None).map_err(|e| e.to_string())
+        let record = |fields: Vec<(&str, RestrictedExpression)>| {
+            RestrictedExpression::new_record(fields.into_iter().map(|(k, v)| (k.to_string(), v)))
+                .map_err(|e| e.to_string())
+        };
+        let strings = |items: &[String]| {
+            RestrictedExpression::new_set(
+                items.iter().cloned().map(RestrictedExpression::new_string),
+            )
+        };
+        let mut pairs = vec![
+            ("args".to_string(), args),
+            ("now".to_string(), record(clock)?),
+        ];
+        if let Some(t) = call.task {
+            pairs.push((
+                "task".to_string(),
+                record(vec![
+                    ("id", RestrictedExpression::new_string(t.id.to_string())),
+                    (
+                        "purpose",
+                        RestrictedExpression::new_string(t.purpose.to_string()),
+                    ),
+                    ("tools", strings(t.tools)),
+                    ("constraints", strings(t.constraints)),
+                    (
+                        "started_by",
+                        RestrictedExpression::new_string(t.started_by.to_string()),
+                    ),
+                    (
+                        "within_constraints",
+                        RestrictedExpression::new_bool(call.violated.is_empty()),
+                    ),
+                    ("violated_constraints", strings(call.violated)),
+                ])?,
+            ));
+        }
+        Context::from_pairs(pairs).map_err(|e| e.to_string())
     }
 }
 

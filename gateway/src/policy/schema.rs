@@ -15,6 +15,10 @@
 //! (unions, `null`, untyped values) is left out of the context, so policies
 //! cannot depend on it.
 
+use std::sync::LazyLock;
+
+use cedar_policy::RestrictedExpression;
+use cedar_policy_core::ast;
 use serde_json::{Map, Number, Value, json};
 
 use super::{AgentFacts, ConnectorFacts, ToolFacts};
@@ -101,45 +105,82 @@ impl Shape {
         }
     }
 
-    /// The Cedar JSON value for `value` (already validated against the
-    /// input schema). `Ok(None)`: nothing to map (left out); `Err`: the
+    /// The Cedar record fields for an object (the arguments themselves):
+    /// only the attributes this record shape declares, in order. `Err`: a
     /// value cannot be represented (the call must be refused).
-    pub fn to_cedar(&self, value: &Value) -> Result<Option<Value>, String> {
+    pub fn record_fields(
+        &self,
+        obj: &Map<String, Value>,
+    ) -> Result<Vec<(String, RestrictedExpression)>, String> {
+        let mut out = Vec::new();
+        if let Shape::Record(attrs) = self {
+            for (name, shape, _) in attrs {
+                if let Some(v) = obj.get(name)
+                    && let Some(c) = shape.to_expr(v)?
+                {
+                    out.push((name.clone(), c));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The Cedar value for `value` (already validated against the input
+    /// schema). `Ok(None)`: nothing to map (left out); `Err`: the value
+    /// cannot be represented (the call must be refused).
+    pub fn to_expr(&self, value: &Value) -> Result<Option<RestrictedExpression>, String> {
         Ok(match (self, value) {
-            (Shape::Str, Value::String(s)) => Some(Value::String(s.clone())),
+            (Shape::Str, Value::String(s)) => Some(RestrictedExpression::new_string(s.clone())),
             (Shape::Long, Value::Number(n)) => match n.as_i64() {
-                Some(i) => Some(json!(i)),
+                Some(i) => Some(RestrictedExpression::new_long(i)),
                 None => return Err(format!("{n} does not fit a 64-bit integer")),
             },
-            (Shape::Decimal, Value::Number(n)) => Some(json!({
-                "__extn": { "fn": "decimal", "arg": decimal_text(n)? }
-            })),
-            (Shape::Bool, Value::Bool(b)) => Some(Value::Bool(*b)),
+            (Shape::Decimal, Value::Number(n)) => Some(decimal_expr(&decimal_text(n)?)),
+            (Shape::Bool, Value::Bool(b)) => Some(RestrictedExpression::new_bool(*b)),
             (Shape::Set(inner), Value::Array(items)) => {
                 let mut out = Vec::with_capacity(items.len());
                 for item in items {
-                    if let Some(v) = inner.to_cedar(item)? {
+                    if let Some(v) = inner.to_expr(item)? {
                         out.push(v);
                     }
                 }
-                Some(Value::Array(out))
+                Some(RestrictedExpression::new_set(out))
             }
-            (Shape::Record(attrs), Value::Object(obj)) => {
-                let mut out = Map::new();
-                for (name, shape, _) in attrs {
-                    if let Some(v) = obj.get(name)
-                        && let Some(c) = shape.to_cedar(v)?
-                    {
-                        out.insert(name.clone(), c);
-                    }
-                }
-                Some(Value::Object(out))
-            }
+            (Shape::Record(_), Value::Object(obj)) => Some(
+                RestrictedExpression::new_record(self.record_fields(obj)?)
+                    .map_err(|e| e.to_string())?,
+            ),
             // A value of another kind than declared: the schema check
             // refuses those before policy, so only unmapped kinds get here.
             _ => None,
         })
     }
+}
+
+/// Cedar's extension function names, parsed once: the public constructors
+/// (`RestrictedExpression::new_decimal`, `new_datetime`) run the Cedar
+/// parser on the name at every call, which cost ~6 µs each, more than the
+/// rest of a decision's context.
+static DECIMAL: LazyLock<ast::Name> = LazyLock::new(|| extension_name("decimal"));
+static DATETIME: LazyLock<ast::Name> = LazyLock::new(|| extension_name("datetime"));
+
+fn extension_name(name: &str) -> ast::Name {
+    #[allow(clippy::expect_used)]
+    ast::Name::unqualified_name(name.parse().expect("a valid Cedar identifier"))
+}
+
+fn extension_call(name: &ast::Name, arg: &str) -> RestrictedExpression {
+    ast::RestrictedExpr::call_extension_fn(name.clone(), [ast::RestrictedExpr::val(arg)]).into()
+}
+
+/// `decimal("<text>")`; the text is checked when the context is built.
+pub fn decimal_expr(text: &str) -> RestrictedExpression {
+    extension_call(&DECIMAL, text)
+}
+
+/// `datetime("<text>")`; the text is checked when the context is built.
+pub fn datetime_expr(text: &str) -> RestrictedExpression {
+    extension_call(&DATETIME, text)
 }
 
 /// The largest whole part a Cedar `decimal` holds.
@@ -392,13 +433,17 @@ mod tests {
         let names: Vec<&str> = attrs.iter().map(|a| a.0.as_str()).collect();
         assert_eq!(names, ["amount", "count", "note", "tags"]);
         assert!(attrs[0].2 && !attrs[1].2);
-        let v = shape
-            .to_cedar(&json!({ "amount": 12.5, "count": 3, "tags": ["a"], "anything": [1] }))
-            .expect("maps")
-            .expect("some");
-        assert_eq!(v["amount"]["__extn"]["arg"], "12.5");
-        assert_eq!(v["count"], 3);
-        assert!(v.get("anything").is_none());
-        assert!(shape.to_cedar(&json!({ "amount": 0.123456 })).is_err());
+        let args = json!({ "amount": 12.5, "count": 3, "tags": ["a"], "anything": [1] });
+        let fields = shape
+            .record_fields(args.as_object().expect("object"))
+            .expect("maps");
+        let names: Vec<&str> = fields.iter().map(|f| f.0.as_str()).collect();
+        assert_eq!(names, ["amount", "count", "tags"]);
+        let bad = json!({ "amount": 0.123456 });
+        assert!(
+            shape
+                .record_fields(bad.as_object().expect("object"))
+                .is_err()
+        );
     }
 }
