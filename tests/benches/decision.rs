@@ -29,8 +29,8 @@ use serde_json::{Map, Value, json};
 use tollgate::catalog::Catalog;
 use tollgate::limits::{LocalRateLimiter, RateKey, RateLimiter};
 use tollgate::manifest::{Source, load_sources};
-use tollgate::pipeline::policy::explain;
-use tollgate::store::{TaskRecord, TaskStatus};
+use tollgate::pipeline::policy::{dry_run_task, explain};
+use tollgate::store::TaskRecord;
 
 const CONNECTORS: usize = 10;
 const TOOLS_PER_CONNECTOR: usize = 100;
@@ -124,23 +124,7 @@ fn cases(catalog: &Catalog) -> Vec<Case> {
                     .as_object()
                     .unwrap()
                     .clone(),
-                task: TaskRecord {
-                    id: "bench".into(),
-                    agent_id: agent.id.clone(),
-                    purpose: "bench".into(),
-                    tools: vec![tool.clone()],
-                    constraints: vec!["amount <= 500".into()],
-                    started_by: "bench".into(),
-                    origin: "bench".into(),
-                    created_at: String::new(),
-                    expires_at: String::new(),
-                    status: TaskStatus::Active,
-                    ended_at: None,
-                    ended_by: None,
-                    end_reason: None,
-                    started_with: None,
-                    started_with_expires_at: None,
-                },
+                task: dry_run_task(&agent.id, tool, vec!["amount <= 500".into()]),
             });
         }
     }

@@ -510,7 +510,7 @@ where
 /// The gateway's stages, timed one by one in-process (no HTTP, no rmcp).
 /// Kept to a few public entry points so that internal changes to the
 /// pipeline rarely break this file.
-const STAGES: [(&str, &str); 6] = [
+const STAGES: [(&str, &str); 7] = [
     ("auth", "authenticate (SHA-256 + SQLite key lookup)"),
     (
         "admit",
@@ -518,6 +518,10 @@ const STAGES: [(&str, &str); 6] = [
     ),
     ("schema", "JSON Schema validation of the arguments"),
     ("digest", "argument digest (HMAC-SHA256)"),
+    (
+        "decide",
+        "grants + schema + policy + rate limits (explain + limiter)",
+    ),
     ("records", "decision INSERT + outcome UPDATE (SQLite)"),
     (
         "pipeline",
@@ -567,6 +571,38 @@ async fn stages(setup: &Setup, cfg: &Config, round: usize) -> Vec<Stats> {
     out.push(
         time_stage(cfg, |_| {
             std::hint::black_box(pipeline::record::args_digest(&[7u8; 32], &arguments));
+            async {}
+        })
+        .await,
+    );
+    // The in-memory decision: grants, schema, scope and policy as
+    // `policy explain` runs them, and the rate limits the agent, the tool
+    // and the connector declare (with BENCH_GOVERNED=1; none otherwise).
+    let agent = catalog.agents["tester"].clone();
+    let limiter = gw.rate_limiter();
+    out.push(
+        time_stage(cfg, |_| {
+            let e = pipeline::policy::explain(
+                &catalog,
+                &agent,
+                TOOL,
+                arguments.clone(),
+                None,
+                gw.now(),
+            );
+            assert_eq!(e.verdict, "allow", "{e:?}");
+            if let Some(spec) = agent.rate {
+                let key = tollgate::limits::RateKey::Agent(agent.id.clone());
+                limiter.take(&key, spec).unwrap();
+            }
+            if let Some(spec) = agent.tool_rates.get(TOOL) {
+                let key = tollgate::limits::RateKey::AgentTool(agent.id.clone(), TOOL.into());
+                limiter.take(&key, *spec).unwrap();
+            }
+            if let Some(spec) = catalog.connectors[&tool.connector_id].rate {
+                let key = tollgate::limits::RateKey::Connector(tool.connector_id.clone());
+                limiter.take(&key, spec).unwrap();
+            }
             async {}
         })
         .await,

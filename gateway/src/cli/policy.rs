@@ -14,8 +14,8 @@ use serde_json::{Map, Value, json};
 use super::output::{self, outln};
 use super::{known_agent, load, open_store};
 use crate::catalog::Catalog;
-use crate::pipeline::policy::{Explained, explain};
-use crate::store::{TaskRecord, TaskStatus};
+use crate::pipeline::policy::{Explained, dry_run_task, explain};
+use crate::store::TaskStatus;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum PolicyCommand {
@@ -80,7 +80,7 @@ pub(super) async fn run(
                 }
             };
             let task = match task {
-                None if in_task => Some(hypothetical_task(&agent, &tool, constraints)),
+                None if in_task => Some(dry_run_task(&agent, &tool, constraints)),
                 None => None,
                 Some(id) => {
                     let store = open_store(data).await?;
@@ -92,10 +92,19 @@ pub(super) async fn run(
                         .with_context(|| {
                             format!("no task `{id}` for agent `{agent}` in {}", data.display())
                         })?;
-                    if t.status != TaskStatus::Active {
-                        bail!(
-                            "task `{id}` is {}; a live call in it would be refused (task_ended)",
+                    let expired = !time::OffsetDateTime::parse(
+                        &t.expires_at,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .is_ok_and(|at| at > time::OffsetDateTime::now_utc());
+                    if t.status != TaskStatus::Active || expired {
+                        let status = if t.status == TaskStatus::Active {
+                            "expired"
+                        } else {
                             t.status.as_str()
+                        };
+                        bail!(
+                            "task `{id}` is {status}; a live call in it would be refused (task_ended)"
                         );
                     }
                     Some(t)
@@ -154,27 +163,6 @@ pub(super) async fn run(
 pub fn schema_of(catalog: &Catalog) -> anyhow::Result<String> {
     let (_, _, tools) = crate::manifest::policy_facts(catalog);
     crate::policy::schema_text(&tools).map_err(anyhow::Error::msg)
-}
-
-/// An active task of `agent` listing `tool`, for dry runs.
-fn hypothetical_task(agent: &str, tool: &str, constraints: Vec<String>) -> TaskRecord {
-    TaskRecord {
-        id: "dry-run".into(),
-        agent_id: agent.to_string(),
-        purpose: "dry run".into(),
-        tools: vec![tool.to_string()],
-        constraints,
-        started_by: format!("agent:{agent}"),
-        origin: "dry_run".into(),
-        created_at: String::new(),
-        expires_at: String::new(),
-        status: TaskStatus::Active,
-        ended_at: None,
-        ended_by: None,
-        end_reason: None,
-        started_with: None,
-        started_with_expires_at: None,
-    }
 }
 
 fn print_explained(e: &Explained) -> std::io::Result<()> {
@@ -327,7 +315,7 @@ pub fn run_table(file: &Path, default_manifests: &Path) -> anyhow::Result<TableR
         let agent = known_agent(&catalog, &dir, &case.agent)
             .with_context(|| format!("case `{}`", case.name))?;
         let task = case.task.as_ref().map(|t| {
-            let mut r = hypothetical_task(&case.agent, &case.tool, t.constraints.clone());
+            let mut r = dry_run_task(&case.agent, &case.tool, t.constraints.clone());
             r.purpose = t.purpose.clone();
             if let Some(tools) = &t.tools {
                 r.tools = tools.clone();

@@ -185,3 +185,25 @@ pub fn explain(
         decision: Some(decision),
     }
 }
+
+/// An active task of `agent` listing only `tool`, with `constraints`: what
+/// a dry run (`policy explain --in-task`, policy tables) decides within.
+pub fn dry_run_task(agent: &str, tool: &str, constraints: Vec<String>) -> TaskRecord {
+    TaskRecord {
+        id: "dry-run".into(),
+        agent_id: agent.to_string(),
+        purpose: "dry run".into(),
+        tools: vec![tool.to_string()],
+        constraints,
+        started_by: format!("agent:{agent}"),
+        origin: "dry_run".into(),
+        created_at: String::new(),
+        expires_at: String::new(),
+        status: crate::store::TaskStatus::Active,
+        ended_at: None,
+        ended_by: None,
+        end_reason: None,
+        started_with: None,
+        started_with_expires_at: None,
+    }
+}
