@@ -172,6 +172,7 @@ impl App {
         for w in &catalog.warnings {
             tracing::warn!("{w}");
         }
+        crate::reload::log_policy_mode(None, &catalog);
         let demo = catalog.demo_backend.filter(|_| config.demo_backend);
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data).await.map_err(
             |source| AppError::Store {

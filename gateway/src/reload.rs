@@ -16,7 +16,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::Gateway;
-use crate::catalog::SourceFile;
+use crate::catalog::{Catalog, SourceFile};
 use crate::manifest::{self, ManifestErrors};
 use crate::store::{ManifestChange, StoreError};
 
@@ -76,6 +76,34 @@ fn describe(before: &Fingerprint, after: &Fingerprint) -> serde_json::Value {
     serde_json::Value::Array(files)
 }
 
+/// Says which policy mode a catalog brings: at start, and on a reload that
+/// changes it. Losing every policy file is a warning: from then on the
+/// grants alone decide.
+pub fn log_policy_mode(before: Option<&Catalog>, after: &Catalog) {
+    let had = before.map(|c| c.policies.is_some());
+    match (&after.policies, had) {
+        (Some(p), Some(true)) => {
+            tracing::info!(
+                policies = p.len(),
+                files = p.files().len(),
+                "policy set reloaded"
+            );
+        }
+        (Some(p), _) => tracing::info!(
+            policies = p.len(),
+            files = p.files().len(),
+            "policies in force: a call no permit matches is denied"
+        ),
+        (None, Some(true)) => tracing::warn!(
+            "every policy file is gone: the grants and tasks alone decide from now on"
+        ),
+        (None, Some(false)) => {}
+        (None, None) => {
+            tracing::info!("no policy files (*.cedar): the grants and tasks alone decide")
+        }
+    }
+}
+
 /// Records the catalog loaded at startup.
 pub async fn record_startup(gw: &Gateway) -> Result<(), StoreError> {
     let now = fingerprint_of(&gw.catalog().sources);
@@ -106,6 +134,7 @@ pub async fn check_once(gw: &Gateway, dir: &Path, last: &mut Fingerprint) -> Rel
     let (outcome, errors, result) = match manifest::load_dir(dir) {
         Ok(catalog) => {
             let applied = fingerprint_of(&catalog.sources);
+            log_policy_mode(Some(&gw.catalog()), &catalog);
             gw.replace_catalog(catalog);
             *last = applied;
             tracing::info!(dir = %dir.display(), "manifest change applied");
