@@ -431,6 +431,16 @@ async fn an_argument_budget_holds_under_concurrent_calls() {
         .map(|b| b["amount"].as_f64().unwrap())
         .sum();
     assert_eq!(sent, 900.0);
+    // Records never hold an argument value, refusals included.
+    for d in gw.decisions().await {
+        let reason = d.reason.replace(&task.task.id, "");
+        assert!(!reason.contains("300"), "{reason}");
+        let policy = d.policy.map(|p| p.to_string()).unwrap_or_default();
+        assert!(
+            !policy.replace(&task.task.id, "").contains("300"),
+            "{policy}"
+        );
+    }
     // 100 still fits, and spends the budget to the last unit: the task ends
     // after that call, and its credentials with it.
     let r = clients[0]

@@ -139,7 +139,10 @@ pub async fn take(gw: &Gateway, catalog: &Catalog, decided: Decided) -> Result<L
         let units = match call.arguments().get(&b.argument) {
             Some(Value::Number(n)) => decimal_units(n).map_err(|e| Denial::TaskBudget {
                 task: task.id.clone(),
-                detail: format!("`{}` cannot be counted against its budget: {e}", b.argument),
+                detail: format!(
+                    "`{}` {e}, so it cannot be counted against its budget",
+                    b.argument
+                ),
             })?,
             // Required by the tool's schema (checked at load), so absent
             // only if the manifest changed: fail closed.
@@ -194,8 +197,7 @@ pub async fn take(gw: &Gateway, catalog: &Catalog, decided: Decided) -> Result<L
                     format!("its budget of {max} calls is spent")
                 } else {
                     format!(
-                        "`{what}` of {} would exceed its budget: {} of {} left",
-                        units_text(amount),
+                        "`{what}` would exceed its budget: {} of {} left",
                         units_text((max - used).max(0)),
                         units_text(max)
                     )

@@ -515,17 +515,22 @@ impl Policies {
         let response =
             self.authorizer
                 .is_authorized(&request, tool.slice_for(call.agent), &self.entities);
-        let errors: Vec<String> = response
+        let failed: Vec<String> = response
             .diagnostics()
             .errors()
-            .map(|e| e.to_string())
+            .map(|e| match e {
+                cedar_policy::AuthorizationError::PolicyEvaluationError(p) => {
+                    format!("`{}`", p.policy_id())
+                }
+            })
             .collect();
-        if !errors.is_empty() {
+        if !failed.is_empty() {
             // Cedar skips a policy that errors; a skipped forbid would let
-            // the call through, so any error refuses.
+            // the call through, so any error refuses. Only the policy ids
+            // are said: Cedar's messages can quote argument values.
             return deny(
                 "policy_error",
-                format!("a policy failed to evaluate: {}", errors.join("; ")),
+                format!("policy {} failed to evaluate", failed.join(", ")),
             );
         }
         let mut matched: Vec<&Rule> = response

@@ -115,9 +115,13 @@ impl Shape {
         let mut out = Vec::new();
         if let Shape::Record(attrs) = self {
             for (name, shape, _) in attrs {
-                if let Some(v) = obj.get(name)
-                    && let Some(c) = shape.to_expr(v)?
-                {
+                let mapped = match obj.get(name) {
+                    // The error names the argument, never its value:
+                    // refusals are recorded, and records hold no argument.
+                    Some(v) => shape.to_expr(v).map_err(|e| format!("`{name}` {e}"))?,
+                    None => None,
+                };
+                if let Some(c) = mapped {
                     out.push((name.clone(), c));
                 }
             }
@@ -133,7 +137,7 @@ impl Shape {
             (Shape::Str, Value::String(s)) => Some(RestrictedExpression::new_string(s.clone())),
             (Shape::Long, Value::Number(n)) => match n.as_i64() {
                 Some(i) => Some(RestrictedExpression::new_long(i)),
-                None => return Err(format!("{n} does not fit a 64-bit integer")),
+                None => return Err("does not fit a 64-bit integer".to_string()),
             },
             (Shape::Decimal, Value::Number(n)) => Some(decimal_expr(&decimal_text(n)?)),
             (Shape::Bool, Value::Bool(b)) => Some(RestrictedExpression::new_bool(*b)),
@@ -193,7 +197,7 @@ pub fn decimal_units(n: &Number) -> Result<i64, String> {
     let negative = text.starts_with('-');
     let digits = text.trim_start_matches('-');
     let (whole, frac) = digits.split_once('.').unwrap_or((digits, "0"));
-    let whole: i64 = whole.parse().map_err(|_| format!("{n} is out of range"))?;
+    let whole: i64 = whole.parse().map_err(|_| "is out of range".to_string())?;
     let mut frac_units: i64 = 0;
     for (i, c) in frac
         .chars()
@@ -203,13 +207,13 @@ pub fn decimal_units(n: &Number) -> Result<i64, String> {
     {
         let d = c
             .to_digit(10)
-            .ok_or_else(|| format!("{n} is not a number"))?;
+            .ok_or_else(|| "is not a number".to_string())?;
         frac_units += i64::from(d) * 10_i64.pow(3 - i as u32);
     }
     let units = whole
         .checked_mul(10_000)
         .and_then(|w| w.checked_add(frac_units))
-        .ok_or_else(|| format!("{n} is out of range"))?;
+        .ok_or_else(|| "is out of range".to_string())?;
     Ok(if negative { -units } else { units })
 }
 
@@ -229,32 +233,32 @@ pub fn units_text(units: i64) -> String {
 fn decimal_text(n: &Number) -> Result<String, String> {
     if let Some(i) = n.as_i64() {
         if i.unsigned_abs() > DECIMAL_MAX_WHOLE {
-            return Err(format!("{n} is too large for a decimal"));
+            return Err("is too large for a decimal".to_string());
         }
         return Ok(format!("{i}.0"));
     }
     if n.as_u64().is_some() {
-        return Err(format!("{n} is too large for a decimal"));
+        return Err("is too large for a decimal".to_string());
     }
-    let f = n.as_f64().ok_or_else(|| format!("{n} is not a number"))?;
+    let f = n.as_f64().ok_or_else(|| "is not a number".to_string())?;
     if !f.is_finite() {
-        return Err(format!("{n} is not finite"));
+        return Err("is not finite".to_string());
     }
     // Rust prints the shortest text that reads back as the same float,
     // never in exponent form.
     let text = format!("{f}");
     let (whole, frac) = text.split_once('.').unwrap_or((&text, "0"));
     if frac.len() > 4 {
-        return Err(format!(
-            "{n} has more than 4 decimal places, which policies cannot compare exactly"
-        ));
+        return Err(
+            "has more than 4 decimal places, which policies cannot compare exactly".to_string(),
+        );
     }
     let whole_abs: u64 = whole
         .trim_start_matches('-')
         .parse()
-        .map_err(|_| format!("{n} is out of range"))?;
+        .map_err(|_| "is out of range".to_string())?;
     if whole_abs > DECIMAL_MAX_WHOLE {
-        return Err(format!("{n} is too large for a decimal"));
+        return Err("is too large for a decimal".to_string());
     }
     Ok(format!("{whole}.{frac}"))
 }
