@@ -52,6 +52,48 @@ pub struct Catalog {
     /// The policy set from the `*.cedar` files; `None` when there are none
     /// (the grants decide alone).
     pub policies: Option<Arc<crate::policy::Policies>>,
+    /// People who may approve calls, by id.
+    pub approvers: BTreeMap<String, Arc<ApproverEntry>>,
+    /// Where approval requests and decisions are announced.
+    pub webhooks: Vec<Arc<WebhookEntry>>,
+}
+
+/// A person who may approve calls (see `ApproverManifest`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ApproverEntry {
+    /// Id.
+    pub id: String,
+    /// Full name.
+    pub name: String,
+    /// How to reach them.
+    pub contact: String,
+    /// Roles (and owner names) they answer for.
+    pub roles: Vec<String>,
+}
+
+impl ApproverEntry {
+    /// Whether this person answers for `name`: their id or one of their
+    /// roles is that name.
+    pub fn answers_for(&self, name: &str) -> bool {
+        self.id == name || self.roles.iter().any(|r| r == name)
+    }
+}
+
+/// A webhook for approval events (see `WebhookManifest`).
+#[derive(Debug)]
+pub struct WebhookEntry {
+    /// Id.
+    pub id: String,
+    /// Roles or owner names it hears about; empty: all.
+    pub roles: Vec<String>,
+    /// Where to POST.
+    pub url: String,
+    /// Payload format.
+    pub format: crate::manifest::types::WebhookFormat,
+    /// HMAC key source.
+    pub secret: Option<crate::manifest::types::SecretRef>,
+    /// Directory of its manifest (for a secret file).
+    pub base_dir: PathBuf,
 }
 
 impl Catalog {
@@ -135,6 +177,10 @@ pub struct ToolEntry {
     pub labels: Vec<String>,
     /// Declared hints, for policies.
     pub hints: crate::manifest::types::ToolHints,
+    /// Arguments never shown in clear.
+    pub sensitive: Vec<String>,
+    /// How an agent waits for this tool's approvals (unless the agent says).
+    pub approval_mode: Option<crate::manifest::types::ApprovalMode>,
 }
 
 impl ToolEntry {
@@ -192,6 +238,8 @@ impl ToolEntry {
             scopes: t.scopes.clone(),
             labels: t.labels.clone(),
             hints: t.annotations.clone(),
+            sensitive: t.sensitive.clone(),
+            approval_mode: t.approval_mode,
         }
     }
 }
@@ -227,6 +275,8 @@ pub struct AgentEntry {
     pub tool_rates: HashMap<String, crate::limits::RateSpec>,
     /// Limits on each of its tasks.
     pub task_limits: crate::limits::TaskLimitSpec,
+    /// How it waits for approvals, and how many may be pending.
+    pub approvals: crate::manifest::types::AgentApprovals,
 }
 
 impl AgentEntry {
@@ -256,6 +306,7 @@ impl AgentEntry {
             rate: None,
             tool_rates: HashMap::new(),
             task_limits: crate::limits::TaskLimitSpec::default(),
+            approvals: a.approvals.clone().unwrap_or_default(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - [`pipeline`]: the stages of a call, in order, one module each.
 //! - [`policy`]: Cedar policies from `*.cedar` files, the decision per call.
 //! - [`limits`]: rate limits (behind an interface), task budgets, in flight.
+//! - [`approvals`]: the human approval queue, its rules and webhooks.
 //! - [`args`]: arguments normalised to the types a tool's schema declares.
 //! - [`mcp`]: the rmcp handler; `tools/list` per agent, `tools/call` -> pipeline.
 //! - [`server`]: the HTTP edge (auth layer, Origin, sessions, body limits).
@@ -25,6 +26,7 @@
 pub mod admin;
 pub mod agents;
 pub mod app;
+pub mod approvals;
 pub mod args;
 pub mod broker;
 pub mod catalog;
@@ -71,6 +73,7 @@ pub struct Gateway {
     pub(crate) bound_tasks: std::sync::Mutex<std::collections::HashMap<String, String>>,
     limiter: Arc<dyn limits::RateLimiter>,
     pub(crate) in_flight: Arc<limits::InFlight>,
+    approvals: approvals::Approvals,
 }
 
 fn read<T: Clone>(lock: &RwLock<T>) -> T {
@@ -102,6 +105,7 @@ impl Gateway {
             broker: broker::Broker::default(),
             revocations: Arc::new(revocation::Watcher::default()),
             bound_tasks: std::sync::Mutex::new(std::collections::HashMap::new()),
+            approvals: approvals::Approvals::default(),
         }
     }
 
@@ -171,6 +175,12 @@ impl Gateway {
     ) -> Result<tokio::task::JoinHandle<()>, store::StoreError> {
         self.revocations.start_at_end(self.store.as_ref()).await?;
         Ok(self.revocations.clone().spawn(self.store.clone()))
+    }
+
+    /// The approval queue's in-process part (waiters, review address,
+    /// webhooks).
+    pub fn approvals(&self) -> &approvals::Approvals {
+        &self.approvals
     }
 
     /// Now, by the gateway's clock.

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
     ErrorData, Implementation, ListToolsResult, MetaObject, PaginatedRequestParams,
-    ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    ProgressNotificationParam, ProgressToken, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{Peer, RequestContext};
 use rmcp::{RoleServer, ServerHandler};
 use serde_json::{Value, json};
 
@@ -123,11 +124,46 @@ impl McpFront {
                 .map(str::to_string)
         };
         let task_hint = meta.and_then(hint).or_else(|| hint(&ctx.meta.0.0));
+        // Progress only for a client that asked for it with a token.
+        let progress = ctx.meta.get_progress_token().map(|token| {
+            Arc::new(McpProgress {
+                peer: ctx.peer.clone(),
+                token,
+            }) as Arc<dyn pipeline::Progress>
+        });
         ToolRequest {
             name,
             arguments,
             task_hint,
             connection: self.connection(ctx),
+            progress,
+        }
+    }
+}
+
+/// Progress of a waiting call as MCP `notifications/progress`.
+struct McpProgress {
+    peer: Peer<RoleServer>,
+    token: ProgressToken,
+}
+
+impl std::fmt::Debug for McpProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpProgress").finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl pipeline::Progress for McpProgress {
+    async fn report(&self, progress: f64, total: Option<f64>, message: String) {
+        let mut p =
+            ProgressNotificationParam::new(self.token.clone(), progress).with_message(message);
+        if let Some(t) = total {
+            p = p.with_total(t);
+        }
+        if let Err(e) = self.peer.notify_progress(p).await {
+            // The client may be gone: the wait notices through cancellation.
+            tracing::debug!(error = %e, "cannot send a progress notification");
         }
     }
 }
@@ -180,16 +216,54 @@ fn gateway_tool(t: pipeline::builtin::GatewayTool) -> Tool {
     Tool::new(t.name, t.description, schema).with_annotations(annotations)
 }
 
+fn output_result(out: tollgate_connectors::ToolOutput) -> CallToolResult {
+    let mut result = if out.is_error {
+        CallToolResult::error(vec![ContentBlock::text(out.text)])
+    } else {
+        CallToolResult::success(vec![ContentBlock::text(out.text)])
+    };
+    result.structured_content = out.structured;
+    result
+}
+
 fn reply_to_mcp(reply: CallReply) -> Result<CallToolResult, ErrorData> {
     match reply {
-        CallReply::Output(out) => {
-            let mut result = if out.is_error {
-                CallToolResult::error(vec![ContentBlock::text(out.text)])
-            } else {
-                CallToolResult::success(vec![ContentBlock::text(out.text)])
-            };
-            result.structured_content = out.structured;
-            Ok(result)
+        CallReply::Output(out) => Ok(output_result(out)),
+        CallReply::Approved { output, approval } => {
+            let mut result = output_result(output);
+            let by = approval
+                .get("approved_by")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            let mut note = format!(
+                "Approved by {by} (request {}).",
+                approval
+                    .get("request")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            );
+            if let Some(changed) = approval.get("changed").and_then(Value::as_object) {
+                let how: Vec<String> = changed
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {} -> {}", v["from"], v["to"]))
+                    .collect();
+                note.push_str(&format!(
+                    " The approver CHANGED the arguments before approving; the tool ran with: {}.",
+                    how.join("; ")
+                ));
+            }
+            // After the tool's own content, so clients that read the first
+            // block still get the backend's answer there.
+            result.content.push(ContentBlock::text(note));
+            let mut meta = result.meta.take().map(|m| m.0).unwrap_or_default();
+            meta.insert("tollgate/approval".into(), approval);
+            Ok(result.with_meta(Some(MetaObject(meta))))
         }
         CallReply::Refused(view) => view_to_mcp(view),
     }

@@ -1,6 +1,6 @@
 //! The `tollgate` command line. `main.rs` calls [`main`]; every command
 //! group has its own file (`serve`, `check`, `agents`, `tasks`, `keys`,
-//! `admin`, `audit`, `policy`), all output goes through [`output`], and the running
+//! `admin`, `audit`, `policy`, `approvals`), all output goes through [`output`], and the running
 //! gateway is assembled by [`crate::app`], as in the tests.
 //!
 //! Exit codes: 0 success (also when stdout is closed early, as by
@@ -9,6 +9,7 @@
 
 mod admin;
 mod agents;
+mod approvals;
 mod audit;
 mod check;
 mod keys;
@@ -89,6 +90,13 @@ enum Command {
     /// Dry-run policy decisions, run policy tables, print the Cedar schema.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// People who approve high-risk calls, and their credentials.
+    #[command(subcommand)]
+    Approvers(approvals::ApproversCommand),
+    /// Review the approval queue of a running gateway (as the approver in
+    /// TOLLGATE_APPROVER_KEY).
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
 }
 
 /// Entry point for the binary.
@@ -145,6 +153,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(cmd) => {
             log("warn");
             policy::run(&cli.data, &cli.manifests, cmd).await
+        }
+        Command::Approvers(cmd) => {
+            log("warn");
+            approvals::approvers(&cli.data, &cli.manifests, cmd).await
+        }
+        Command::Approvals(cmd) => {
+            log("warn");
+            approvals::approvals(cmd).await
         }
     }
 }

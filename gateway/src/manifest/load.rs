@@ -10,8 +10,8 @@ use tollgate_connectors::Connector;
 use tollgate_connectors::http::HttpConnector;
 
 use super::types::{
-    AgentLimits, AgentManifest, AuthKind, BackendAuth, ConnectorManifest, DemoBackendManifest,
-    IssuerManifest, SecretRef,
+    AgentLimits, AgentManifest, ApproverManifest, AuthKind, BackendAuth, ConnectorManifest,
+    DemoBackendManifest, IssuerManifest, SecretRef, WebhookManifest,
 };
 use super::{ManifestError, ManifestErrors};
 use crate::catalog::{AgentEntry, Catalog, ConnectorEntry, SourceFile, ToolEntry};
@@ -239,6 +239,8 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
     check_issuers(&docs.issuers, &mut catalog, &mut errors);
     check_agents(&docs.agents, &mut catalog, &mut errors);
     check_demo_backends(&docs.demos, &mut catalog, &mut errors);
+    check_approvers(&docs.approvers, &mut catalog, &mut errors);
+    check_webhooks(&docs.webhooks, &mut catalog, &mut errors);
     if errors.is_empty() && !policy_sources.is_empty() {
         let policies: Vec<PolicySource> = policy_sources
             .iter()
@@ -317,6 +319,8 @@ struct Documents<'a> {
     agents: Vec<Parsed<'a, AgentManifest>>,
     demos: Vec<Parsed<'a, DemoBackendManifest>>,
     issuers: Vec<Parsed<'a, IssuerManifest>>,
+    approvers: Vec<Parsed<'a, ApproverManifest>>,
+    webhooks: Vec<Parsed<'a, WebhookManifest>>,
 }
 
 /// Splits every file into documents and parses each by its `kind` (two
@@ -354,14 +358,22 @@ fn parse_documents<'a>(sources: &'a [Source], errors: &mut Vec<ManifestError>) -
                     Ok(value) => docs.demos.push(Parsed { doc, value }),
                     Err(e) => errors.push(doc.serde_error(&e)),
                 },
+                Some("Approver") => match serde_yaml_ng::from_str(doc.text) {
+                    Ok(value) => docs.approvers.push(Parsed { doc, value }),
+                    Err(e) => errors.push(doc.serde_error(&e)),
+                },
+                Some("Webhook") => match serde_yaml_ng::from_str(doc.text) {
+                    Ok(value) => docs.webhooks.push(Parsed { doc, value }),
+                    Err(e) => errors.push(doc.serde_error(&e)),
+                },
                 Some(other) => {
                     let (l, c) = doc.locate(None, other);
-                    errors.push(doc.error(l, c, format!("unknown kind `{other}`, expected one of `Connector`, `Agent`, `Issuer`, `DemoBackend`")));
+                    errors.push(doc.error(l, c, format!("unknown kind `{other}`, expected one of `Connector`, `Agent`, `Issuer`, `DemoBackend`, `Approver`, `Webhook`")));
                 }
                 None => errors.push(doc.error(
                     0,
                     0,
-                    "missing `kind` (one of `Connector`, `Agent`, `Issuer`, `DemoBackend`)",
+                    "missing `kind` (one of `Connector`, `Agent`, `Issuer`, `DemoBackend`, `Approver`, `Webhook`)",
                 )),
             }
         }
@@ -422,6 +434,18 @@ fn check_connectors(
                     tl,
                     tc,
                     format!("tool `{}.{}` is declared twice", c.id, t.name),
+                ));
+                continue;
+            }
+            let properties = schema_properties(&t.input_schema);
+            if let Some(unknown) = t.sensitive.iter().find(|n| !properties.contains(n)) {
+                errors.push(doc.error(
+                    tl,
+                    tc,
+                    format!(
+                        "tool `{}`: `sensitive` names `{unknown}`, which is not a property of its input_schema",
+                        t.name
+                    ),
                 ));
                 continue;
             }
@@ -799,6 +823,144 @@ fn check_demo_backends(
         } else {
             catalog.demo_backend = Some(d.listen);
         }
+    }
+}
+
+/// Approvers: ids unique and well-formed, a name and a contact.
+fn check_approvers(
+    approvers: &[Parsed<ApproverManifest>],
+    catalog: &mut Catalog,
+    errors: &mut Vec<ManifestError>,
+) {
+    for Parsed { doc, value: a } in approvers {
+        let (l, c) = doc.locate(None, &a.id);
+        if !valid_id(&a.id) {
+            errors.push(doc.error(
+                l,
+                c,
+                format!("approver id `{}` must match [a-z][a-z0-9_-]*", a.id),
+            ));
+            continue;
+        }
+        if catalog.approvers.contains_key(&a.id) {
+            errors.push(doc.error(l, c, format!("approver `{}` is declared twice", a.id)));
+            continue;
+        }
+        if a.name.trim().is_empty() || a.contact.trim().is_empty() {
+            errors.push(doc.error(
+                l,
+                c,
+                format!("approver `{}` needs a non-empty `name` and `contact`", a.id),
+            ));
+            continue;
+        }
+        if let Some(bad) = a
+            .roles
+            .iter()
+            .find(|r| r.trim().is_empty() || r.len() > 128)
+        {
+            let (rl, rc) = doc.locate(Some("roles:"), bad);
+            errors.push(doc.error(
+                rl,
+                rc,
+                format!("approver `{}`: a role must be 1 to 128 characters", a.id),
+            ));
+            continue;
+        }
+        catalog.approvers.insert(
+            a.id.clone(),
+            Arc::new(crate::catalog::ApproverEntry {
+                id: a.id.clone(),
+                name: a.name.clone(),
+                contact: a.contact.clone(),
+                roles: a.roles.clone(),
+            }),
+        );
+    }
+}
+
+/// Webhooks: ids unique, an http(s) URL (plain http only on loopback), and a
+/// secret for the signed format.
+fn check_webhooks(
+    webhooks: &[Parsed<WebhookManifest>],
+    catalog: &mut Catalog,
+    errors: &mut Vec<ManifestError>,
+) {
+    for Parsed { doc, value: w } in webhooks {
+        let (l, c) = doc.locate(None, &w.id);
+        if !valid_id(&w.id) || catalog.webhooks.iter().any(|x| x.id == w.id) {
+            errors.push(doc.error(
+                l,
+                c,
+                format!(
+                    "webhook id `{}` must match [a-z][a-z0-9_-]* and be unique",
+                    w.id
+                ),
+            ));
+            continue;
+        }
+        let (ul, uc) = doc.locate(None, "url:");
+        match reqwest::Url::parse(&w.url) {
+            Ok(u) => {
+                let loopback = matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+                if u.scheme() != "https" && !(u.scheme() == "http" && loopback) {
+                    errors.push(doc.error(
+                        ul,
+                        uc,
+                        format!(
+                            "webhook `{}`: url must use https (plain http only on loopback)",
+                            w.id
+                        ),
+                    ));
+                    continue;
+                }
+            }
+            Err(e) => {
+                errors.push(doc.error(
+                    ul,
+                    uc,
+                    format!("webhook `{}`: url is not valid: {e}", w.id),
+                ));
+                continue;
+            }
+        }
+        let base_dir = doc.file.parent().unwrap_or(Path::new(".")).to_path_buf();
+        match &w.secret {
+            None if w.format == crate::manifest::types::WebhookFormat::Tollgate => {
+                errors.push(doc.error(
+                    l,
+                    c,
+                    format!(
+                        "webhook `{}` needs a `secret` (env or file) to sign its events",
+                        w.id
+                    ),
+                ));
+                continue;
+            }
+            Some(s) if s.env.is_some() == s.file.is_some() => {
+                let (sl, sc) = doc.locate(None, "secret:");
+                errors.push(doc.error(
+                    sl,
+                    sc,
+                    format!(
+                        "webhook `{}`: secret needs exactly one of `env` or `file`",
+                        w.id
+                    ),
+                ));
+                continue;
+            }
+            _ => {}
+        }
+        catalog
+            .webhooks
+            .push(Arc::new(crate::catalog::WebhookEntry {
+                id: w.id.clone(),
+                roles: w.roles.clone(),
+                url: w.url.clone(),
+                format: w.format,
+                secret: w.secret.clone(),
+                base_dir,
+            }));
     }
 }
 

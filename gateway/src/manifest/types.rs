@@ -24,6 +24,10 @@ pub enum ManifestDocument {
     Issuer(IssuerManifest),
     /// Tollgate's built-in demo backend.
     DemoBackend(DemoBackendManifest),
+    /// A person who may approve high-risk calls.
+    Approver(ApproverManifest),
+    /// Where approval requests and decisions are announced.
+    Webhook(WebhookManifest),
 }
 
 macro_rules! kind_tag {
@@ -41,6 +45,8 @@ kind_tag!(ConnectorKind, "Connector");
 kind_tag!(AgentKind, "Agent");
 kind_tag!(DemoBackendKind, "DemoBackend");
 kind_tag!(IssuerKind, "Issuer");
+kind_tag!(ApproverKind, "Approver");
+kind_tag!(WebhookKind, "Webhook");
 
 /// A person or team accountable for something, and how to reach them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -177,8 +183,98 @@ pub struct ToolManifest {
     /// Free-form labels policies can test (`resource.labels.contains("pii")`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
+    /// Top-level arguments never shown in clear: approval requests,
+    /// the review page and records show `<redacted>` instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensitive: Vec<String>,
+    /// How an agent waits for an approval this tool needs, unless the
+    /// agent's manifest says otherwise. Default `blocking`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_mode: Option<ApprovalMode>,
     /// How the call maps onto the HTTP backend.
     pub http: HttpToolConfig,
+}
+
+/// How an agent waits for a human approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalMode {
+    /// The `tools/call` stays open, with progress notifications, until the
+    /// request is decided (or its deadline passes, or the client leaves).
+    Blocking,
+    /// The call returns at once with "approval pending" and the request id;
+    /// once approved, the same call with the same arguments runs once.
+    NonBlocking,
+}
+
+/// An agent's approval settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentApprovals {
+    /// How the agent waits; overrides the tool's `approval_mode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ApprovalMode>,
+    /// Most approval requests of this agent pending at once (default 5):
+    /// an agent cannot flood its approvers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending: Option<u32>,
+}
+
+/// A person who may approve calls. Routing: a policy's `owner:business`
+/// (and the other owner routes) reaches the approver whose `id` or one of
+/// whose `roles` is that owner's name; `role:NAME` reaches every approver
+/// with role `NAME`. Their credential: `tollgate approvers issue-key ID`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproverManifest {
+    /// Document kind.
+    pub kind: ApproverKind,
+    /// Identifier (`[a-z][a-z0-9_-]*`), e.g. `head-of-support`.
+    pub id: String,
+    /// Full name, shown on decisions.
+    pub name: String,
+    /// How to reach them: an e-mail address or chat handle.
+    pub contact: String,
+    /// Roles, e.g. `business-owner:support`, `security`, or an owner name
+    /// used in agent manifests (`secops`).
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// A webhook told about approval requests and decisions (JSON POST, signed
+/// with HMAC-SHA256 over `timestamp.body`; see the README). Failures are
+/// retried with backoff and never block or decide anything.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookManifest {
+    /// Document kind.
+    pub kind: WebhookKind,
+    /// Identifier (`[a-z][a-z0-9_-]*`).
+    pub id: String,
+    /// Requests routed to any of these roles or owner names are announced;
+    /// empty: every request.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Where to POST (`http://` or `https://`).
+    pub url: String,
+    /// `tollgate` (signed JSON event) or `slack` (incoming-webhook `text`).
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// The HMAC key for the signature header (required for `tollgate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretRef>,
+}
+
+/// A webhook's payload format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The Tollgate event, signed.
+    #[default]
+    Tollgate,
+    /// Slack's incoming-webhook payload (`{"text": ...}`), also signed when
+    /// a secret is set.
+    Slack,
 }
 
 /// An agent: an accountable, authenticated caller with grants.
@@ -214,6 +310,9 @@ pub struct AgentManifest {
     /// How much the agent may call: rates, and budgets per task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<AgentLimits>,
+    /// How the agent waits for approvals, and how many it may have pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<AgentApprovals>,
 }
 
 /// A rate: `N/second`, `N/minute`, `N/hour` or `N/day`, with an optional

@@ -176,6 +176,7 @@ pub async fn run(
         arguments: None,
         task_hint: None,
         connection: connection.map(str::to_string),
+        progress: None,
     };
     if name == START_TASK {
         start(gw, who, &request, current_task, args).await

@@ -153,6 +153,64 @@ pub enum Denial {
     /// The limits could not be checked (the store failed).
     #[error("the task's budget could not be checked")]
     LimitsUnavailable,
+    /// The call waits for people and the agent chose not to wait (or the
+    /// tool's mode is non-blocking): it runs once approved, when called
+    /// again with the same arguments.
+    #[error("`{tool}` is waiting for approval (request {request})")]
+    ApprovalPending {
+        /// Tool.
+        tool: String,
+        /// The request.
+        request: crate::approvals::Pending,
+    },
+    /// An approver denied the call.
+    #[error("`{tool}` was denied by {by} (request {request})")]
+    ApprovalDenied {
+        /// Tool.
+        tool: String,
+        /// Request id.
+        request: String,
+        /// Who denied it.
+        by: String,
+        /// Their reason, unless hidden.
+        reason: Option<String>,
+    },
+    /// Nobody decided by the deadline.
+    #[error("`{tool}` was not approved in time (request {request})")]
+    ApprovalExpired {
+        /// Tool.
+        tool: String,
+        /// Request id.
+        request: String,
+    },
+    /// The request was withdrawn (the caller left, or its agent, key or
+    /// task was cut off while it waited).
+    #[error("approval request {request} for `{tool}` was withdrawn: {why}")]
+    ApprovalWithdrawn {
+        /// Tool.
+        tool: String,
+        /// Request id.
+        request: String,
+        /// Why.
+        why: String,
+    },
+    /// The approval was used by another call first ("approve once").
+    #[error("the approval of request {request} for `{tool}` was already used by another call")]
+    ApprovalUsed {
+        /// Tool.
+        tool: String,
+        /// Request id.
+        request: String,
+    },
+    /// The agent has too many requests pending.
+    #[error("this agent already has {pending} approval requests pending")]
+    ApprovalQueueFull {
+        /// How many.
+        pending: u32,
+    },
+    /// The approval queue could not be read or written.
+    #[error("the approval queue could not be reached")]
+    ApprovalsUnavailable,
 }
 
 /// What a refused or failed call looks like to the agent, whatever the
@@ -231,6 +289,13 @@ impl Denial {
             Denial::TaskBusy { .. } => "task_in_flight_limit",
             Denial::TaskBudget { .. } => "task_budget_exhausted",
             Denial::LimitsUnavailable => "limits_unavailable",
+            Denial::ApprovalPending { .. } => "approval_pending",
+            Denial::ApprovalDenied { .. } => "approval_denied",
+            Denial::ApprovalExpired { .. } => "approval_expired",
+            Denial::ApprovalWithdrawn { .. } => "approval_withdrawn",
+            Denial::ApprovalUsed { .. } => "approval_used",
+            Denial::ApprovalQueueFull { .. } => "approval_queue_full",
+            Denial::ApprovalsUnavailable => "approvals_unavailable",
         }
     }
 
@@ -366,10 +431,68 @@ impl Denial {
                     meta.insert("tollgate/approval".into(), json!(a));
                 }
                 text.push_str(
-                    " This gateway has no approval queue yet, so the call was not run; ask the approver to run it or to change the policy.",
+                    " No declared approver answers for that route, so the call was not run: declare an `Approver` manifest for it, or change the policy.",
                 );
                 tool_error(text, code, meta)
             }
+            Denial::ApprovalPending { tool, request } => {
+                let mut meta = Map::new();
+                meta.insert("tollgate/approval".into(), json!(request));
+                let look = request
+                    .review_url
+                    .as_deref()
+                    .map(|u| format!(" Approvers review it at {u}."))
+                    .unwrap_or_default();
+                tool_error(
+                    format!(
+                        "{tool} needs approval by {} and is waiting ({code}): request {}, deadline {}.{look} Once approved, call it again with exactly the same arguments and it runs once; nothing has run yet.",
+                        request.approvers, request.id, request.deadline
+                    ),
+                    code,
+                    meta,
+                )
+            }
+            Denial::ApprovalDenied {
+                tool,
+                request,
+                by,
+                reason,
+            } => {
+                let mut meta = Map::new();
+                meta.insert(
+                    "tollgate/approval".into(),
+                    json!({ "request": request, "status": "denied", "by": by, "reason": reason }),
+                );
+                let why = reason
+                    .as_deref()
+                    .map(|r| format!(": \"{}\"", capped(r)))
+                    .unwrap_or_default();
+                tool_error(
+                    format!(
+                        "{tool} was denied by {by}{why} ({code}, request {request}). The call was not run."
+                    ),
+                    code,
+                    meta,
+                )
+            }
+            Denial::ApprovalExpired { request, .. }
+            | Denial::ApprovalWithdrawn { request, .. }
+            | Denial::ApprovalUsed { request, .. } => {
+                let mut meta = Map::new();
+                meta.insert("tollgate/approval".into(), json!({ "request": request }));
+                tool_error(
+                    format!("{self} ({code}). The call was not run."),
+                    code,
+                    meta,
+                )
+            }
+            Denial::ApprovalQueueFull { .. } => tool_error(
+                format!(
+                    "{self} ({code}). Wait for them to be decided before asking again; the call was not run."
+                ),
+                code,
+                Map::new(),
+            ),
             Denial::RateLimited { limit, retry_after } => {
                 let secs = retry_after.as_secs_f64();
                 AgentView::Error {
@@ -410,6 +533,7 @@ impl Denial {
             | Denial::AuditUnavailable
             | Denial::TaskUnavailable
             | Denial::LimitsUnavailable
+            | Denial::ApprovalsUnavailable
             | Denial::CredentialUnavailable { .. } => error(
                 codes::GATEWAY_UNAVAILABLE,
                 format!("{self}, so the call was not run. Try again later."),

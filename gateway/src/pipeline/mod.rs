@@ -76,6 +76,18 @@ pub struct ToolRequest {
     /// The connection (HTTP session or stdio process) it came on, for tasks
     /// started in band.
     pub connection: Option<String>,
+    /// Where to report progress while the call waits (for approval).
+    pub progress: Option<Arc<dyn Progress>>,
+}
+
+/// Where a waiting call reports progress: MCP progress notifications, when
+/// the client sent a progress token. Transport-neutral, so the stages never
+/// see rmcp.
+#[async_trait::async_trait]
+pub trait Progress: Send + Sync + std::fmt::Debug {
+    /// `progress` of `total` (seconds waited, of the deadline), and what is
+    /// happening. Failures to deliver are the transport's to log.
+    async fn report(&self, progress: f64, total: Option<f64>, message: String);
 }
 
 /// What a call came to, in the gateway's terms.
@@ -83,6 +95,15 @@ pub struct ToolRequest {
 pub enum CallReply {
     /// The tool ran and answered (the answer may itself be an error).
     Output(ToolOutput),
+    /// The tool ran after a person approved it; `approval` says who, and
+    /// how they changed the arguments (the agent must know it did not run
+    /// exactly what it asked for).
+    Approved {
+        /// The tool's answer.
+        output: ToolOutput,
+        /// Request, approvers, scope, changes.
+        approval: Value,
+    },
     /// Refused, or failed, with what the agent should see.
     Refused(AgentView),
 }
@@ -119,6 +140,7 @@ async fn run(
         name,
         arguments,
         connection,
+        progress,
         ..
     } = request;
     let refused = Refusal {
@@ -136,47 +158,86 @@ async fn run(
         Err(d) => return refused.close(d, raw_digest(gw, arguments.as_ref())).await,
     };
 
-    // Authorize next: pure and in memory, so unknown tools, missing grants
-    // and bad arguments are refused before anything is written or sent,
-    // and the backend never sees a malformed call.
-    let key = gw.secrets();
-    let authorized =
-        match authorize::authorize(&catalog, key.digest_key(), admitted, &name, arguments) {
+    let mut arguments = arguments;
+    let mut admitted = Some(admitted);
+    // An approval an approver gave with changed arguments: the changed call
+    // goes through authorize, scope, policy and limits again, once.
+    let mut granted: Option<approve::UsedApproval> = None;
+    let mut _in_flight = None;
+    let wait = approve::Wait {
+        cancel,
+        progress: progress.as_deref(),
+    };
+    let (approved, exhausted) = loop {
+        let admitted = match admitted.take() {
+            Some(a) => a,
+            None => match admit::admit(gw, who).await {
+                Ok(a) => a,
+                Err(d) => return refused.close(d, raw_digest(gw, arguments.as_ref())).await,
+            },
+        };
+        // Authorize next: pure and in memory, so unknown tools, missing
+        // grants and bad arguments are refused before anything is written
+        // or sent, and the backend never sees a malformed call.
+        let key = gw.secrets();
+        let authorized = match authorize::authorize(
+            &catalog,
+            key.digest_key(),
+            admitted,
+            &name,
+            arguments.take(),
+        ) {
             Ok(a) => a,
             Err((d, digest)) => return refused.close(d, Some(digest)).await,
         };
-    let digest = authorized.digest().to_string();
+        let digest = authorized.digest().to_string();
 
-    // Scope: the call must fit its task (or need none). After authorize, so
-    // a task can only narrow what the grants allow.
-    let scoped = match scope::scope(gw, authorized, task_id.as_deref()).await {
-        Ok(s) => s,
-        Err(d) => return refused.close(d, Some(digest)).await,
+        // Scope: the call must fit its task (or need none). After
+        // authorize, so a task can only narrow what the grants allow.
+        let scoped = match scope::scope(gw, authorized, task_id.as_deref()).await {
+            Ok(s) => s,
+            Err(d) => return refused.close(d, Some(digest)).await,
+        };
+
+        // Policy: after the static checks, so it decides only calls the
+        // grants and the task allow, with validated arguments; in memory.
+        let decided = match policy::decide(&catalog, scoped, gw.now()) {
+            Ok(d) => d,
+            Err(d) => return refused.close(d, Some(digest)).await,
+        };
+
+        // Limits: after policy, so a call policy refuses spends nothing;
+        // rates in memory first, then the task's budgets in the store.
+        let mut limited = match limits::take(gw, &catalog, decided).await {
+            Ok(l) => l,
+            Err(d) => return refused.close(d, Some(digest)).await,
+        };
+        // Held until the call is over, however it ends.
+        _in_flight = limited.hold_in_flight();
+        let exhausted = limited.exhausted().map(str::to_string);
+
+        // Approve: after limits, so a flood of calls cannot fill the
+        // approval queue; before the record, so an unapproved call writes
+        // only a denial. A blocking wait happens here.
+        match approve::approve(gw, limited, granted.take(), wait).await {
+            Ok(a) => break (a, exhausted),
+            Err(approve::Gate::Refused(d)) => return refused.close(d, Some(digest)).await,
+            Err(approve::Gate::Changed {
+                arguments: changed,
+                approval,
+            }) => {
+                // The first pass's slot and reservations are given back
+                // before the changed call takes its own.
+                _in_flight = None;
+                arguments = Some(changed);
+                granted = Some(*approval);
+            }
+        }
     };
 
-    // Policy: after the static checks, so it decides only calls the grants
-    // and the task allow, with validated arguments; in memory.
-    let decided = match policy::decide(&catalog, scoped, gw.now()) {
-        Ok(d) => d,
-        Err(d) => return refused.close(d, Some(digest)).await,
-    };
+    let approval_note = approved.approval().map(approve::UsedApproval::summary);
 
-    // Limits: after policy, so a call policy refuses spends nothing; rates
-    // in memory first, then the task's budgets in the store.
-    let mut limited = match limits::take(gw, &catalog, decided).await {
-        Ok(l) => l,
-        Err(d) => return refused.close(d, Some(digest)).await,
-    };
-    // Held until the call is over, however it ends.
-    let _in_flight = limited.hold_in_flight();
-    let exhausted = limited.exhausted().map(str::to_string);
-
-    // Approve: after limits, so a flood of calls cannot fill the approval
-    // queue; before the record, so an unapproved call writes only a denial.
-    let approved = match approve::approve(gw, limited).await {
-        Ok(a) => a,
-        Err(d) => return refused.close(d, Some(digest)).await,
-    };
+    let digest = approved.scoped().call().digest().to_string();
 
     // Record before anything can have an effect: a call whose decision is
     // not durable must not run (fail closed).
@@ -222,7 +283,12 @@ async fn run(
     // Dispatch: confirms once more, then the only step with an effect
     // outside the gateway.
     let (record, dispatched) = dispatch::dispatch(gw, credentialed, cancel).await;
-    let closed = close_dispatched(gw, record, &tool, dispatched, started).await;
+    let (reply, closed) = close_dispatched(gw, record, &tool, dispatched, started).await;
+    let reply = match (reply, approval_note) {
+        (CallReply::Output(output), Some(approval)) => CallReply::Approved { output, approval },
+        (reply, _) => reply,
+    };
+    let closed = (reply, closed);
     if let (Some(budget), Some(task)) = (exhausted, task_id.as_deref()) {
         end_exhausted(gw, task, &budget).await;
     }

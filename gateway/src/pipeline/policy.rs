@@ -73,6 +73,30 @@ pub fn decide(catalog: &Catalog, scoped: Scoped, now: OffsetDateTime) -> Result<
     Ok(Decided { scoped, decision })
 }
 
+/// Whether policy on `catalog` (the one in force, after a wait) still lets
+/// the call through: anything but a denial.
+pub fn still_allows(catalog: &Catalog, scoped: &Scoped, now: OffsetDateTime) -> Result<(), Denial> {
+    let call = scoped.call();
+    let Target::Connector(tool) = call.target() else {
+        return Ok(());
+    };
+    let decision = decide_tool(
+        catalog,
+        &call.who().agent().id,
+        tool,
+        call.arguments(),
+        scoped.task(),
+        now,
+    );
+    if decision.verdict == Verdict::Deny {
+        return Err(Denial::Policy {
+            tool: tool.full_name.clone(),
+            decision: Box::new(decision),
+        });
+    }
+    Ok(())
+}
+
 fn gateway_tool(name: &str) -> Decision {
     Decision {
         verdict: Verdict::Allow,
@@ -206,4 +230,17 @@ pub fn dry_run_task(agent: &str, tool: &str, constraints: Vec<String>) -> TaskRe
         started_with: None,
         started_with_expires_at: None,
     }
+}
+
+/// Policy on a changed call, as an approver proposes it (outside any task:
+/// the call is decided again, in its task, before it runs).
+pub fn recheck_change(
+    catalog: &Catalog,
+    agent: &str,
+    tool: &ToolEntry,
+    args: &Map<String, Value>,
+    now: OffsetDateTime,
+) -> Option<Decision> {
+    catalog.agents.get(agent)?;
+    Some(decide_tool(catalog, agent, tool, args, None, now))
 }

@@ -180,7 +180,14 @@ pub async fn allow(gw: &Gateway, approved: Approved) -> Result<Recorded<Approved
     }
     let decision = approved.decision();
     r.reason.push_str(&format!("; {}", decision.summary));
-    r.policy = Some(decision.to_record());
+    if let Some(a) = approved.approval() {
+        r.reason.push_str(&format!(
+            "; approved by {} (request {})",
+            a.approved_by.join(", "),
+            a.request.id
+        ));
+    }
+    r.policy = Some(approved.record());
     match gw.store().record_decision(&r).await {
         Ok(()) => Ok(Recorded {
             record: RecordId {

@@ -28,9 +28,11 @@
 //! from the configured public URL, else an allow-listed `Host`, else the
 //! listening address.
 
+mod approvals_api;
 mod conn;
 mod sessions;
 mod shape;
+pub mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -183,10 +185,13 @@ impl HttpEdge {
             listen_url: OnceLock::new(),
             sessions,
         });
-        let admin = crate::admin::router(edge.gw.clone()).layer(middleware::from_fn_with_state(
-            edge.clone(),
-            shape::admin_edge,
-        ));
+        let admin = crate::admin::router(edge.gw.clone())
+            .merge(approvals_api::router(edge.gw.clone()))
+            .layer(middleware::from_fn_with_state(
+                edge.clone(),
+                shape::admin_edge,
+            ));
+        let ui = ui::router(edge.gw.clone(), ui::Options::from_http(options));
         let router = Router::new()
             .nest_service("/mcp", mcp)
             .layer(middleware::from_fn_with_state(edge.clone(), guard))
@@ -200,6 +205,7 @@ impl HttpEdge {
             )
             .with_state(edge.clone())
             .merge(admin)
+            .merge(ui)
             .fallback(shape::not_found)
             .layer(middleware::from_fn_with_state(edge.clone(), shape::shape));
         Self {
@@ -409,6 +415,16 @@ pub async fn serve_edge(
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         let _ = edge.edge.listen_url.set(listen_url(addr));
+    }
+    // Links in approval notices and pending replies point at the review
+    // page under the configured public URL, else the listening address.
+    let review_base = edge
+        .edge
+        .public_url
+        .clone()
+        .or_else(|| edge.edge.listen_url.get().cloned());
+    if let Some(base) = review_base {
+        edge.edge.gw.approvals().set_base_url(&base);
     }
     let limits = conn::Limits {
         max_connections: edge.options.max_connections.max(1),

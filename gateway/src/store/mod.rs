@@ -3,11 +3,17 @@
 //! (`sqlite.rs`). The store holds agent key hashes, the decision records and
 //! gateway secrets; it never holds a secret of an agent or a backend in clear.
 
+pub mod approvals;
 mod sqlite;
+mod sqlite_approvals;
 
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use approvals::{
+    ApprovalEvent, ApprovalFilter, ApprovalRequest, ApprovalStatus, ApprovalVote,
+    ApproverKeyRecord, Created, VoteInput, Voted,
+};
 pub use sqlite::SqliteStore;
 
 /// A store failure. The pipeline treats any of these as "cannot decide" and
@@ -600,6 +606,73 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn record_admin_action(&self, action: &AdminAction) -> Result<(), StoreError>;
     /// Admin actions, newest first.
     async fn admin_actions(&self, limit: u32) -> Result<Vec<AdminAction>, StoreError>;
+
+    /// Stores a new approver credential hash.
+    async fn insert_approver_key(
+        &self,
+        key: &ApproverKeyRecord,
+        key_hash: &[u8],
+    ) -> Result<(), StoreError>;
+    /// The live approver credential with this hash.
+    async fn find_approver_key(
+        &self,
+        key_hash: &[u8],
+    ) -> Result<Option<ApproverKeyRecord>, StoreError>;
+    /// Every approver credential, oldest first.
+    async fn approver_keys(&self) -> Result<Vec<ApproverKeyRecord>, StoreError>;
+    /// Revokes a live approver credential; false if none has that id.
+    async fn revoke_approver_key(&self, key_id: &str, at: &str) -> Result<bool, StoreError>;
+    /// Creates a request, in one transaction with its checks: an identical
+    /// pending request (same agent, task, tool, digest) is returned instead,
+    /// and an agent with `max_pending` requests pending gets `Full`.
+    async fn create_approval(
+        &self,
+        request: &ApprovalRequest,
+        max_pending: u32,
+    ) -> Result<Created, StoreError>;
+    /// One request.
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRequest>, StoreError>;
+    /// Requests, newest first.
+    async fn approvals(&self, filter: &ApprovalFilter) -> Result<Vec<ApprovalRequest>, StoreError>;
+    /// A request's votes, oldest first.
+    async fn approval_votes(&self, id: &str) -> Result<Vec<ApprovalVote>, StoreError>;
+    /// A request's events, oldest first.
+    async fn approval_events(&self, id: &str) -> Result<Vec<ApprovalEvent>, StoreError>;
+    /// Adds a vote in one transaction: the request must be pending and the
+    /// person must not have voted; a deny decides it, and the `required`-th
+    /// distinct approval approves it (scope `task` if that vote says so).
+    async fn vote_approval(&self, input: &VoteInput) -> Result<Voted, StoreError>;
+    /// The approved request a call with this binding may use now: same
+    /// agent, task, tool and argument digest, approved, unused (or scoped to
+    /// the task), not past its `use_by`.
+    async fn approved_for(
+        &self,
+        agent_id: &str,
+        task_id: Option<&str>,
+        tool: &str,
+        args_digest: &str,
+        now: &str,
+    ) -> Result<Option<ApprovalRequest>, StoreError>;
+    /// Uses an approval, atomically: an `once` approval turns `used` and
+    /// only one caller gets `true`; a `task` one counts a use.
+    async fn use_approval(&self, id: &str, actor: &str, at: &str) -> Result<bool, StoreError>;
+    /// Moves a request that is in one of `from` to `to` (expired,
+    /// withdrawn) and records why; false if it was in none of them.
+    async fn close_approval(
+        &self,
+        id: &str,
+        from: &[ApprovalStatus],
+        to: ApprovalStatus,
+        actor: &str,
+        reason: &str,
+        at: &str,
+    ) -> Result<bool, StoreError>;
+    /// Expires pending requests past their deadline and approvals past
+    /// their `use_by`, and withdraws those whose task is no longer active;
+    /// the requests changed.
+    async fn sweep_approvals(&self, now: &str) -> Result<Vec<ApprovalRequest>, StoreError>;
+    /// Records an event on a request.
+    async fn record_approval_event(&self, event: &ApprovalEvent) -> Result<(), StoreError>;
 }
 
 /// What a revocation-feed entry takes away.

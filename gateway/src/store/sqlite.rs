@@ -22,11 +22,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     /// Readers: WAL lets them run beside the writer.
-    read: SqlitePool,
+    pub(super) read: SqlitePool,
     /// The one writer. SQLite admits one writer at a time anyway; queueing
     /// writes here (async, in order) avoids the busy-wait sleeps that
     /// several writing connections cost under load.
-    write: SqlitePool,
+    pub(super) write: SqlitePool,
 }
 
 impl SqliteStore {
@@ -857,11 +857,86 @@ impl Store for SqliteStore {
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
     }
+    async fn insert_approver_key(
+        &self,
+        key: &super::ApproverKeyRecord,
+        key_hash: &[u8],
+    ) -> Result<(), StoreError> {
+        self.ap_insert_key(key, key_hash).await
+    }
+    async fn find_approver_key(
+        &self,
+        key_hash: &[u8],
+    ) -> Result<Option<super::ApproverKeyRecord>, StoreError> {
+        self.ap_find_key(key_hash).await
+    }
+    async fn approver_keys(&self) -> Result<Vec<super::ApproverKeyRecord>, StoreError> {
+        self.ap_keys().await
+    }
+    async fn revoke_approver_key(&self, key_id: &str, at: &str) -> Result<bool, StoreError> {
+        self.ap_revoke_key(key_id, at).await
+    }
+    async fn create_approval(
+        &self,
+        request: &super::ApprovalRequest,
+        max_pending: u32,
+    ) -> Result<super::Created, StoreError> {
+        self.ap_create(request, max_pending).await
+    }
+    async fn approval(&self, id: &str) -> Result<Option<super::ApprovalRequest>, StoreError> {
+        self.ap_get(id).await
+    }
+    async fn approvals(
+        &self,
+        filter: &super::ApprovalFilter,
+    ) -> Result<Vec<super::ApprovalRequest>, StoreError> {
+        self.ap_list(filter).await
+    }
+    async fn approval_votes(&self, id: &str) -> Result<Vec<super::ApprovalVote>, StoreError> {
+        self.ap_votes(id).await
+    }
+    async fn approval_events(&self, id: &str) -> Result<Vec<super::ApprovalEvent>, StoreError> {
+        self.ap_events(id).await
+    }
+    async fn vote_approval(&self, input: &super::VoteInput) -> Result<super::Voted, StoreError> {
+        self.ap_vote(input).await
+    }
+    async fn approved_for(
+        &self,
+        agent_id: &str,
+        task_id: Option<&str>,
+        tool: &str,
+        args_digest: &str,
+        now: &str,
+    ) -> Result<Option<super::ApprovalRequest>, StoreError> {
+        self.ap_approved_for(agent_id, task_id, tool, args_digest, now)
+            .await
+    }
+    async fn use_approval(&self, id: &str, actor: &str, at: &str) -> Result<bool, StoreError> {
+        self.ap_use(id, actor, at).await
+    }
+    async fn close_approval(
+        &self,
+        id: &str,
+        from: &[super::ApprovalStatus],
+        to: super::ApprovalStatus,
+        actor: &str,
+        reason: &str,
+        at: &str,
+    ) -> Result<bool, StoreError> {
+        self.ap_close(id, from, to, actor, reason, at).await
+    }
+    async fn sweep_approvals(&self, now: &str) -> Result<Vec<super::ApprovalRequest>, StoreError> {
+        self.ap_sweep(now).await
+    }
+    async fn record_approval_event(&self, event: &super::ApprovalEvent) -> Result<(), StoreError> {
+        self.ap_event(event).await
+    }
 }
 
 /// Commits the open transaction if `result` is a success, rolls it back
 /// otherwise.
-async fn finish<T>(
+pub(super) async fn finish<T>(
     conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
     result: Result<T, StoreError>,
 ) -> Result<T, StoreError> {

@@ -667,5 +667,9 @@ pub async fn sweep(gw: &Gateway) {
         }
         Err(e) => tracing::error!(error = %e, "cannot expire tasks"),
     }
+    // After the tasks: requests of tasks that just ended are withdrawn.
+    if let Err(e) = crate::approvals::sweep(gw).await {
+        tracing::error!(error = %e, "cannot expire approval requests");
+    }
     crate::broker::revoke_pending_upstream(gw).await;
 }
