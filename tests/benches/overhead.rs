@@ -658,6 +658,9 @@ async fn stages(setup: &Setup, cfg: &Config, round: usize) -> Vec<Stats> {
             async move {
                 match pipeline::call_tool(&gw, &who, request, &cancel).await {
                     pipeline::CallReply::Output(out) => assert!(!out.is_error, "{}", out.text),
+                    pipeline::CallReply::Approved { .. } => {
+                        panic!("the bench tool needs no approval")
+                    }
                     pipeline::CallReply::Refused(view) => panic!("refused: {view:?}"),
                 }
             }

@@ -1,5 +1,5 @@
 //! The demo scenario on the shipped manifests, as far as this release
-//! takes it (see shared demo-scenario steps 1, 2, 4 and 6): the built-in
+//! takes it (see shared demo-scenario steps 1 to 6): the built-in
 //! demo backend on port 0, the real gateway, a real rmcp client.
 
 use rmcp::model::CallToolRequestParams;
@@ -153,18 +153,76 @@ async fn support_bot_walkthrough() {
     let r = task.call_tool(refund(40.0)).await.unwrap();
     assert_eq!(r.is_error, Some(false), "{r:?}");
     assert_eq!(r.structured_content.unwrap()["status"], "issued");
-    // 5. Refund 400: policy wants the business owner's approval; there is no
-    // approval queue yet, so it is refused, naming who would approve.
-    let r = task.call_tool(refund(400.0)).await.unwrap();
+    // 5. Refund 400 EUR (INV-1060): policy wants the business owner,
+    // head-of-support; the call waits until they approve it in the queue,
+    // then runs once.
+    gw.gw.approvals().set_timing(tollgate::approvals::Timing {
+        poll: std::time::Duration::from_millis(50),
+        progress: std::time::Duration::from_secs(1),
+    });
+    let approver = gw.issue_approver_key("head-of-support").await;
+    let second = gw.client(&started.token).await;
+    let waiting = tokio::spawn(async move {
+        second
+            .call_tool(call(
+                "billing.refund",
+                json!({ "invoice_id": "INV-1060", "amount": 400, "currency": "EUR", "reason": "cancelled within 14 days" }),
+            ))
+            .await
+    });
+    for _ in 0..100 {
+        if waiting.is_finished() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    if waiting.is_finished() {
+        panic!("the call did not wait: {:?}", waiting.await);
+    }
+    let request = pending_request(&gw).await;
+    assert_eq!(request.approvers, "head-of-support");
+    assert_eq!(
+        request.purpose.as_deref(),
+        Some("Resolve ticket 4521: duplicate charge")
+    );
+    let http = reqwest::Client::new();
+    let approved = http
+        .post(format!(
+            "{}/api/approvals/{}/approve",
+            gw.base(),
+            request.id
+        ))
+        .bearer_auth(&approver)
+        .json(&json!({ "reason": "cancelled within 14 days, verified" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(approved.status(), 200);
+    let r = waiting.await.unwrap().unwrap();
+    assert_eq!(r.is_error, Some(false), "{r:?}");
+    assert_eq!(r.structured_content.as_ref().unwrap()["status"], "issued");
+    assert_eq!(r.structured_content.as_ref().unwrap()["amount"], 400.0);
+    // Over the task's constraint: policy steps it up to the same approval;
+    // head-of-support denies it, and the agent hears why.
+    let third = gw.client(&started.token).await;
+    // (550: over the constraint of 500, within what is left of the task's
+    // refund budget of 1,000.)
+    let waiting = tokio::spawn(async move { third.call_tool(refund(550.0)).await });
+    let request = pending_request(&gw).await;
+    let denied = http
+        .post(format!("{}/api/approvals/{}/deny", gw.base(), request.id))
+        .bearer_auth(&approver)
+        .json(&json!({ "reason": "above the ticket's amount" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 200);
+    let r = waiting.await.unwrap().unwrap();
     assert!(
-        text(&r).contains("approval_required") && text(&r).contains("head-of-support"),
+        text(&r).contains("approval_denied") && text(&r).contains("above the ticket's amount"),
         "{}",
         text(&r)
     );
-    // Over the task's constraint: refused before the backend (policy would
-    // step it up to approval, which does not exist yet).
-    let r = task.call_tool(refund(600.0)).await.unwrap();
-    assert!(text(&r).contains("approval_required"), "{}", text(&r));
     // The backend's own refusal comes back as a tool error with its message.
     let r = task.call_tool(refund(40.0)).await.unwrap();
     assert_eq!(r.is_error, Some(true));
@@ -222,7 +280,7 @@ async fn support_bot_walkthrough() {
     let codes: Vec<&str> = d.iter().map(|r| r.reason_code.as_str()).collect();
     assert!(
         codes.contains(&"task_required")
-            && codes.contains(&"approval_required")
+            && codes.contains(&"approval_denied")
             && codes.contains(&"tool_not_granted")
     );
     let in_task = d
@@ -276,4 +334,26 @@ async fn support_bot_walkthrough() {
         last_denied.owners.as_ref().unwrap()["agent"]["business"]["name"],
         "head-of-support"
     );
+}
+
+/// The one pending approval request (waits, bounded, until there is one).
+async fn pending_request(gw: &TestGateway) -> tollgate::store::ApprovalRequest {
+    for _ in 0..400 {
+        let list = gw
+            .gw
+            .store()
+            .approvals(&tollgate::store::ApprovalFilter {
+                statuses: vec![tollgate::store::ApprovalStatus::Pending],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if let Some(r) = list.into_iter().next() {
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let all = gw.gw.store().approvals(&Default::default()).await.unwrap();
+    let d = gw.decisions().await;
+    panic!("no pending approval request: {all:?} {:?}", d.last());
 }

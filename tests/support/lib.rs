@@ -307,6 +307,59 @@ impl TestGateway {
         }
     }
 
+    /// Stops serving and starts again on the same data and manifest
+    /// directories, on a new port and a new clock, as a restarted process
+    /// would (everything in memory is gone; the store is what remains).
+    pub async fn restart(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let clock = Arc::new(tollgate::clock::ManualClock::new());
+        let config = tollgate::app::Config::new(self.data.path(), self.manifests.path())
+            .with_clock(clock.clone())
+            .with_reload_interval(None);
+        let app = tollgate::app::App::build(config)
+            .await
+            .unwrap_or_else(|e| panic!("the gateway did not restart: {e}"));
+        self.gw = app.gateway();
+        self.addr = listener.local_addr().unwrap();
+        self.url = format!("http://{}/mcp", self.addr);
+        self.clock = clock;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            app.serve_http(listener, async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        self.shutdown = Some(tx);
+    }
+
+    /// Issues a credential for approver `id` (as `tollgate approvers
+    /// issue-key` does).
+    pub async fn issue_approver_key(&self, id: &str) -> String {
+        let k = tollgate::keys::generate(tollgate::approvals::APPROVER_KEY_PREFIX, "apk_");
+        let record = tollgate::store::ApproverKeyRecord {
+            key_id: k.key_id.clone(),
+            approver_id: id.into(),
+            label: None,
+            created_at: now(),
+            revoked_at: None,
+        };
+        self.gw
+            .store()
+            .insert_approver_key(&record, &k.hash)
+            .await
+            .unwrap();
+        k.key
+    }
+
+    /// The gateway's base URL (`http://127.0.0.1:PORT`).
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// Issues a key for `agent` (as `tollgate agents issue-key` does).
     pub async fn issue_key(&self, agent: &str) -> String {
         let k = tollgate::pipeline::authenticate::new_key();

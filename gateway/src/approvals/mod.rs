@@ -618,7 +618,7 @@ pub async fn decide(
     };
     let outcome = gw.store().vote_approval(&input).await?;
     let now_request = match outcome {
-        Voted::Recorded(r) => r,
+        Voted::Recorded(r) => *r,
         Voted::NotPending(s) => {
             return Err(ApprovalError::NotPending {
                 id: request.id,

@@ -219,11 +219,12 @@ async fn gate(gw: &Gateway, limited: &Limited, wait: Wait<'_>) -> Result<UsedApp
         .map_err(|e| unavailable(&e))?
     {
         Created::New(r) => {
+            let r = *r;
             tracing::info!(request = %r.id, agent = %r.agent_id, tool = %r.tool, approvers = %r.approvers, "approval requested");
             approvals::notify::requested(gw, &r);
             r
         }
-        Created::Existing(r) => r,
+        Created::Existing(r) => *r,
         Created::Full(pending) => return Err(Denial::ApprovalQueueFull { pending }),
     };
     let mode = agent
@@ -234,7 +235,7 @@ async fn gate(gw: &Gateway, limited: &Limited, wait: Wait<'_>) -> Result<UsedApp
     if mode == ApprovalMode::NonBlocking {
         return Err(Denial::ApprovalPending {
             tool: tool.full_name.clone(),
-            request: pending(gw, &request),
+            request: Box::new(pending(gw, &request)),
         });
     }
     let approved = wait_for(gw, scoped, request, wait).await?;
@@ -449,7 +450,7 @@ async fn wait_for(
                     tool,
                     request: id,
                     by,
-                    reason: current.reason,
+                    reason: current.reason.map(String::into_boxed_str),
                 });
             }
             ApprovalStatus::Expired => {

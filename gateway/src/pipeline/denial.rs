@@ -161,7 +161,7 @@ pub enum Denial {
         /// Tool.
         tool: String,
         /// The request.
-        request: crate::approvals::Pending,
+        request: Box<crate::approvals::Pending>,
     },
     /// An approver denied the call.
     #[error("`{tool}` was denied by {by} (request {request})")]
@@ -172,8 +172,8 @@ pub enum Denial {
         request: String,
         /// Who denied it.
         by: String,
-        /// Their reason, unless hidden.
-        reason: Option<String>,
+        /// Their reason, unless hidden (boxed: denials stay small).
+        reason: Option<Box<str>>,
     },
     /// Nobody decided by the deadline.
     #[error("`{tool}` was not approved in time (request {request})")]

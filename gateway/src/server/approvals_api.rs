@@ -163,11 +163,11 @@ struct DecideBody {
     args: Option<Map<String, Value>>,
 }
 
-fn body(bytes: &[u8]) -> Result<DecideBody, Response> {
+fn body(bytes: &[u8]) -> Result<DecideBody, Box<Response>> {
     serde_json::from_slice(bytes).map_err(|e| {
-        error(&ApprovalError::Invalid(format!(
+        Box::new(error(&ApprovalError::Invalid(format!(
             "invalid JSON body ({e}); expected {{\"reason\": \"...\", \"for_task\"?: bool, \"args\"?: {{...}}}}"
-        )))
+        ))))
     })
 }
 
@@ -179,7 +179,7 @@ async fn approve(
 ) -> Response {
     let b = match body(&bytes) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let vote = Vote {
         approve: true,
@@ -198,7 +198,7 @@ async fn deny(
 ) -> Response {
     let b = match body(&bytes) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let vote = Vote {
         approve: false,

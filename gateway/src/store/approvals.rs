@@ -152,9 +152,9 @@ pub struct ApprovalEvent {
 #[derive(Debug, Clone)]
 pub enum Created {
     /// A new request.
-    New(ApprovalRequest),
+    New(Box<ApprovalRequest>),
     /// An identical request was already pending: this one.
-    Existing(ApprovalRequest),
+    Existing(Box<ApprovalRequest>),
     /// The agent already has this many requests pending.
     Full(u32),
 }
@@ -174,7 +174,7 @@ pub struct VoteInput {
 #[derive(Debug, Clone)]
 pub enum Voted {
     /// Recorded; the request as it stands now (pending, approved, denied).
-    Recorded(ApprovalRequest),
+    Recorded(Box<ApprovalRequest>),
     /// The request is not pending any more (its status).
     NotPending(ApprovalStatus),
     /// This person has voted on it already.

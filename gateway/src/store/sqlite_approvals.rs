@@ -191,7 +191,7 @@ impl SqliteStore {
             .fetch_optional(&mut *conn)
             .await?;
             if let Some(row) = same {
-                return Ok(Created::Existing(request_row(&row)?));
+                return Ok(Created::Existing(Box::new(request_row(&row)?)));
             }
             let pending: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM approval_requests WHERE agent_id = ? AND status = 'pending'",
@@ -244,7 +244,7 @@ impl SqliteStore {
             .await?;
             let mut created = r.clone();
             created.status = ApprovalStatus::Pending;
-            Ok(Created::New(created))
+            Ok(Created::New(Box::new(created)))
         }
         .await;
         finish(&mut conn, result).await
@@ -292,7 +292,7 @@ impl SqliteStore {
     pub(super) async fn ap_votes(&self, id: &str) -> Result<Vec<ApprovalVote>, StoreError> {
         let rows = sqlx::query(
             "SELECT request_id, approver_id, key_id, verdict, reason, for_task, patch, at \
-             FROM approval_votes WHERE request_id = ? ORDER BY at, approver_id",
+             FROM approval_votes WHERE request_id = ? ORDER BY at, rowid",
         )
         .bind(id)
         .fetch_all(&self.read)
@@ -448,7 +448,7 @@ impl SqliteStore {
             let now = request_in(&mut conn, &v.request_id)
                 .await?
                 .ok_or_else(|| StoreError::Conflict("request vanished".into()))?;
-            Ok(Voted::Recorded(now))
+            Ok(Voted::Recorded(Box::new(now)))
         }
         .await;
         finish(&mut conn, result).await
