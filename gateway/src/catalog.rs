@@ -109,6 +109,9 @@ impl Catalog {
                 keys.insert(RateKey::AgentTool(a.id.clone(), t.clone()));
             }
         }
+        for a in self.agents.values() {
+            keys.insert(RateKey::ApprovalRequests(a.id.clone()));
+        }
         for c in self.connectors.values() {
             if c.rate.is_some() {
                 keys.insert(RateKey::Connector(c.id.clone()));
@@ -277,6 +280,8 @@ pub struct AgentEntry {
     pub task_limits: crate::limits::TaskLimitSpec,
     /// How it waits for approvals, and how many may be pending.
     pub approvals: crate::manifest::types::AgentApprovals,
+    /// How many new approval requests it may file.
+    pub approval_rate: crate::limits::RateSpec,
 }
 
 impl AgentEntry {
@@ -307,6 +312,7 @@ impl AgentEntry {
             tool_rates: HashMap::new(),
             task_limits: crate::limits::TaskLimitSpec::default(),
             approvals: a.approvals.clone().unwrap_or_default(),
+            approval_rate: crate::limits::DEFAULT_APPROVAL_RATE,
         }
     }
 }

@@ -35,6 +35,14 @@ pub struct RateSpec {
     pub burst: u32,
 }
 
+/// New approval requests an agent may file unless its manifest says
+/// otherwise: 30 an hour, at most 10 back to back.
+pub const DEFAULT_APPROVAL_RATE: RateSpec = RateSpec {
+    count: 30,
+    per: Duration::from_secs(3600),
+    burst: 10,
+};
+
 impl RateSpec {
     /// Parses a manifest rate (`60/minute`, burst optional).
     pub fn parse(r: &RateLimit) -> Result<Self, String> {
@@ -97,6 +105,8 @@ pub enum RateKey {
     AgentTool(String, String),
     /// All agents' calls to one connector.
     Connector(String),
+    /// New approval requests of one agent.
+    ApprovalRequests(String),
 }
 
 impl fmt::Display for RateKey {
@@ -105,6 +115,7 @@ impl fmt::Display for RateKey {
             RateKey::Agent(a) => write!(f, "agent `{a}`"),
             RateKey::AgentTool(a, t) => write!(f, "agent `{a}` on `{t}`"),
             RateKey::Connector(c) => write!(f, "connector `{c}` (all agents)"),
+            RateKey::ApprovalRequests(a) => write!(f, "approval requests of agent `{a}`"),
         }
     }
 }

@@ -1244,3 +1244,48 @@ async fn approve_for_the_task_covers_identical_calls_until_the_task_ends() {
     assert_eq!(reason(&r), "approval_pending", "{}", text(&r));
     assert_eq!(refunds(&backend).len(), 3);
 }
+
+/// New requests are rate-limited per agent (asking again for one already
+/// pending is free); a request over the rate is withdrawn before any
+/// approver or webhook hears of it.
+#[tokio::test]
+async fn new_approval_requests_are_rate_limited_per_agent() {
+    let extra = r#"---
+kind: Agent
+id: eager
+description: Asks a lot
+owners:
+  business: { name: shop-lead, contact: lead@example.com }
+  system: { name: sys-team, contact: sys@example.com }
+  security: { name: secops, contact: sec@example.com }
+deployment: { approved_by: ciso, approved_at: 2026-01-01 }
+review_by: 2099-01-01
+tools: [pay.refund]
+approvals: { mode: non_blocking, max_pending: 10, rate: { rate: 2/hour } }
+"#;
+    let (gw, backend) = start_with(extra, &[]).await;
+    let token = in_task(&gw, "eager").await;
+    let client = gw.client(&token).await;
+    for amount in [200.0, 201.0, 200.0, 201.0] {
+        let r = client.call_tool(refund(amount)).await.unwrap();
+        assert_eq!(reason(&r), "approval_pending", "{}", text(&r));
+    }
+    let e = client.call_tool(refund(202.0)).await.unwrap_err();
+    let e = format!("{e:?}");
+    assert!(
+        e.contains("rate_limited") && e.contains("approval requests"),
+        "{e}"
+    );
+    let lead = gw.issue_approver_key("lead").await;
+    let list: Value = reqwest::Client::new()
+        .get(format!("{}/api/approvals", gw.base()))
+        .bearer_auth(&lead)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["requests"].as_array().unwrap().len(), 2, "{list}");
+    assert!(refunds(&backend).is_empty());
+}

@@ -703,6 +703,29 @@ fn check_agents(
             errors.push(doc.error(ll, lc, format!("agent `{}`: {}", a.id, e.message)));
             continue;
         }
+        if let Some(r) = a.approvals.as_ref().and_then(|x| x.rate.as_ref()) {
+            match RateSpec::parse(r) {
+                Ok(spec) => entry.approval_rate = spec,
+                Err(message) => {
+                    let (rl, rc) = doc.locate(Some("approvals:"), &r.rate);
+                    errors.push(doc.error(
+                        rl,
+                        rc,
+                        format!("agent `{}`: approvals.{message}", a.id),
+                    ));
+                    continue;
+                }
+            }
+        }
+        if a.approvals.as_ref().and_then(|x| x.max_pending) == Some(0) {
+            let (pl, pc) = doc.locate(Some("approvals:"), "max_pending");
+            errors.push(doc.error(
+                pl,
+                pc,
+                format!("agent `{}`: approvals.max_pending must be at least 1", a.id),
+            ));
+            continue;
+        }
         catalog.agents.insert(entry.id.clone(), Arc::new(entry));
     }
 }

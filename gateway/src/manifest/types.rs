@@ -218,6 +218,10 @@ pub struct AgentApprovals {
     /// an agent cannot flood its approvers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_pending: Option<u32>,
+    /// How many new approval requests the agent may file (default
+    /// `30/hour`); asking again for a request already pending is free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<RateLimit>,
 }
 
 /// A person who may approve calls. Routing: a policy's `owner:business`

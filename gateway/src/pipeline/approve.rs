@@ -220,6 +220,25 @@ async fn gate(gw: &Gateway, limited: &Limited, wait: Wait<'_>) -> Result<UsedApp
     {
         Created::New(r) => {
             let r = *r;
+            let key = crate::limits::RateKey::ApprovalRequests(agent.id.clone());
+            if let Err(retry_after) = gw.rate_limiter().take(&key, agent.approval_rate) {
+                // Filed, but over the agent's rate: withdrawn before anyone
+                // is told, so approvers never see the flood.
+                let _ = store
+                    .close_approval(
+                        &r.id,
+                        &[ApprovalStatus::Pending],
+                        ApprovalStatus::Withdrawn,
+                        "tollgate",
+                        "the agent's approval request rate was exceeded",
+                        &stamp(gw.now()),
+                    )
+                    .await;
+                return Err(Denial::RateLimited {
+                    limit: format!("{key}: {}", agent.approval_rate),
+                    retry_after,
+                });
+            }
             tracing::info!(request = %r.id, agent = %r.agent_id, tool = %r.tool, approvers = %r.approvers, "approval requested");
             approvals::notify::requested(gw, &r);
             r
