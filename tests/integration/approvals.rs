@@ -62,6 +62,11 @@ when { decimal("100.0").lessThan(context.args.amount) && context.args.amount.les
 @approval_timeout("10m")
 permit (principal, action == Action::"pay.refund", resource)
 when { decimal("1000.0").lessThanOrEqual(context.args.amount) && context.args.amount.lessThan(decimal("100000.0")) };
+
+@id("void")
+@approval("owner:business")
+@approval_reason("hidden")
+permit (principal == Agent::"clerk", action == Action::"pay.void", resource);
 "#;
 
 fn manifests(url: &str, extra: &str) -> String {
@@ -86,6 +91,14 @@ tools:
         card: {{ type: string }}
       required: [amount, currency]
     http: {{ request: {{ method: POST, path: /refunds }} }}
+  - name: void
+    description: Void a payment
+    risk: high
+    input_schema:
+      type: object
+      properties: {{ id: {{ type: string }} }}
+      required: [id]
+    http: {{ request: {{ method: POST, path: /voids }} }}
 ---
 kind: Agent
 id: clerk
@@ -96,7 +109,7 @@ owners:
   security: {{ name: secops, contact: sec@example.com }}
 deployment: {{ approved_by: ciso, approved_at: 2026-01-01 }}
 review_by: 2099-01-01
-tools: [pay.refund]
+tools: [pay.refund, pay.void]
 ---
 kind: Agent
 id: batch
@@ -1288,4 +1301,42 @@ approvals: { mode: non_blocking, max_pending: 10, rate: { rate: 2/hour } }
         .unwrap();
     assert_eq!(list["requests"].as_array().unwrap().len(), 2, "{list}");
     assert!(refunds(&backend).is_empty());
+}
+
+/// A policy can keep a denial's who and why from the agent.
+#[tokio::test]
+async fn a_policy_can_hide_who_denied_and_why() {
+    let (gw, backend) = start().await;
+    let started = gw.start_task("clerk", &["pay.void"], &[], 3600).await;
+    let client = gw.client(&started.token).await;
+    let call = tokio::spawn(async move {
+        client
+            .call_tool(
+                CallToolRequestParams::new("pay.void".to_string())
+                    .with_arguments(args(json!({ "id": "p1" }))),
+            )
+            .await
+    });
+    let request = pending(&gw).await;
+    let lead = gw.issue_approver_key("lead").await;
+    let (status, _) = api(
+        &gw,
+        &lead,
+        &request.id,
+        "deny",
+        json!({ "reason": "internal fraud review" }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let r = call.await.unwrap().unwrap();
+    assert_eq!(reason(&r), "approval_denied");
+    let t = text(&r);
+    assert!(
+        !t.contains("fraud") && !t.contains("lead") && t.contains("an approver"),
+        "{t}"
+    );
+    // The record and the request keep the truth.
+    let stored = gw.gw.store().approval(&request.id).await.unwrap().unwrap();
+    assert_eq!(stored.reason.as_deref(), Some("internal fraud review"));
+    assert!(backend.hits().is_empty());
 }

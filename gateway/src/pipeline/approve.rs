@@ -456,6 +456,14 @@ async fn wait_for(
         match current.status {
             ApprovalStatus::Pending => {}
             ApprovalStatus::Approved => return Ok(current),
+            ApprovalStatus::Denied if hides_reason(&current) => {
+                return Err(Denial::ApprovalDenied {
+                    tool,
+                    request: id,
+                    by: "an approver".into(),
+                    reason: None,
+                });
+            }
             ApprovalStatus::Denied => {
                 let by = gw
                     .store()
@@ -534,6 +542,12 @@ async fn wait_for(
             _ = tokio::time::sleep(nap) => {}
         }
     }
+}
+
+/// Whether the policy that asked for the approval hides a denial's who
+/// and why from the agent.
+fn hides_reason(r: &ApprovalRequest) -> bool {
+    r.policy["approval"]["hide_reason"].as_bool() == Some(true)
 }
 
 fn withdraw_unavailable(_gw: &Gateway, e: &crate::store::StoreError, _d: Denial) -> Denial {

@@ -30,6 +30,9 @@ pub(super) struct ApprovalRule {
     pub route: String,
     pub count: u32,
     pub timeout_seconds: u64,
+    /// `@approval_reason("hidden")`: a denial tells the agent neither who
+    /// denied nor why.
+    pub hide_reason: bool,
 }
 
 /// One policy's metadata.
@@ -70,6 +73,7 @@ const KNOWN: &[&str] = &[
     "approval",
     "approvals",
     "approval_timeout",
+    "approval_reason",
     "task_constraints",
 ];
 
@@ -198,6 +202,7 @@ fn read_rule(
         "approval",
         "approvals",
         "approval_timeout",
+        "approval_reason",
         "task_constraints",
     ];
     if effect == Effect::Forbid
@@ -222,12 +227,25 @@ fn read_rule(
             format!("@approval_timeout(\"{v}\") must look like `90s`, `15m`, `2h` or `1d`")
         })?,
     };
+    let hide_reason = match policy.annotation("approval_reason") {
+        None | Some("shown") => false,
+        Some("hidden") => true,
+        Some(v) => {
+            return Err(format!(
+                "@approval_reason(\"{v}\"): use \"shown\" (the default: the agent hears who denied it and why) or \"hidden\""
+            ));
+        }
+    };
     let approval = match policy.annotation("approval") {
         None => {
             if policy.annotation("approvals").is_some()
                 || policy.annotation("approval_timeout").is_some()
+                || policy.annotation("approval_reason").is_some()
             {
-                return Err("@approvals and @approval_timeout need @approval(\"ROUTE\")".into());
+                return Err(
+                    "@approvals, @approval_timeout and @approval_reason need @approval(\"ROUTE\")"
+                        .into(),
+                );
             }
             None
         }
@@ -238,6 +256,7 @@ fn read_rule(
                 route: route.to_string(),
                 count,
                 timeout_seconds,
+                hide_reason,
             }))
         }
     };

@@ -408,6 +408,9 @@ pub struct Approval {
     pub timeout_seconds: u64,
     /// What asked for it: a policy id, or the tool's risk default.
     pub source: String,
+    /// A denial tells the agent neither who denied it nor why.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub hide_reason: bool,
 }
 
 /// A decision, with everything needed to explain it.
@@ -585,6 +588,7 @@ impl Policies {
                 count: a.count,
                 timeout_seconds: a.timeout_seconds,
                 source,
+                hide_reason: a.hide_reason,
             }
         };
         let requiring = matched.iter().find_map(|r| match &r.approval {
@@ -732,11 +736,13 @@ fn default_approval(risk: Risk) -> ApprovalRule {
             route: "owner:security".into(),
             count: 2,
             timeout_seconds: 900,
+            hide_reason: false,
         },
         _ => ApprovalRule {
             route: "owner:business".into(),
             count: 1,
             timeout_seconds: 900,
+            hide_reason: false,
         },
     }
 }
