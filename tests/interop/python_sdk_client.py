@@ -10,6 +10,11 @@ Connects to a running gateway over Streamable HTTP with an agent key for
   request stands alone.
 - ``legacy``: the ``initialize`` handshake (2025-11-25) with a session.
 
+With $TOLLGATE_TASK_TOKEN (a task with billing.refund) and
+$TOLLGATE_APPROVER_KEY (head-of-support's credential) set, each mode also
+waits on a refund that needs approval, with progress notifications, and
+approves it through the approvals HTTP API.
+
 Usage:
     python_sdk_client.py [URL [KEY]]
 URL and KEY fall back to $TOLLGATE_URL and $TOLLGATE_KEY (prefer the variable
@@ -177,6 +182,81 @@ async def unknown_tool_error(client: Client, name: str, arguments: dict[str, Any
         return await client.call_tool(name, arguments)
     except MCPError as e:
         return e
+
+
+async def approval_flow(mode: str, url: str, task_token: str, approver_key: str, amount: float, report: Report) -> None:
+    """A refund above 100 waits for head-of-support: the call stays open with
+    progress notifications while this script, as the approver, finds the
+    request through the HTTP API and approves it; the call then completes."""
+
+    def check(name: str, ok: bool, detail: str = "") -> bool:
+        return report.check(mode, name, ok, detail)
+
+    base = url.rsplit("/mcp", 1)[0]
+    progress: list[str] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(message or "")
+
+    result: dict[str, Any] = {}
+
+    async def agent() -> None:
+        async with http_client(task_token, Recorder()) as http:
+            transport = streamable_http_client(url, http_client=http)
+            async with Client(transport, mode=mode, read_timeout_seconds=60.0) as client:
+                result["r"] = await client.call_tool(
+                    "billing.refund",
+                    {"invoice_id": "INV-1060", "amount": amount, "currency": "EUR", "reason": "interop"},
+                    progress_callback=on_progress,
+                )
+
+    async def approver() -> None:
+        headers = {"authorization": f"Bearer {approver_key}"}
+        async with httpx2.AsyncClient(headers=headers, timeout=10.0, trust_env=False) as http:
+            with anyio.fail_after(30):
+                while True:
+                    listing = (await http.get(f"{base}/api/approvals")).json()
+                    mine = [
+                        r for r in listing.get("requests", [])
+                        if r.get("tool") == "billing.refund" and r.get("arguments", {}).get("amount") == amount
+                    ]
+                    if mine:
+                        break
+                    await anyio.sleep(0.1)
+            # Let a progress notification or two go out while the call waits.
+            with anyio.move_on_after(10):
+                while not progress:
+                    await anyio.sleep(0.1)
+            r = await http.post(
+                f"{base}/api/approvals/{mine[0]['id']}/approve",
+                json={"reason": f"interop {mode}"},
+            )
+            result["approve_status"] = r.status_code
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent)
+        tg.start_soon(approver)
+
+    r = result.get("r")
+    check(
+        "approval: the approver's API call succeeds (200)",
+        result.get("approve_status") == 200,
+        f"status={result.get('approve_status')}",
+    )
+    check(
+        "approval: the waiting call sends progress ('waiting for approval by head-of-support')",
+        any("waiting for approval by head-of-support" in m for m in progress),
+        f"progress={progress[:3]}",
+    )
+    check(
+        "approval: the call completes with the refund once approved",
+        r is not None
+        and not r.is_error
+        and isinstance(r.structured_content, dict)
+        and r.structured_content.get("status") == "issued"
+        and "Approved by head-of-support" in text_of(r),
+        f"result={short(r)}",
+    )
 
 
 async def run_mode(mode: str, url: str, key: str, report: Report, recorder: Recorder) -> None:
@@ -361,6 +441,12 @@ def main() -> int:
 async def _bounded(mode: str, url: str, key: str, report: Report, recorder: Recorder) -> None:
     with anyio.fail_after(MODE_TIMEOUT_SECONDS):
         await run_mode(mode, url, key, report, recorder)
+        task_token = os.environ.get("TOLLGATE_TASK_TOKEN")
+        approver_key = os.environ.get("TOLLGATE_APPROVER_KEY")
+        if task_token and approver_key:
+            # A different amount per mode: each is its own request.
+            amount = {"auto": 110.0, MODERN_VERSION: 120.0, "legacy": 130.0}.get(mode, 140.0)
+            await approval_flow(mode, url, task_token, approver_key, amount, report)
 
 
 def describe(e: BaseException) -> str:

@@ -218,10 +218,18 @@ for attempt in 1 2 3; do
 done
 [[ -n "$started" ]] || die "the gateway did not start in 3 attempts"
 
+# A task for the approval flow, and head-of-support's credential.
+TASK_TOKEN="$("$BIN" --data "$WORK/data" --manifests "$WORK/manifests" tasks start --agent support-bot \
+  --purpose "interop: refunds that wait for approval" --tools billing.refund --ttl 15m 2>"$WORK/task.err")" \
+  || die "tasks start failed: $(cat "$WORK/task.err")"
+APPROVER_KEY="$("$BIN" --data "$WORK/data" --manifests "$WORK/manifests" approvers issue-key head-of-support 2>"$WORK/approver.err")" \
+  || die "approvers issue-key failed: $(cat "$WORK/approver.err")"
+
 # --- 3. The client -----------------------------------------------------------
 log "running the Python SDK client against http://127.0.0.1:$PORT/mcp"
 set +e
 TOLLGATE_URL="http://127.0.0.1:$PORT/mcp" TOLLGATE_KEY="$KEY" \
+  TOLLGATE_TASK_TOKEN="$TASK_TOKEN" TOLLGATE_APPROVER_KEY="$APPROVER_KEY" \
   venv_python "$HERE/python_sdk_client.py" 2>&1 | tee "$WORK/client.out"
 status=${PIPESTATUS[0]}
 set -e
