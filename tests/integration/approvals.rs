@@ -219,24 +219,7 @@ async fn until<F: std::future::Future<Output = bool>>(what: &str, mut f: impl Fn
 
 /// The one pending request (waits until there is one).
 async fn pending(gw: &TestGateway) -> tollgate::store::ApprovalRequest {
-    let mut found = None;
-    for _ in 0..200 {
-        let list = gw
-            .gw
-            .store()
-            .approvals(&tollgate::store::ApprovalFilter {
-                statuses: vec![tollgate::store::ApprovalStatus::Pending],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        if let Some(r) = list.into_iter().next() {
-            found = Some(r);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    found.expect("a pending approval request")
+    gw.pending_approval().await
 }
 
 async fn api(gw: &TestGateway, key: &str, id: &str, verb: &str, body: Value) -> (u16, Value) {

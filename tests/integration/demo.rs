@@ -179,7 +179,7 @@ async fn support_bot_walkthrough() {
     if waiting.is_finished() {
         panic!("the call did not wait: {:?}", waiting.await);
     }
-    let request = pending_request(&gw).await;
+    let request = gw.pending_approval().await;
     assert_eq!(request.approvers, "head-of-support");
     assert_eq!(
         request.purpose.as_deref(),
@@ -208,7 +208,7 @@ async fn support_bot_walkthrough() {
     // (550: over the constraint of 500, within what is left of the task's
     // refund budget of 1,000.)
     let waiting = tokio::spawn(async move { third.call_tool(refund(550.0)).await });
-    let request = pending_request(&gw).await;
+    let request = gw.pending_approval().await;
     let denied = http
         .post(format!("{}/api/approvals/{}/deny", gw.base(), request.id))
         .bearer_auth(&approver)
@@ -334,26 +334,4 @@ async fn support_bot_walkthrough() {
         last_denied.owners.as_ref().unwrap()["agent"]["business"]["name"],
         "head-of-support"
     );
-}
-
-/// The one pending approval request (waits, bounded, until there is one).
-async fn pending_request(gw: &TestGateway) -> tollgate::store::ApprovalRequest {
-    for _ in 0..400 {
-        let list = gw
-            .gw
-            .store()
-            .approvals(&tollgate::store::ApprovalFilter {
-                statuses: vec![tollgate::store::ApprovalStatus::Pending],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        if let Some(r) = list.into_iter().next() {
-            return r;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    let all = gw.gw.store().approvals(&Default::default()).await.unwrap();
-    let d = gw.decisions().await;
-    panic!("no pending approval request: {all:?} {:?}", d.last());
 }

@@ -355,6 +355,33 @@ impl TestGateway {
         k.key
     }
 
+    /// The newest pending approval request, waiting (bounded: 10 s) until
+    /// there is one.
+    pub async fn pending_approval(&self) -> tollgate::store::ApprovalRequest {
+        for _ in 0..400 {
+            let list = self
+                .gw
+                .store()
+                .approvals(&tollgate::store::ApprovalFilter {
+                    statuses: vec![tollgate::store::ApprovalStatus::Pending],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if let Some(r) = list.into_iter().next() {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let all = self
+            .gw
+            .store()
+            .approvals(&Default::default())
+            .await
+            .unwrap();
+        panic!("no pending approval request; all requests: {all:?}");
+    }
+
     /// The gateway's base URL (`http://127.0.0.1:PORT`).
     pub fn base(&self) -> String {
         format!("http://{}", self.addr)

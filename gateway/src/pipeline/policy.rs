@@ -48,37 +48,22 @@ impl Decided {
 
 /// Decides the call with the catalog's policy set.
 pub fn decide(catalog: &Catalog, scoped: Scoped, now: OffsetDateTime) -> Result<Decided, Denial> {
-    let call = scoped.call();
-    let tool = match call.target() {
-        Target::Connector(tool) => tool.clone(),
-        Target::Gateway(name) => {
-            let decision = gateway_tool(name);
-            return Ok(Decided { scoped, decision });
-        }
+    let decision = match scoped.call().target() {
+        Target::Connector(_) => decide_scoped(catalog, &scoped, now)?,
+        Target::Gateway(name) => gateway_tool(name),
     };
-    let decision = decide_tool(
-        catalog,
-        &call.who().agent().id,
-        &tool,
-        call.arguments(),
-        scoped.task(),
-        now,
-    );
-    if decision.verdict == Verdict::Deny {
-        return Err(Denial::Policy {
-            tool: tool.full_name.clone(),
-            decision: Box::new(decision),
-        });
-    }
     Ok(Decided { scoped, decision })
 }
 
-/// Whether policy on `catalog` (the one in force, after a wait) still lets
-/// the call through: anything but a denial.
-pub fn still_allows(catalog: &Catalog, scoped: &Scoped, now: OffsetDateTime) -> Result<(), Denial> {
+/// The decision for a connector call as scoped, a denial as an error.
+fn decide_scoped(
+    catalog: &Catalog,
+    scoped: &Scoped,
+    now: OffsetDateTime,
+) -> Result<Decision, Denial> {
     let call = scoped.call();
     let Target::Connector(tool) = call.target() else {
-        return Ok(());
+        return Ok(gateway_tool(call.target().name()));
     };
     let decision = decide_tool(
         catalog,
@@ -94,7 +79,13 @@ pub fn still_allows(catalog: &Catalog, scoped: &Scoped, now: OffsetDateTime) -> 
             decision: Box::new(decision),
         });
     }
-    Ok(())
+    Ok(decision)
+}
+
+/// Whether policy on `catalog` (the one in force, after a wait) still lets
+/// the call through: anything but a denial.
+pub fn still_allows(catalog: &Catalog, scoped: &Scoped, now: OffsetDateTime) -> Result<(), Denial> {
+    decide_scoped(catalog, scoped, now).map(|_| ())
 }
 
 fn gateway_tool(name: &str) -> Decision {

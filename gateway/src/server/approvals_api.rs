@@ -177,17 +177,7 @@ async fn approve(
     Path(id): Path<String>,
     bytes: axum::body::Bytes,
 ) -> Response {
-    let b = match body(&bytes) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
-    let vote = Vote {
-        approve: true,
-        reason: b.reason,
-        for_task: b.for_task,
-        args: b.args,
-    };
-    decided(approvals::decide(&gw, &who, &id, vote).await)
+    vote(&gw, &who, &id, &bytes, true).await
 }
 
 async fn deny(
@@ -196,17 +186,27 @@ async fn deny(
     Path(id): Path<String>,
     bytes: axum::body::Bytes,
 ) -> Response {
-    let b = match body(&bytes) {
+    vote(&gw, &who, &id, &bytes, false).await
+}
+
+async fn vote(
+    gw: &Gateway,
+    who: &ApproverIdentity,
+    id: &str,
+    bytes: &[u8],
+    approve: bool,
+) -> Response {
+    let b = match body(bytes) {
         Ok(b) => b,
         Err(r) => return *r,
     };
     let vote = Vote {
-        approve: false,
+        approve,
         reason: b.reason,
         for_task: b.for_task,
         args: b.args,
     };
-    decided(approvals::decide(&gw, &who, &id, vote).await)
+    decided(approvals::decide(gw, who, id, vote).await)
 }
 
 fn decided(result: Result<crate::store::ApprovalRequest, ApprovalError>) -> Response {
