@@ -618,6 +618,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         key_hash: &[u8],
     ) -> Result<Option<ApproverKeyRecord>, StoreError>;
+    /// The live (unrevoked) approver credential with this id: the review
+    /// page keeps only the id in its session and checks it on every request.
+    async fn approver_key_live(
+        &self,
+        key_id: &str,
+    ) -> Result<Option<ApproverKeyRecord>, StoreError>;
     /// Every approver credential, oldest first.
     async fn approver_keys(&self) -> Result<Vec<ApproverKeyRecord>, StoreError>;
     /// Revokes a live approver credential; false if none has that id.

@@ -870,6 +870,12 @@ impl Store for SqliteStore {
     ) -> Result<Option<super::ApproverKeyRecord>, StoreError> {
         self.ap_find_key(key_hash).await
     }
+    async fn approver_key_live(
+        &self,
+        key_id: &str,
+    ) -> Result<Option<super::ApproverKeyRecord>, StoreError> {
+        self.ap_live_key(key_id).await
+    }
     async fn approver_keys(&self) -> Result<Vec<super::ApproverKeyRecord>, StoreError> {
         self.ap_keys().await
     }

@@ -152,6 +152,20 @@ impl SqliteStore {
         Ok(row.map(|r| key_row(&r)).transpose()?)
     }
 
+    pub(super) async fn ap_live_key(
+        &self,
+        key_id: &str,
+    ) -> Result<Option<ApproverKeyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT key_id, approver_id, label, created_at, revoked_at FROM approver_keys \
+             WHERE key_id = ? AND revoked_at IS NULL",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|r| key_row(&r)).transpose()?)
+    }
+
     pub(super) async fn ap_keys(&self) -> Result<Vec<ApproverKeyRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT key_id, approver_id, label, created_at, revoked_at FROM approver_keys ORDER BY created_at, key_id",
