@@ -9,7 +9,9 @@
 //!   `Access-Control-Allow-Origin`.
 //! - Every error leaves as JSON: unknown paths get a JSON 404, and plain or
 //!   empty error bodies (rmcp's 406/415, axum's 405) are rewritten, as a
-//!   JSON-RPC error on `/mcp` and `{"error", "reason"}` elsewhere.
+//!   JSON-RPC error on `/mcp` and `{"error", "reason"}` elsewhere. The
+//!   review page (`/ui`) is the exception: it answers in HTML, and gets no
+//!   CORS headers (its forms check their own origin).
 //! - The admin API gets the `/mcp` Origin rule, the URL-credential rule and
 //!   JSON-only bodies (415).
 //! - `/mcp` bodies: read within the size cap and time limit, then malformed
@@ -52,6 +54,13 @@ pub(super) async fn shape(State(edge): State<Arc<Edge>>, request: Request, next:
             "authorization_duplicated",
             "send exactly one Authorization header",
         );
+    }
+    let path = request.uri().path();
+    if path == "/ui" || path.starts_with("/ui/") {
+        // The review page answers people in HTML, its errors too, and is
+        // for its own origin only: no JSON rewriting, no CORS (a preflight
+        // gets the page's 405).
+        return next.run(request).await;
     }
     let origin = request
         .headers()
