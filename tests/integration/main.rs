@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod admin_keys;
+mod approval_ui;
 mod approvals;
 mod architecture;
 mod cli;
