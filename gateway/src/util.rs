@@ -25,3 +25,16 @@ pub fn stamp(t: time::OffsetDateTime) -> String {
 pub fn parse_stamp(s: &str) -> Option<time::OffsetDateTime> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
 }
+
+/// The longest agent-chosen string (tool name, task id) echoed back or
+/// written to a record; longer ones are cut with a marker.
+pub const MAX_ECHO: usize = 128;
+
+/// `s` cut to [`MAX_ECHO`] characters, marked when cut.
+pub fn capped(s: &str) -> String {
+    if s.chars().count() <= MAX_ECHO {
+        return s.to_string();
+    }
+    let head: String = s.chars().take(MAX_ECHO).collect();
+    format!("{head}…(cut)")
+}

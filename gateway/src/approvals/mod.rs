@@ -499,7 +499,7 @@ pub async fn show(
         .approval(id)
         .await?
         .filter(|r| who.approver.answers_for(&r.approvers))
-        .ok_or_else(|| ApprovalError::NotFound(crate::pipeline::denial::capped(id)))?;
+        .ok_or_else(|| ApprovalError::NotFound(crate::util::capped(id)))?;
     let votes = gw.store().approval_votes(id).await?;
     let events = gw.store().approval_events(id).await?;
     let catalog = gw.catalog();
@@ -695,7 +695,7 @@ fn check_change(
         let Some(schema) = properties.get(k) else {
             return Err(ApprovalError::InvalidChange(format!(
                 "`{}` is not an argument of `{}`",
-                crate::pipeline::denial::capped(k),
+                crate::util::capped(k),
                 request.tool
             )));
         };
@@ -712,15 +712,24 @@ fn check_change(
         if let Some(e) = validator.iter_errors(&value).next() {
             return Err(ApprovalError::InvalidChange(format!(
                 "`{k}` does not match the tool's schema: {}",
-                crate::pipeline::denial::capped(&e.to_string())
+                crate::util::capped(&e.to_string())
             )));
         }
         normalised.insert(k.clone(), value);
     }
     let changed = apply_patch(&shown, &normalised);
-    if let Some(d) =
-        crate::pipeline::policy::recheck_change(catalog, &request.agent_id, tool, &changed, now)
-    {
+    // Decided as a call outside any task: the call is decided again, in its
+    // task and with the real arguments, before it runs.
+    let facts = crate::policy::CallFacts {
+        agent: &request.agent_id,
+        tool: &tool.full_name,
+        args: &changed,
+        task: None,
+        violated: &[],
+        now,
+    };
+    if catalog.agents.contains_key(&request.agent_id) {
+        let d = crate::policy::decide(catalog.policies.as_deref(), &facts);
         if d.verdict == Verdict::Deny
             && !matches!(d.code, "policy_unrepresentable" | "policy_error")
         {

@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Progress;
 use super::authorize::{self, Target};
-use super::confirm;
 use super::denial::Denial;
+use super::fence;
 use super::limits::Limited;
 use super::scope::Scoped;
 use crate::Gateway;
@@ -510,7 +510,7 @@ async fn wait_for(
             // Whoever closed it, the answer is in the store: read it again.
             continue;
         }
-        if let Err(d) = confirm::check(gw, who, scoped.task(), task_id.as_deref()).await {
+        if let Err(d) = fence::check(gw, who, scoped.task(), task_id.as_deref()).await {
             return Err(withdraw(format!("{d}")).await);
         }
         if let Some(p) = wait.progress

@@ -251,18 +251,7 @@ pub fn unauthenticated(error: &AuthError, hint: &str) -> AgentView {
     }
 }
 
-/// The longest agent-chosen string (tool name, task id) echoed back or
-/// written to a record; longer ones are cut with a marker.
-pub const MAX_ECHO: usize = 128;
-
-/// `s` cut to [`MAX_ECHO`] characters, marked when cut.
-pub fn capped(s: &str) -> String {
-    if s.chars().count() <= MAX_ECHO {
-        return s.to_string();
-    }
-    let head: String = s.chars().take(MAX_ECHO).collect();
-    format!("{head}…(cut)")
-}
+pub use crate::util::{MAX_ECHO, capped};
 
 impl Denial {
     /// Stable reason code for records and agents.

@@ -3,7 +3,7 @@
 //!
 //! Contract: takes a `Recorded<Credentialed>`, so the record, the
 //! revocation confirmation and the credential all came first. Right before
-//! the connector is called it confirms once more (`confirm::check`): a
+//! the connector is called it confirms once more (`fence::check`): a
 //! revocation committed while the credential was being issued wins, and
 //! nothing that can wait stands between that check and the request. The
 //! connector enforces its own timeout; cancellation by the client
@@ -12,9 +12,9 @@
 use tokio_util::sync::CancellationToken;
 use tollgate_connectors::{ConnectorCall, ConnectorError, ToolOutput};
 
-use super::confirm;
 use super::credential::Credentialed;
 use super::denial::Denial;
+use super::fence;
 use super::record::{RecordId, Recorded};
 use crate::Gateway;
 
@@ -40,7 +40,7 @@ pub async fn dispatch(
     let (record, c) = credentialed.split();
     let scoped = c.confirmed().scoped();
     let task_id = scoped.task().map(|t| t.id.as_str());
-    if let Err(d) = confirm::check(gw, scoped.call().who(), scoped.task(), task_id).await {
+    if let Err(d) = fence::check(gw, scoped.call().who(), scoped.task(), task_id).await {
         return (record, Dispatched::Refused(d));
     }
     let tool = c.tool();

@@ -26,6 +26,7 @@ pub mod confirm;
 pub mod credential;
 pub mod denial;
 pub mod dispatch;
+pub mod fence;
 pub mod limits;
 pub mod policy;
 pub mod record;

@@ -222,16 +222,3 @@ pub fn dry_run_task(agent: &str, tool: &str, constraints: Vec<String>) -> TaskRe
         started_with_expires_at: None,
     }
 }
-
-/// Policy on a changed call, as an approver proposes it (outside any task:
-/// the call is decided again, in its task, before it runs).
-pub fn recheck_change(
-    catalog: &Catalog,
-    agent: &str,
-    tool: &ToolEntry,
-    args: &Map<String, Value>,
-    now: OffsetDateTime,
-) -> Option<Decision> {
-    catalog.agents.get(agent)?;
-    Some(decide_tool(catalog, agent, tool, args, None, now))
-}
