@@ -446,11 +446,9 @@ async fn wait_for(
             Ok(Some(r)) => r,
             Ok(None) => return Err(Denial::ApprovalsUnavailable),
             Err(e) => {
-                return Err(withdraw_unavailable(
-                    gw,
-                    &e,
-                    withdraw("the approval queue could not be read".into()).await,
-                ));
+                tracing::error!(error = %e, "cannot read an approval request while waiting; refusing the call");
+                withdraw("the approval queue could not be read".into()).await;
+                return Err(Denial::ApprovalsUnavailable);
             }
         };
         match current.status {
@@ -548,11 +546,6 @@ async fn wait_for(
 /// and why from the agent.
 fn hides_reason(r: &ApprovalRequest) -> bool {
     r.policy["approval"]["hide_reason"].as_bool() == Some(true)
-}
-
-fn withdraw_unavailable(_gw: &Gateway, e: &crate::store::StoreError, _d: Denial) -> Denial {
-    tracing::error!(error = %e, "cannot read an approval request while waiting; refusing the call");
-    Denial::ApprovalsUnavailable
 }
 
 /// The last block of a request id (its random part), as people say it.

@@ -357,17 +357,14 @@ impl SqliteStore {
                 return Ok(Voted::AlreadyVoted);
             }
             let approving = v.verdict == "approve";
-            // Every approval of one request approves the same call: a
-            // second approver cannot quietly approve other changes.
-            if approving && request.patch != v.patch && request.patch.is_some() {
-                return Ok(Voted::ConflictingChanges);
-            }
             let approvals_before: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM approval_votes WHERE request_id = ? AND verdict = 'approve'",
             )
             .bind(&v.request_id)
             .fetch_one(&mut *conn)
             .await?;
+            // Every approval of one request approves the same call: a
+            // second approver cannot quietly approve other changes.
             if approving && approvals_before > 0 && request.patch != v.patch {
                 return Ok(Voted::ConflictingChanges);
             }
