@@ -20,6 +20,7 @@
 //! - [`store`]: persistent state behind a trait; SQLite by default.
 //! - [`revocation`]: the revocation feed, applied to calls in flight.
 //! - [`agents`]: agent lifecycle judgement; [`keys`]: gateway-issued keys.
+//! - [`metrics`]: the Prometheus registry the pipeline reports into.
 //! - [`demo`]: the built-in demo backend the shipped manifests use.
 //! - [`cli`]: the `tollgate` command line; `main.rs` only calls it.
 
@@ -40,6 +41,7 @@ pub mod limits;
 pub mod logging;
 pub mod manifest;
 pub mod mcp;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod reload;
@@ -74,6 +76,7 @@ pub struct Gateway {
     limiter: Arc<dyn limits::RateLimiter>,
     pub(crate) in_flight: Arc<limits::InFlight>,
     approvals: approvals::Approvals,
+    metrics: metrics::Metrics,
 }
 
 fn read<T: Clone>(lock: &RwLock<T>) -> T {
@@ -106,6 +109,7 @@ impl Gateway {
             revocations: Arc::new(revocation::Watcher::default()),
             bound_tasks: std::sync::Mutex::new(std::collections::HashMap::new()),
             approvals: approvals::Approvals::default(),
+            metrics: metrics::Metrics::new(),
         }
     }
 
@@ -181,6 +185,11 @@ impl Gateway {
     /// webhooks).
     pub fn approvals(&self) -> &approvals::Approvals {
         &self.approvals
+    }
+
+    /// The gateway's metrics (Prometheus registry).
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
     }
 
     /// Now, by the gateway's clock.
