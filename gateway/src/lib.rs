@@ -20,6 +20,7 @@
 //! - [`store`]: persistent state behind a trait; SQLite by default.
 //! - [`revocation`]: the revocation feed, applied to calls in flight.
 //! - [`agents`]: agent lifecycle judgement; [`keys`]: gateway-issued keys.
+//! - [`calllog`]: the operator's line per call (and its warnings).
 //! - [`metrics`]: the Prometheus registry the pipeline reports into.
 //! - [`demo`]: the built-in demo backend the shipped manifests use.
 //! - [`cli`]: the `tollgate` command line; `main.rs` only calls it.
@@ -30,6 +31,7 @@ pub mod app;
 pub mod approvals;
 pub mod args;
 pub mod broker;
+pub mod calllog;
 pub mod catalog;
 pub mod cli;
 pub mod clock;

@@ -109,6 +109,18 @@ pub enum RateKey {
     ApprovalRequests(String),
 }
 
+impl RateKey {
+    /// The kind of limit, as a fixed label (metrics).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RateKey::Agent(_) => "agent_rate",
+            RateKey::AgentTool(..) => "agent_tool_rate",
+            RateKey::Connector(_) => "connector_rate",
+            RateKey::ApprovalRequests(_) => "approval_request_rate",
+        }
+    }
+}
+
 impl fmt::Display for RateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -74,12 +74,13 @@ pub async fn take(gw: &Gateway, catalog: &Catalog, decided: Decided) -> Result<L
     let agent = call.who().agent();
     let limiter = gw.rate_limiter();
     let rated = |key: RateKey, spec| {
-        limiter
-            .take(&key, spec)
-            .map_err(|retry_after| Denial::RateLimited {
+        limiter.take(&key, spec).map_err(|retry_after| {
+            gw.metrics().limit_refused(key.kind());
+            Denial::RateLimited {
                 limit: format!("{key}: {spec}"),
                 retry_after,
-            })
+            }
+        })
     };
     if let Some(spec) = agent.rate {
         rated(RateKey::Agent(agent.id.clone()), spec)?;

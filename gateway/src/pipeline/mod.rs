@@ -43,6 +43,7 @@ pub use authenticate::{Authenticated, Transport};
 pub use denial::{AgentView, Denial};
 
 use crate::Gateway;
+use crate::calllog::Summary;
 use crate::catalog::ToolEntry;
 use crate::store::{CallOutcome, TaskRecord};
 use authorize::Target;
@@ -121,8 +122,15 @@ pub async fn call_tool(
     cancel: &CancellationToken,
 ) -> CallReply {
     let started = Instant::now();
-    let (reply, _closed) = run(gw, who, request, cancel, started).await;
+    let tool = request.name.clone();
+    let (reply, _closed, summary) = run(gw, who, request, cancel, started).await;
+    crate::calllog::finished(gw, &who.agent().id, &tool, &summary, started.elapsed());
     reply
+}
+
+/// Times one stage into the metrics.
+fn stage(gw: &Gateway, name: &'static str, since: Instant) {
+    gw.metrics().observe_stage(name, since.elapsed());
 }
 
 /// The stages in order. Every path ends in a record: a denial record, or
@@ -134,7 +142,7 @@ async fn run(
     request: ToolRequest,
     cancel: &CancellationToken,
     started: Instant,
-) -> (CallReply, Closed) {
+) -> (CallReply, Closed, Summary) {
     let catalog = gw.catalog();
     let task_id = scope::task_id_for(gw, who, &request);
     let ToolRequest {
@@ -154,7 +162,10 @@ async fn run(
 
     // Admit before looking at the tool: a suspended, retired or overdue
     // agent is refused whatever it asks for.
-    let admitted = match admit::admit(gw, who).await {
+    let t = Instant::now();
+    let admitted = admit::admit(gw, who).await;
+    stage(gw, "admit", t);
+    let admitted = match admitted {
         Ok(a) => a,
         Err(d) => return refused.close(d, raw_digest(gw, arguments.as_ref())).await,
     };
@@ -181,13 +192,16 @@ async fn run(
         // grants and bad arguments are refused before anything is written
         // or sent, and the backend never sees a malformed call.
         let key = gw.secrets();
-        let authorized = match authorize::authorize(
+        let t = Instant::now();
+        let authorized = authorize::authorize(
             &catalog,
             key.digest_key(),
             admitted,
             &name,
             arguments.take(),
-        ) {
+        );
+        stage(gw, "authorize", t);
+        let authorized = match authorized {
             Ok(a) => a,
             Err((d, digest)) => return refused.close(d, Some(digest)).await,
         };
@@ -195,23 +209,41 @@ async fn run(
 
         // Scope: the call must fit its task (or need none). After
         // authorize, so a task can only narrow what the grants allow.
-        let scoped = match scope::scope(gw, authorized, task_id.as_deref()).await {
+        let t = Instant::now();
+        let scoped = scope::scope(gw, authorized, task_id.as_deref()).await;
+        stage(gw, "scope", t);
+        let scoped = match scoped {
             Ok(s) => s,
             Err(d) => return refused.close(d, Some(digest)).await,
         };
 
         // Policy: after the static checks, so it decides only calls the
         // grants and the task allow, with validated arguments; in memory.
-        let decided = match policy::decide(&catalog, scoped, gw.now()) {
+        let t = Instant::now();
+        let decided = policy::decide(&catalog, scoped, gw.now());
+        stage(gw, "policy", t);
+        let decided = match decided {
             Ok(d) => d,
             Err(d) => return refused.close(d, Some(digest)).await,
         };
 
         // Limits: after policy, so a call policy refuses spends nothing;
         // rates in memory first, then the task's budgets in the store.
-        let mut limited = match limits::take(gw, &catalog, decided).await {
+        let t = Instant::now();
+        let limited = limits::take(gw, &catalog, decided).await;
+        stage(gw, "limits", t);
+        let mut limited = match limited {
             Ok(l) => l,
-            Err(d) => return refused.close(d, Some(digest)).await,
+            Err(d) => {
+                // Rate refusals are counted by the stage, which knows the
+                // key; the task's own limits here.
+                match &d {
+                    Denial::TaskBusy { .. } => gw.metrics().limit_refused("task_in_flight"),
+                    Denial::TaskBudget { .. } => gw.metrics().limit_refused("task_budget"),
+                    _ => {}
+                }
+                return refused.close(d, Some(digest)).await;
+            }
         };
         // Held until the call is over, however it ends.
         _in_flight = limited.hold_in_flight();
@@ -220,7 +252,10 @@ async fn run(
         // Approve: after limits, so a flood of calls cannot fill the
         // approval queue; before the record, so an unapproved call writes
         // only a denial. A blocking wait happens here.
-        match approve::approve(gw, limited, granted.take(), wait).await {
+        let t = Instant::now();
+        let gate = approve::approve(gw, limited, granted.take(), wait).await;
+        stage(gw, "approve", t);
+        match gate {
             Ok(a) => break (a, exhausted),
             Err(approve::Gate::Refused(d)) => return refused.close(d, Some(digest)).await,
             Err(approve::Gate::Changed {
@@ -242,16 +277,22 @@ async fn run(
 
     // Record before anything can have an effect: a call whose decision is
     // not durable must not run (fail closed).
-    let recorded = match record::allow(gw, approved).await {
+    let t = Instant::now();
+    let recorded = record::allow(gw, approved).await;
+    stage(gw, "record", t);
+    let recorded = match recorded {
         Ok(r) => r,
         Err(d) => return refused.close(d, Some(digest)).await,
     };
 
     // Confirm no revocation committed since the state was read, before a
     // credential is minted for the call.
-    let confirmed = match confirm::confirm(gw, recorded).await {
+    let t = Instant::now();
+    let confirmed = confirm::confirm(gw, recorded).await;
+    stage(gw, "confirm", t);
+    let confirmed = match confirmed {
         Ok(c) => c,
-        Err((record, d)) => return close_refused(gw, record, d, started).await,
+        Err((record, d)) => return close_refused(gw, record, d, task_id.as_deref(), started).await,
     };
 
     let tool = match confirmed.stage().scoped().call().target() {
@@ -270,26 +311,42 @@ async fn run(
                 task_id.as_deref(),
             )
             .await;
-            return close_builtin(gw, record, result, started).await;
+            return close_builtin(gw, record, result, task_id.as_deref(), started).await;
         }
     };
 
     // The credential, last among the checks, so nothing is minted for a
     // call that will not run.
-    let credentialed = match credential::issue(gw, confirmed, tool.clone()).await {
+    let t = Instant::now();
+    let credentialed = credential::issue(gw, confirmed, tool.clone()).await;
+    stage(gw, "credential", t);
+    let credentialed = match credentialed {
         Ok(c) => c,
-        Err((record, d)) => return close_refused(gw, record, d, started).await,
+        Err((record, d)) => return close_refused(gw, record, d, task_id.as_deref(), started).await,
     };
 
     // Dispatch: confirms once more, then the only step with an effect
     // outside the gateway.
+    let t = Instant::now();
     let (record, dispatched) = dispatch::dispatch(gw, credentialed, cancel).await;
-    let (reply, closed) = close_dispatched(gw, record, &tool, dispatched, started).await;
+    let backend_latency = t.elapsed();
+    stage(gw, "dispatch", t);
+    // A call refused by dispatch's last confirmation never reached the
+    // backend: no backend latency for it.
+    let reached = !matches!(dispatched, Dispatched::Refused(_));
+    if reached {
+        gw.metrics()
+            .observe_backend(&tool.connector_id, backend_latency);
+    }
+    let (reply, closed, mut summary) =
+        close_dispatched(gw, record, &tool, dispatched, task_id.as_deref(), started).await;
+    summary.connector = Some(tool.connector_id.clone());
+    summary.backend_latency = reached.then_some(backend_latency);
     let reply = match (reply, approval_note) {
         (CallReply::Output(output), Some(approval)) => CallReply::Approved { output, approval },
         (reply, _) => reply,
     };
-    let closed = (reply, closed);
+    let closed = (reply, closed, summary);
     if let (Some(budget), Some(task)) = (exhausted, task_id.as_deref()) {
         end_exhausted(gw, task, &budget).await;
     }
@@ -324,7 +381,7 @@ struct Refusal<'a> {
 }
 
 impl Refusal<'_> {
-    async fn close(&self, d: Denial, digest: Option<String>) -> (CallReply, Closed) {
+    async fn close(&self, d: Denial, digest: Option<String>) -> (CallReply, Closed, Summary) {
         let closed = record::deny(
             self.gw,
             self.who,
@@ -335,8 +392,8 @@ impl Refusal<'_> {
             elapsed_us(self.started),
         )
         .await;
-        tracing::info!(agent = %self.who.agent().id, tool = %denial::capped(self.name), code = d.code(), "call refused");
-        (CallReply::Refused(d.to_agent()), closed)
+        let summary = Summary::denied(d.code(), self.task_id);
+        (CallReply::Refused(d.to_agent()), closed, summary)
     }
 }
 
@@ -348,27 +405,26 @@ async fn close_refused(
     gw: &Gateway,
     record: RecordId,
     d: Denial,
+    task: Option<&str>,
     started: Instant,
-) -> (CallReply, Closed) {
+) -> (CallReply, Closed, Summary) {
     let outcome = Outcome {
         outcome: CallOutcome::Refused,
         code: Some(d.code()),
         backend_status: None,
     };
-    tracing::info!(
-        code = d.code(),
-        "call refused after its decision was recorded"
-    );
+    let summary = Summary::allowed("refused", Some(d.code()), task);
     let closed = record::outcome(gw, record, outcome, elapsed_us(started)).await;
-    (CallReply::Refused(d.to_agent()), closed)
+    (CallReply::Refused(d.to_agent()), closed, summary)
 }
 
 async fn close_builtin(
     gw: &Gateway,
     record: RecordId,
     result: Result<ToolOutput, (&'static str, String)>,
+    task: Option<&str>,
     started: Instant,
-) -> (CallReply, Closed) {
+) -> (CallReply, Closed, Summary) {
     let (outcome, reply) = match result {
         Ok(out) => (
             Outcome {
@@ -391,8 +447,9 @@ async fn close_builtin(
             )),
         ),
     };
+    let summary = Summary::allowed(outcome.outcome.as_str(), outcome.code, task);
     let closed = record::outcome(gw, record, outcome, elapsed_us(started)).await;
-    (reply, closed)
+    (reply, closed, summary)
 }
 
 async fn close_dispatched(
@@ -400,8 +457,13 @@ async fn close_dispatched(
     record: RecordId,
     tool: &ToolEntry,
     dispatched: Dispatched,
+    task: Option<&str>,
     started: Instant,
-) -> (CallReply, Closed) {
+) -> (CallReply, Closed, Summary) {
+    let failure = match &dispatched {
+        Dispatched::Failed(e) => Some(e.detail()),
+        _ => None,
+    };
     let (outcome, reply) = match dispatched {
         Dispatched::Output(out) => (
             Outcome {
@@ -435,10 +497,13 @@ async fn close_dispatched(
             },
             CallReply::Refused(denial::cancelled()),
         ),
-        Dispatched::Refused(d) => return close_refused(gw, record, d, started).await,
+        Dispatched::Refused(d) => return close_refused(gw, record, d, task, started).await,
     };
+    let mut summary = Summary::allowed(outcome.outcome.as_str(), outcome.code, task);
+    summary.backend_status = outcome.backend_status;
+    summary.failure = failure;
     let closed = record::outcome(gw, record, outcome, elapsed_us(started)).await;
-    (reply, closed)
+    (reply, closed, summary)
 }
 
 /// Whether calling `tool` twice is harmless: declared read-only or
