@@ -59,6 +59,8 @@ pub struct Config {
     pub sweep_interval: Duration,
     /// Start the built-in demo backend when the manifests declare one.
     pub demo_backend: bool,
+    /// Backend latency above which a call is logged as slow.
+    pub slow_call: Duration,
 }
 
 impl Config {
@@ -72,7 +74,14 @@ impl Config {
             reload_interval: Some(DEFAULT_RELOAD_INTERVAL),
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
             demo_backend: true,
+            slow_call: crate::metrics::DEFAULT_SLOW_CALL,
         }
+    }
+
+    /// Logs calls whose backend took longer than `threshold` as slow.
+    pub fn with_slow_call(mut self, threshold: Duration) -> Self {
+        self.slow_call = threshold;
+        self
     }
 
     /// Uses `clock` instead of the system clock.
@@ -153,6 +162,8 @@ pub struct App {
     config: Config,
     gw: Arc<Gateway>,
     demo: Option<SocketAddr>,
+    /// Where `/metrics` is served on its own, if anywhere.
+    metrics_listener: Option<TcpListener>,
     /// Held while this process serves the data directory (see [`recover`]).
     _serving: ServingLock,
 }
@@ -185,6 +196,7 @@ impl App {
         if let Some(clock) = &config.clock {
             gw = gw.with_clock(clock.clone());
         }
+        gw.metrics().set_slow_call(config.slow_call);
         let gw = Arc::new(gw);
         let serving = recover(&gw, &config.data).await;
         if let Err(e) = crate::reload::record_startup(&gw).await {
@@ -194,8 +206,49 @@ impl App {
             config,
             gw,
             demo,
+            metrics_listener: None,
             _serving: serving,
         })
+    }
+
+    /// Also serves `/metrics`, unauthenticated, on `listener` (bound by the
+    /// caller before serving starts, like the main listener).
+    pub fn with_metrics_listener(mut self, listener: TcpListener) -> Self {
+        self.metrics_listener = Some(listener);
+        self
+    }
+
+    /// The start-up summary: what was loaded, from where, served where.
+    /// Its message names the MCP address, so it is the one line to look
+    /// for in JSON logs too.
+    fn log_summary(&self, listen: &str) {
+        let catalog = self.gw.catalog();
+        let at = if listen == "stdio" {
+            "stdio".to_string()
+        } else {
+            format!("http://{listen}/mcp")
+        };
+        let metrics = match (&self.metrics_listener, &self.config.http.metrics_token) {
+            (Some(l), _) => l
+                .local_addr()
+                .map(|a| format!("http://{a}/metrics"))
+                .unwrap_or_else(|_| "own listener".into()),
+            (None, Some(_)) => "/metrics (token)".into(),
+            (None, None) => "off".into(),
+        };
+        tracing::info!(
+            manifests = %self.config.manifests.display(),
+            data = %self.config.data.display(),
+            connectors = catalog.connectors.len(),
+            tools = catalog.tools.len(),
+            agents = catalog.agents.len(),
+            policies = catalog.policies.as_ref().map_or(0, |p| p.len()),
+            approvers = catalog.approvers.len(),
+            listen,
+            metrics = %metrics,
+            slow_call_ms = u64::try_from(self.config.slow_call.as_millis()).unwrap_or(u64::MAX),
+            "gateway started; serving MCP at {at}"
+        );
     }
 
     /// The gateway's shared state (tests inspect the store through it).
@@ -206,7 +259,7 @@ impl App {
     /// Serves MCP over HTTP on `listener` until `shutdown` resolves, with
     /// the background jobs running; they stop when serving ends.
     pub async fn serve_http(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
@@ -220,7 +273,21 @@ impl App {
             }
             format!("http://{at}/.well-known/jwks.json")
         });
-        let _jobs = self.spawn_jobs(jwks).await?;
+        let listen = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        self.log_summary(&listen);
+        let mut jobs = self.spawn_jobs(jwks).await?;
+        if let Some(l) = self.metrics_listener.take() {
+            let gw = self.gw.clone();
+            jobs.0.push(tokio::spawn(async move {
+                if let Err(e) = server::serve_metrics(l, gw, std::future::pending()).await {
+                    tracing::error!(error = %e, "the metrics listener stopped");
+                }
+            }));
+        }
+        let _jobs = jobs;
         server::serve(listener, self.gw.clone(), &self.config.http, shutdown)
             .await
             .map_err(AppError::Serve)
@@ -234,6 +301,7 @@ impl App {
             .await
             .map_err(|e| AppError::StdioKey(e.to_string()))?;
         tracing::info!(agent = %who.agent().id, "serving MCP over stdio");
+        self.log_summary("stdio");
         // Over stdio there is no HTTP endpoint to publish the JWKS on.
         let _jobs = self.spawn_jobs(None).await?;
         let service = crate::mcp::McpFront::for_stdio(self.gw.clone(), key)

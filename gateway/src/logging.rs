@@ -1,6 +1,8 @@
 //! Logging set-up for the binary: where logs go (stderr, never stdout,
 //! which belongs to command output and to MCP over stdio), their format,
-//! and the cap that keeps message payloads out of them.
+//! colours only when stderr is a terminal, and the cap that keeps message
+//! payloads out of them. `--log-format json` (or `TOLLGATE_LOG_FORMAT`)
+//! writes one flat JSON object per line.
 //!
 //! `RUST_LOG` chooses the levels. Whatever it says, the rmcp targets that
 //! print whole MCP messages are capped below the level where they do so,
@@ -25,6 +27,8 @@
 //! gateway serves HTTP/1 only (no h2). The `trace_logs` integration test
 //! runs the real binary at `RUST_LOG=trace` and checks that no key, task
 //! token or backend secret appears.
+
+use std::io::IsTerminal;
 
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::Layer;
@@ -82,13 +86,21 @@ pub fn init(default: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let allow = payloads_allowed();
     let filter = filter.and(payload_cap(allow));
+    // Colours only for a person at a terminal: escape codes in a file or
+    // a log collector are noise (and break line-oriented tools).
+    let ansi = std::io::stderr().is_terminal();
     let layer = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
             .with_writer(std::io::stderr)
             .with_filter(filter)
             .boxed(),
+        // One flat object per line: the event's fields beside `timestamp`,
+        // `level` and `target`, as log collectors index them.
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
+            .flatten_event(true)
+            .with_ansi(false)
             .with_writer(std::io::stderr)
             .with_filter(filter)
             .boxed(),

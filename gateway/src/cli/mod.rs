@@ -129,7 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
             log("info,rmcp=warn");
-            serve::run(&cli.data, &cli.manifests, args).await
+            serve::run(&cli.data, &cli.manifests, args, cli.log_format).await
         }
         Command::Check(args) => check::check(&cli.manifests, args),
         Command::Schema => check::schema(),

@@ -12,6 +12,8 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::app::{self, Config};
+use crate::logging::LogFormat;
+use crate::secrets::SecretString;
 use crate::server::{self, HttpOptions};
 
 #[derive(Debug, Args)]
@@ -65,12 +67,26 @@ pub(super) struct ServeArgs {
     /// Seconds after which an unused MCP session is closed.
     #[arg(long, env = "TOLLGATE_SESSION_IDLE_TIMEOUT_SECS")]
     session_idle_timeout_secs: Option<u64>,
+    /// Log a call as slow (WARN) when its backend takes longer than this,
+    /// in milliseconds.
+    #[arg(long, env = "TOLLGATE_SLOW_CALL_MS", default_value_t = 2000)]
+    slow_call_ms: u64,
+    /// Serve Prometheus metrics at /metrics on this address, without
+    /// authentication (keep it on a network only monitoring reaches).
+    #[arg(long, env = "TOLLGATE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Serve /metrics on the main listener to scrapers presenting the
+    /// bearer token in this file. Without this or --metrics-listen,
+    /// /metrics is not served.
+    #[arg(long, env = "TOLLGATE_METRICS_TOKEN_FILE")]
+    metrics_token_file: Option<std::path::PathBuf>,
 }
 
 pub(super) async fn run(
     data: &Path,
     manifests: &Path,
     args: ServeArgs,
+    log_format: LogFormat,
 ) -> anyhow::Result<ExitCode> {
     let mut http = HttpOptions {
         max_body_bytes: args.max_body_bytes,
@@ -95,7 +111,9 @@ pub(super) async fn run(
     if let Some(s) = args.session_idle_timeout_secs {
         http.session_idle_timeout = secs(s);
     }
+    http.metrics_token = metrics_token(args.metrics_token_file.as_deref())?;
     let config = Config::new(data, manifests)
+        .with_slow_call(Duration::from_millis(args.slow_call_ms))
         .with_http(http)
         .with_reload_interval(
             (args.reload_interval_ms > 0).then(|| Duration::from_millis(args.reload_interval_ms)),
@@ -109,7 +127,13 @@ pub(super) async fn run(
     }
 
     // Bad manifests stop us before any port is bound.
-    let app = app::App::build(config).await?;
+    let mut app = app::App::build(config).await?;
+    if let Some(at) = args.metrics_listen {
+        let l = tokio::net::TcpListener::bind(at)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {at}"))?;
+        app = app.with_metrics_listener(l);
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| {
@@ -122,10 +146,31 @@ pub(super) async fn run(
     if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "listening on a non-loopback address; make sure TLS terminates in front of Tollgate");
     }
-    eprintln!("Tollgate is serving MCP at http://{addr}/mcp  (Ctrl-C to stop)");
+    // For a person at a console; in JSON the start-up summary line says
+    // the same, and every line stays JSON.
+    if log_format == LogFormat::Text {
+        eprintln!("Tollgate is serving MCP at http://{addr}/mcp  (Ctrl-C to stop)");
+    }
     app.serve_http(listener, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The scrape token: from `TOLLGATE_METRICS_TOKEN`, else the file. An
+/// empty or unreadable one stops the start (fail closed: never an open
+/// /metrics on the main listener by accident).
+fn metrics_token(file: Option<&Path>) -> anyhow::Result<Option<SecretString>> {
+    let raw = match (std::env::var("TOLLGATE_METRICS_TOKEN").ok(), file) {
+        (Some(t), _) => t,
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the metrics token file {}", f.display()))?,
+        (None, None) => return Ok(None),
+    };
+    let token = raw.trim();
+    if token.len() < 16 {
+        anyhow::bail!("the metrics token must be at least 16 characters");
+    }
+    Ok(Some(SecretString::new(token)))
 }

@@ -105,6 +105,10 @@ pub struct HttpOptions {
     /// connections are closed anyway. 30 s: enough for a call to finish,
     /// bounded so an open SSE stream cannot hold the process forever.
     pub shutdown_grace: Duration,
+    /// The bearer token a scraper must present for `/metrics` on this
+    /// listener. `None`: no `/metrics` here (404); serve the metrics on a
+    /// listener of their own instead ([`serve_metrics`]).
+    pub metrics_token: Option<crate::secrets::SecretString>,
 }
 
 impl Default for HttpOptions {
@@ -121,6 +125,7 @@ impl Default for HttpOptions {
             max_sessions_per_credential: 64,
             session_idle_timeout: Duration::from_secs(30 * 60),
             shutdown_grace: Duration::from_secs(30),
+            metrics_token: None,
         }
     }
 }
@@ -204,6 +209,10 @@ impl HttpEdge {
                 get(resource_metadata),
             )
             .with_state(edge.clone())
+            .merge(metrics_route(
+                edge.gw.clone(),
+                options.metrics_token.as_ref(),
+            ))
             .merge(admin)
             .merge(ui)
             .fallback(shape::not_found)
@@ -229,6 +238,88 @@ impl HttpEdge {
     pub fn bound_sessions(&self) -> usize {
         self.edge.sessions.bound()
     }
+}
+
+/// `/metrics` behind the scrape token, or no route at all without one
+/// (the path is then an ordinary 404).
+fn metrics_route(gw: Arc<Gateway>, token: Option<&crate::secrets::SecretString>) -> Router {
+    let Some(token) = token else {
+        return Router::new();
+    };
+    let expected = token_digest(token.expose());
+    Router::new().route(
+        "/metrics",
+        get(move |headers: http::HeaderMap| async move {
+            let presented = bearer(&headers).map(|t| token_digest(&t));
+            if presented != Some(expected) {
+                tracing::info!(
+                    reason = "credential_invalid",
+                    "metrics scrape refused: missing or wrong token"
+                );
+                let r = refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "credential_invalid",
+                    "scraping /metrics needs `Authorization: Bearer <the metrics token>`",
+                );
+                return http_reply::with_challenge(
+                    r,
+                    Challenge {
+                        realm: "tollgate-metrics",
+                        resource_metadata: None,
+                        error: Some("invalid_token"),
+                    },
+                );
+            }
+            metrics_response(&gw).await
+        }),
+    )
+}
+
+/// Tokens are compared by their SHA-256 digests: equal lengths, so the
+/// comparison's timing says nothing about how much of a guess was right.
+fn token_digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+async fn metrics_response(gw: &Gateway) -> Response {
+    let body = gw.metrics().render(gw.store()).await;
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Serves `/metrics` alone, without authentication, on a listener of its
+/// own (`--metrics-listen`: an address only the monitoring network
+/// reaches), with the main edge's connection limits, until `shutdown`.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = Router::new()
+        .route(
+            "/metrics",
+            get(move || async move { metrics_response(&gw).await }),
+        )
+        .fallback(shape::not_found);
+    let options = HttpOptions::default();
+    let limits = conn::Limits {
+        max_connections: 16,
+        header_read_timeout: options.header_read_timeout,
+        idle_timeout: options.idle_timeout,
+        shutdown_grace: Duration::from_secs(1),
+    };
+    conn::serve(listener, router, limits, shutdown).await
 }
 
 /// The gateway's HTTP routes: `/mcp` (authenticated MCP), the admin API,
