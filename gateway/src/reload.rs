@@ -104,6 +104,97 @@ pub fn log_policy_mode(before: Option<&Catalog>, after: &Catalog) {
     }
 }
 
+/// Ids added, removed and changed between two maps.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// New ids.
+    pub added: Vec<String>,
+    /// Ids gone.
+    pub removed: Vec<String>,
+    /// Ids present in both whose declaration differs.
+    pub changed: Vec<String>,
+}
+
+impl Delta {
+    /// Compares `(id, declaration)` lists.
+    pub fn of(before: &[(String, String)], after: &[(String, String)]) -> Self {
+        let before: BTreeMap<&String, &String> = before.iter().map(|(k, v)| (k, v)).collect();
+        let after: BTreeMap<&String, &String> = after.iter().map(|(k, v)| (k, v)).collect();
+        let mut d = Delta::default();
+        for (id, new) in &after {
+            match before.get(id) {
+                None => d.added.push((*id).clone()),
+                Some(old) if old != new => d.changed.push((*id).clone()),
+                Some(_) => {}
+            }
+        }
+        d.removed = before
+            .keys()
+            .filter(|id| !after.contains_key(*id))
+            .map(|id| (*id).clone())
+            .collect();
+        d
+    }
+
+    fn describe(&self) -> String {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.join(",")
+            }
+        };
+        format!(
+            "+[{}] -[{}] ~[{}]",
+            list(&self.added),
+            list(&self.removed),
+            list(&self.changed)
+        )
+    }
+}
+
+/// The reload summary: which agents, tools and connectors were added,
+/// removed or changed, and the policy count before and after. Entries are
+/// compared by their `Debug` form, which holds every declared field (and
+/// never a secret's value: a rotated secret alone shows as no change).
+pub fn log_changes(before: &Catalog, after: &Catalog) {
+    let agents = |c: &Catalog| -> Vec<(String, String)> {
+        c.agents
+            .iter()
+            .map(|(k, v)| (k.clone(), format!("{v:?}")))
+            .collect()
+    };
+    let tools = |c: &Catalog| -> Vec<(String, String)> {
+        c.tools
+            .iter()
+            .map(|(k, v)| {
+                let shape = serde_json::to_string(&v.tool).unwrap_or_default();
+                (
+                    k.clone(),
+                    format!("{:?} {} {shape}", v.risk, v.connector_id),
+                )
+            })
+            .collect()
+    };
+    let connectors = |c: &Catalog| -> Vec<(String, String)> {
+        c.connectors
+            .iter()
+            .map(|(k, v)| (k.clone(), format!("{v:?}")))
+            .collect()
+    };
+    let ag = Delta::of(&agents(before), &agents(after));
+    let tl = Delta::of(&tools(before), &tools(after));
+    let cn = Delta::of(&connectors(before), &connectors(after));
+    tracing::info!(
+        agents = %ag.describe(),
+        tools = %tl.describe(),
+        connectors = %cn.describe(),
+        policies_before = before.policies.as_ref().map_or(0, |p| p.len()),
+        policies = after.policies.as_ref().map_or(0, |p| p.len()),
+        "manifest reload: +added -removed ~changed"
+    );
+}
+
 /// Records the catalog loaded at startup.
 pub async fn record_startup(gw: &Gateway) -> Result<(), StoreError> {
     let now = fingerprint_of(&gw.catalog().sources);
@@ -134,7 +225,9 @@ pub async fn check_once(gw: &Gateway, dir: &Path, last: &mut Fingerprint) -> Rel
     let (outcome, errors, result) = match manifest::load_dir(dir) {
         Ok(catalog) => {
             let applied = fingerprint_of(&catalog.sources);
-            log_policy_mode(Some(&gw.catalog()), &catalog);
+            let before = gw.catalog();
+            log_policy_mode(Some(&before), &catalog);
+            log_changes(&before, &catalog);
             gw.replace_catalog(catalog);
             *last = applied;
             tracing::info!(dir = %dir.display(), "manifest change applied");
@@ -146,7 +239,8 @@ pub async fn check_once(gw: &Gateway, dir: &Path, last: &mut Fingerprint) -> Rel
                 tracing::error!("manifest change rejected: {line}");
             }
             tracing::warn!(
-                "the previous configuration stays in force; fix the errors (`tollgate check`) and save again"
+                errors = lines.len(),
+                "manifest reload rejected: the previous configuration stays in force; fix the errors (`tollgate check`) and save again"
             );
             // Remember the broken state so it is reported once, not every tick.
             *last = now;
