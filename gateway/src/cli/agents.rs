@@ -169,13 +169,27 @@ async fn list(store: &dyn Store, catalog: &Catalog, as_json: bool) -> anyhow::Re
     let keys = store.list_keys().await?;
     let mut ids = sorted(catalog.agents.keys());
     ids.dedup();
+    let today = time::OffsetDateTime::now_utc().date();
+    let mut statuses = std::collections::HashMap::new();
+    for id in &ids {
+        let a = &catalog.agents[*id];
+        let status = store
+            .agent_lifecycle(id)
+            .await?
+            .map(|l| l.status)
+            .unwrap_or(AgentStatus::Active);
+        statuses.insert(id.as_str(), (status, today >= a.review_by));
+    }
     if as_json {
         let list: Vec<_> = ids
             .iter()
             .map(|id| {
                 let a = &catalog.agents[*id];
                 let k: Vec<_> = keys.iter().filter(|k| &k.agent_id == *id).collect();
+                let (status, overdue) = statuses[id.as_str()];
                 json!({
+                    "status": status.as_str(), "review_overdue": overdue,
+                    "review_by": a.review_by.to_string(),
                     "id": a.id, "description": a.description,
                     "owners": {
                         "business": a.owners.business, "system": a.owners.system, "security": a.owners.security,
@@ -187,9 +201,16 @@ async fn list(store: &dyn Store, catalog: &Catalog, as_json: bool) -> anyhow::Re
         output::json(&list)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = Table::new(&["AGENT", "BUSINESS OWNER", "TOOLS", "KEYS", "DESCRIPTION"])
-        .right(2)
-        .right(3);
+    let mut table = Table::new(&[
+        "AGENT",
+        "STATUS",
+        "BUSINESS OWNER",
+        "TOOLS",
+        "KEYS",
+        "DESCRIPTION",
+    ])
+    .right(3)
+    .right(4);
     for id in ids {
         let a = &catalog.agents[id];
         let live = keys
@@ -198,6 +219,7 @@ async fn list(store: &dyn Store, catalog: &Catalog, as_json: bool) -> anyhow::Re
             .count();
         table.row(vec![
             a.id.clone(),
+            status_label(statuses[id.as_str()]),
             a.owners.business.name.clone(),
             a.granted.len().to_string(),
             live.to_string(),
@@ -206,6 +228,15 @@ async fn list(store: &dyn Store, catalog: &Catalog, as_json: bool) -> anyhow::Re
     }
     table.print()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The STATUS column: the stored status, or "review overdue" for an
+/// active agent past its review date (admit refuses it as if suspended).
+fn status_label((status, overdue): (AgentStatus, bool)) -> String {
+    match status {
+        AgentStatus::Active if overdue => "review overdue".into(),
+        s => s.as_str().into(),
+    }
 }
 
 async fn show(
