@@ -271,3 +271,27 @@ pub fn spawn(gw: Arc<Gateway>, dir: PathBuf, every: Duration) -> tokio::task::Jo
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn delta_names_added_removed_and_changed_ids() {
+        let before = list(&[("a", "1"), ("b", "1"), ("c", "1")]);
+        let after = list(&[("a", "1"), ("c", "2"), ("d", "1")]);
+        let d = Delta::of(&before, &after);
+        assert_eq!(d.added, ["d"]);
+        assert_eq!(d.removed, ["b"]);
+        assert_eq!(d.changed, ["c"]);
+        assert_eq!(d.describe(), "+[d] -[b] ~[c]");
+        assert_eq!(Delta::of(&before, &before).describe(), "+[-] -[-] ~[-]");
+    }
+}

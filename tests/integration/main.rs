@@ -18,6 +18,7 @@ mod identity;
 mod inputs;
 mod lifecycle;
 mod manifests;
+mod observability;
 mod policy;
 mod reload;
 mod revocation;

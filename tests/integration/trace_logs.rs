@@ -198,6 +198,14 @@ async fn http_at_trace_level_logs_no_key_token_or_backend_secret() {
     client.cancel().await.unwrap();
     assert_eq!(backend.hits().len(), 2);
     let logs = served.kill();
+    // The operator's per-call lines are part of what is checked.
+    assert!(
+        logs.lines()
+            .filter(|l| l.contains("tollgate::call"))
+            .count()
+            >= 3,
+        "no per-call log lines:\n{logs}"
+    );
     assert_clean(
         &logs,
         &[
