@@ -160,9 +160,9 @@ async fn without_a_token_there_is_no_metrics_route() {
     );
 }
 
-/// The binary with `envs`, one allowed call, one refused, one answered
-/// with a 500; returns its stderr and the agent key.
-async fn served_run(envs: &[(&str, &str)]) -> (String, String) {
+/// A recording backend, the test manifests pointing at it, a data
+/// directory and a key for `tester` issued by the real binary.
+async fn binary_setup() -> (Backend, tempfile::TempDir, tempfile::TempDir, String) {
     let backend = Backend::start().await;
     let manifests = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -179,6 +179,13 @@ async fn served_run(envs: &[(&str, &str)]) -> (String, String) {
     );
     assert_eq!(out.status.code(), Some(0));
     let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    (backend, manifests, data, key)
+}
+
+/// The binary with `envs`, one allowed call, one refused, one answered
+/// with a 500; returns its stderr and the agent key.
+async fn served_run(envs: &[(&str, &str)]) -> (String, String) {
+    let (_backend, manifests, data, key) = binary_setup().await;
     let mut served = ServedBinary::start(BIN, data.path(), manifests.path(), envs);
     let client = served.client(&key).await;
     for (tool, a) in [
@@ -329,21 +336,7 @@ async fn agents_list_shows_each_agents_status() {
 
 #[tokio::test]
 async fn metrics_listen_serves_metrics_on_their_own_address_only() {
-    let backend = Backend::start().await;
-    let manifests = tempfile::tempdir().unwrap();
-    std::fs::write(
-        manifests.path().join("test.yaml"),
-        test_manifests(&backend.url),
-    )
-    .unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let out = run_cli(
-        BIN,
-        data.path(),
-        manifests.path(),
-        &["agents", "issue-key", "tester"],
-    );
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let (_backend, manifests, data, key) = binary_setup().await;
     let served = ServedBinary::start(
         BIN,
         data.path(),
