@@ -70,6 +70,18 @@ impl Limited {
 
 /// Checks every limit that applies to the call, in memory first.
 pub async fn take(gw: &Gateway, catalog: &Catalog, decided: Decided) -> Result<Limited, Denial> {
+    let taken = reserve(gw, catalog, decided).await;
+    // Every limit refusal is counted here, by kind; rate refusals already
+    // were (only there is the key known).
+    match &taken {
+        Err(Denial::TaskBusy { .. }) => gw.metrics().limit_refused("task_in_flight"),
+        Err(Denial::TaskBudget { .. }) => gw.metrics().limit_refused("task_budget"),
+        _ => {}
+    }
+    taken
+}
+
+async fn reserve(gw: &Gateway, catalog: &Catalog, decided: Decided) -> Result<Limited, Denial> {
     let call = decided.scoped().call();
     let agent = call.who().agent();
     let limiter = gw.rate_limiter();

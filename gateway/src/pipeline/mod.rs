@@ -234,16 +234,7 @@ async fn run(
         stage(gw, "limits", t);
         let mut limited = match limited {
             Ok(l) => l,
-            Err(d) => {
-                // Rate refusals are counted by the stage, which knows the
-                // key; the task's own limits here.
-                match &d {
-                    Denial::TaskBusy { .. } => gw.metrics().limit_refused("task_in_flight"),
-                    Denial::TaskBudget { .. } => gw.metrics().limit_refused("task_budget"),
-                    _ => {}
-                }
-                return refused.close(d, Some(digest)).await;
-            }
+            Err(d) => return refused.close(d, Some(digest)).await,
         };
         // Held until the call is over, however it ends.
         _in_flight = limited.hold_in_flight();
