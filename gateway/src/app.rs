@@ -61,6 +61,38 @@ pub struct Config {
     pub demo_backend: bool,
     /// Backend latency above which a call is logged as slow.
     pub slow_call: Duration,
+    /// The audit trail's settings.
+    pub audit: AuditOptions,
+}
+
+/// How the audit trail is written, sealed and kept.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    /// How long a call's pre-record may take before the call is refused.
+    pub timeout: Duration,
+    /// When to write signed checkpoints, and where to copy them.
+    pub checkpoints: crate::audit::seal::Policy,
+    /// How often changes captured by the store are folded into the chain.
+    pub fold_every: Duration,
+    /// Keep records this long, then archive and prune them; `None`: keep.
+    pub retain: Option<Duration>,
+    /// Where pruned records are archived (default `DATA/audit-archive`).
+    pub archive_dir: Option<PathBuf>,
+    /// This writer's chain (one per replica sharing a store).
+    pub chain: String,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        Self {
+            timeout: crate::audit::DEFAULT_TIMEOUT,
+            checkpoints: crate::audit::seal::Policy::default(),
+            fold_every: Duration::from_millis(250),
+            retain: None,
+            archive_dir: None,
+            chain: crate::audit::DEFAULT_CHAIN.into(),
+        }
+    }
 }
 
 impl Config {
@@ -75,7 +107,14 @@ impl Config {
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
             demo_backend: true,
             slow_call: crate::metrics::DEFAULT_SLOW_CALL,
+            audit: AuditOptions::default(),
         }
+    }
+
+    /// Uses these audit settings.
+    pub fn with_audit(mut self, audit: AuditOptions) -> Self {
+        self.audit = audit;
+        self
     }
 
     /// Logs calls whose backend took longer than `threshold` as slow.
@@ -192,11 +231,12 @@ impl App {
             },
         )?);
         let secrets = Secrets::load_or_create(&config.data)?;
-        let mut gw = Gateway::new(catalog, store, secrets);
+        let mut gw = Gateway::new(catalog, store, secrets).with_audit_chain(&config.audit.chain);
         if let Some(clock) = &config.clock {
             gw = gw.with_clock(clock.clone());
         }
         gw.metrics().set_slow_call(config.slow_call);
+        gw.audit().set_timeout(config.audit.timeout);
         let gw = Arc::new(gw);
         let serving = recover(&gw, &config.data).await;
         if let Err(e) = crate::reload::record_startup(&gw).await {
@@ -288,18 +328,27 @@ impl App {
             }));
         }
         let _jobs = jobs;
-        server::serve(listener, self.gw.clone(), &self.config.http, shutdown)
+        let served = server::serve(listener, self.gw.clone(), &self.config.http, shutdown)
             .await
-            .map_err(AppError::Serve)
+            .map_err(AppError::Serve);
+        // Outcomes still queued reach the trail before the process ends.
+        self.gw.audit().flush().await;
+        served
     }
 
     /// Serves one agent over stdin/stdout, authenticated by `key` (checked
     /// now for a clear start-up error; the handler checks it again on every
     /// request), until the client closes the session.
     pub async fn serve_stdio(self, key: &str) -> Result<(), AppError> {
-        let who = authenticate::authenticate_bearer(&self.gw, key, Transport::Stdio)
-            .await
-            .map_err(|e| AppError::StdioKey(e.to_string()))?;
+        let who = match authenticate::authenticate_bearer(&self.gw, key, Transport::Stdio).await {
+            Ok(who) => who,
+            Err(e) => {
+                authenticate::record_failure(&self.gw, key, &e, Some("stdio".into()));
+                // Nothing else will fold it: this process stops here.
+                self.gw.audit().flush().await;
+                return Err(AppError::StdioKey(e.to_string()));
+            }
+        };
         tracing::info!(agent = %who.agent().id, "serving MCP over stdio");
         self.log_summary("stdio");
         // Over stdio there is no HTTP endpoint to publish the JWKS on.
@@ -308,10 +357,9 @@ impl App {
             .serve(rmcp::transport::stdio())
             .await
             .map_err(|e| AppError::Stdio(format!("could not start: {e}")))?;
-        service
-            .waiting()
-            .await
-            .map_err(|e| AppError::Stdio(format!("failed: {e}")))?;
+        let waited = service.waiting().await;
+        self.gw.audit().flush().await;
+        waited.map_err(|e| AppError::Stdio(format!("failed: {e}")))?;
         Ok(())
     }
 
@@ -344,6 +392,28 @@ impl App {
             jobs.0.push(crate::reload::spawn(
                 self.gw.clone(),
                 self.config.manifests.clone(),
+                every,
+            ));
+        }
+        // The audit trail: fold changes other processes committed (tasks,
+        // keys, approvals, ...) into the chain, and seal it with signed
+        // checkpoints; prune by age when retention is set.
+        let audit = &self.config.audit;
+        jobs.0.push(crate::audit::seal::spawn(
+            self.gw.clone(),
+            audit.checkpoints.clone(),
+            audit.fold_every,
+        ));
+        if let Some(keep) = audit.retain {
+            let dir = audit
+                .archive_dir
+                .clone()
+                .unwrap_or_else(|| self.config.data.join("audit-archive"));
+            let every = (keep / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+            jobs.0.push(crate::audit::prune::spawn(
+                self.gw.clone(),
+                keep,
+                dir,
                 every,
             ));
         }
@@ -450,7 +520,7 @@ pub async fn recover(gw: &Gateway, data: &Path) -> ServingLock {
         }
     };
     match file.try_lock() {
-        Ok(()) => match gw.store().mark_interrupted().await {
+        Ok(()) => match gw.audit().recover(&crate::util::stamp(gw.now())).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 calls = n,

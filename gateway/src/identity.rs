@@ -447,6 +447,36 @@ fn is_loopback_host(host: &str) -> bool {
     matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1")
 }
 
+/// The unverified issuer and subject of a token, capped, for the record
+/// of a failed authentication (never trusted for anything else).
+pub fn unverified_subject(token: &str) -> (Option<String>, Option<String>) {
+    use base64::Engine;
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        iss: Option<serde_json::Value>,
+        sub: Option<serde_json::Value>,
+    }
+    let claims = token
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<Claims>(&b).ok());
+    let cap = |v: Option<serde_json::Value>| {
+        v.map(|v| {
+            let s = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            s.chars().take(200).collect::<String>()
+        })
+    };
+    match claims {
+        Some(c) => (cap(c.iss), cap(c.sub)),
+        None => (None, None),
+    }
+}
+
 /// Reads the `iss` claim without verifying anything, only to pick the
 /// issuer whose keys will verify the token.
 pub fn unverified_issuer(token: &str) -> Result<String, TokenError> {

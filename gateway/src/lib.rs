@@ -22,6 +22,8 @@
 //! - [`agents`]: agent lifecycle judgement; [`keys`]: gateway-issued keys.
 //! - [`calllog`]: the operator's line per call (and its warnings).
 //! - [`metrics`]: the Prometheus registry the pipeline reports into.
+//! - [`audit`]: the hash-chained trail, its writer, checkpoints, verify,
+//!   prune, export and report.
 //! - [`demo`]: the built-in demo backend the shipped manifests use.
 //! - [`cli`]: the `tollgate` command line; `main.rs` only calls it.
 
@@ -30,6 +32,7 @@ pub mod agents;
 pub mod app;
 pub mod approvals;
 pub mod args;
+pub mod audit;
 pub mod broker;
 pub mod calllog;
 pub mod catalog;
@@ -79,6 +82,7 @@ pub struct Gateway {
     pub(crate) in_flight: Arc<limits::InFlight>,
     approvals: approvals::Approvals,
     metrics: metrics::Metrics,
+    audit: audit::Audit,
 }
 
 fn read<T: Clone>(lock: &RwLock<T>) -> T {
@@ -100,6 +104,13 @@ impl Gateway {
     /// gateway's secrets, on the system clock.
     pub fn new(catalog: Catalog, store: Arc<dyn Store>, secrets: Secrets) -> Self {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let metrics = metrics::Metrics::new();
+        let audit_write = metrics.audit_write_histogram();
+        let audit = audit::Audit::new(
+            store.clone(),
+            audit::DEFAULT_CHAIN,
+            Arc::new(move |took| audit_write.observe(took.as_secs_f64())),
+        );
         Self {
             catalog: RwLock::new(Arc::new(catalog)),
             store,
@@ -111,8 +122,23 @@ impl Gateway {
             revocations: Arc::new(revocation::Watcher::default()),
             bound_tasks: std::sync::Mutex::new(std::collections::HashMap::new()),
             approvals: approvals::Approvals::default(),
-            metrics: metrics::Metrics::new(),
+            metrics,
+            audit,
         }
+    }
+
+    /// Appends to audit chain `chain` (replicas sharing a store each need
+    /// their own).
+    pub fn with_audit_chain(mut self, chain: &str) -> Self {
+        if chain != self.audit.chain() {
+            let audit_write = self.metrics.audit_write_histogram();
+            self.audit = audit::Audit::new(
+                self.store.clone(),
+                chain,
+                Arc::new(move |took| audit_write.observe(took.as_secs_f64())),
+            );
+        }
+        self
     }
 
     /// Replaces the clock (tests move a [`clock::ManualClock`]).
@@ -192,6 +218,11 @@ impl Gateway {
     /// The gateway's metrics (Prometheus registry).
     pub fn metrics(&self) -> &metrics::Metrics {
         &self.metrics
+    }
+
+    /// The audit trail's writer.
+    pub fn audit(&self) -> &audit::Audit {
+        &self.audit
     }
 
     /// Now, by the gateway's clock.

@@ -92,6 +92,7 @@ impl McpFront {
                 authenticate::authenticate_bearer(&self.gw, key, Transport::Stdio)
                     .await
                     .map_err(|e| {
+                        authenticate::record_failure(&self.gw, key, &e, Some("stdio".into()));
                         view_to_error(denial::unauthenticated(&e, " (check TOLLGATE_AGENT_KEY)"))
                     })
             }

@@ -189,6 +189,11 @@ impl Metrics {
         self.audit_write_seconds.observe(took.as_secs_f64());
     }
 
+    /// The audit write histogram, for the audit writer to report into.
+    pub fn audit_write_histogram(&self) -> Histogram {
+        self.audit_write_seconds.clone()
+    }
+
     /// Backend latency above which a call is logged as slow.
     pub fn slow_call(&self) -> Duration {
         Duration::from_millis(self.slow_call_ms.load(Ordering::Relaxed))

@@ -198,10 +198,33 @@ pub fn log_changes(before: &Catalog, after: &Catalog) {
 /// Records the catalog loaded at startup.
 pub async fn record_startup(gw: &Gateway) -> Result<(), StoreError> {
     let now = fingerprint_of(&gw.catalog().sources);
+    // Compared with the last set of files in force: a start on the same
+    // manifests (every stdio session starts a process) records nothing;
+    // a start on changed ones records what changed since.
+    let recent = gw.store().manifest_changes(50).await?;
+    let last = recent.iter().find(|c| c.outcome != "rejected");
+    let before: Fingerprint = last
+        .and_then(|c| c.files.as_array())
+        .map(|files| {
+            files
+                .iter()
+                .filter_map(|f| {
+                    Some((
+                        PathBuf::from(f["path"].as_str()?),
+                        f["sha256"].as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if last.is_some() && before == now {
+        tracing::debug!("manifests unchanged since they were last recorded");
+        return Ok(());
+    }
     let change = ManifestChange {
         at: crate::util::stamp(gw.now()),
         outcome: "loaded".into(),
-        files: describe(&Fingerprint::new(), &now),
+        files: describe(&before, &now),
         errors: None,
     };
     gw.store().record_manifest_change(&change).await

@@ -634,14 +634,26 @@ async fn stages(setup: &Setup, cfg: &Config, round: usize) -> Vec<Stats> {
             // Increasing ids, like the UUIDv7 the pipeline uses.
             r.id = format!("bench-{started:032}-{round:04}-{i:012}");
             async move {
-                gw.store().record_decision(&r).await.unwrap();
+                // As the pipeline does: the pre-record waited for (group
+                // commit, synced), the outcome queued behind it.
+                gw.audit()
+                    .append_durable(tollgate::audit::Entry::call(&r))
+                    .await
+                    .unwrap();
                 let o = OutcomeUpdate {
                     outcome: tollgate::store::CallOutcome::Ok,
                     outcome_code: None,
                     backend_status: Some(200),
                     latency_us: 100,
                 };
-                gw.store().record_outcome(&r.id, &o).await.unwrap();
+                let call = tollgate::store::OpenCall {
+                    id: r.id.clone(),
+                    agent_id: r.agent_id.clone(),
+                    task_id: r.task_id.clone(),
+                    tool: r.tool.clone(),
+                };
+                gw.audit()
+                    .append(tollgate::audit::Entry::outcome(&call, &r.at, &o));
             }
         })
         .await,

@@ -41,7 +41,7 @@ fn issue(gw: &TestGateway, extra: &[&str]) -> (String, String) {
     (key, new["key_id"].as_str().unwrap().to_string())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_scoped_admin_key_acts_only_on_its_agents_and_every_action_is_recorded() {
     let backend = Backend::start().await;
     let gw = TestGateway::start(&test_manifests(&backend.url)).await;
@@ -159,7 +159,7 @@ async fn a_scoped_admin_key_acts_only_on_its_agents_and_every_action_is_recorded
     assert_eq!(actions[0]["detail"], "done");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_revoked_admin_key_stops_working_on_its_next_request() {
     let backend = Backend::start().await;
     let gw = TestGateway::start(&test_manifests(&backend.url)).await;

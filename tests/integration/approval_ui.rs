@@ -302,7 +302,7 @@ impl Page {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn approval_ui_headers_cookies_forgery_and_sessions() {
     let backend = Backend::start().await;
     let gw = gateway(&backend).await;

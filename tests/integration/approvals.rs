@@ -329,6 +329,35 @@ async fn a_blocking_call_waits_with_progress_and_runs_once_when_approved() {
         json!(["lead"])
     );
     assert_eq!(allowed.outcome.as_deref(), Some("ok"));
+
+    // The trail: the request, the vote (who, why), the approval and its
+    // use, in order; the card number (a sensitive field) nowhere.
+    gw.gw.audit().fold().await.unwrap();
+    let rows = gw
+        .gw
+        .store()
+        .audit_records(&Default::default())
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.kind.starts_with("approval."))
+        .map(|r| r.kind.as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "approval.requested",
+            "approval.vote",
+            "approval.approved",
+            "approval.used"
+        ]
+    );
+    let vote = rows.iter().find(|r| r.kind == "approval.vote").unwrap();
+    assert!(vote.body.contains("\"lead\""), "{}", vote.body);
+    assert!(vote.body.contains("customer verified"), "{}", vote.body);
+    let trail = serde_json::to_string(&rows).unwrap();
+    assert!(!trail.contains("4111111111111111"));
 }
 
 #[tokio::test]

@@ -120,7 +120,8 @@ async fn a_sigkill_mid_burst_loses_nothing_and_leaves_nothing_ambiguous() {
         .unwrap();
     assert_eq!(integrity, "ok");
     let blank: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM decisions WHERE decision = 'allow' AND outcome IS NULL",
+        "SELECT COUNT(*) FROM audit_log c WHERE c.kind = 'call' AND c.decision = 'allow' \
+         AND NOT EXISTS (SELECT 1 FROM audit_log o WHERE o.ref = c.id)",
     )
     .fetch_one(&pool)
     .await

@@ -437,7 +437,7 @@ async fn a_token_endpoint_that_is_down_refuses_the_call_before_the_backend() {
     assert_eq!(d[0].outcome_code.as_deref(), Some("credential_unavailable"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_static_canary_secret_never_reaches_the_agent_the_logs_or_the_store() {
     const CANARY: &str = "CANARY-7f3e9a1c-static-secret";
     let backend = Backend::start().await;
@@ -541,7 +541,7 @@ async fn a_static_canary_secret_never_reaches_the_agent_the_logs_or_the_store() 
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_key_rotation_keeps_issued_tokens_valid_and_signs_new_ones_with_the_new_key() {
     let (listener, base) = TestGateway::reserve().await;
     let jwks = format!("{base}/.well-known/jwks.json");

@@ -296,13 +296,13 @@ async fn stateless_2026_07_28_clients_are_served_and_governed() {
 }
 
 #[tokio::test]
-async fn every_decision_is_recorded_with_a_digest_not_the_arguments() {
+async fn every_decision_is_recorded_with_a_digest_and_sensitive_fields_redacted() {
     let (_backend, gw, key) = setup().await;
     let client = gw.client(&key).await;
     client
         .call_tool(call(
             "inventory.create_item",
-            json!({ "name": "canary-s3cr3t", "qty": 1 }),
+            json!({ "name": "bolt", "qty": 1, "trace": "canary-s3cr3t" }),
         ))
         .await
         .unwrap();
@@ -346,7 +346,11 @@ async fn every_decision_is_recorded_with_a_digest_not_the_arguments() {
         (d[2].decision.as_str(), d[2].reason_code.as_str()),
         ("deny", "invalid_arguments")
     );
-    // Nothing in the SQLite file holds an argument value in clear.
+    // The record keeps a copy with the sensitive field replaced; nothing
+    // in the SQLite file holds its value in clear.
+    let copy = d[0].arguments.as_ref().unwrap();
+    assert_eq!(copy["name"], "bolt");
+    assert_eq!(copy["trace"], "<redacted>");
     let bytes = std::fs::read(gw.data.path().join("tollgate.db")).unwrap();
     let wal = std::fs::read(gw.data.path().join("tollgate.db-wal")).unwrap_or_default();
     for b in [bytes, wal] {

@@ -12,7 +12,7 @@ fn get_item() -> CallToolRequestParams {
     CallToolRequestParams::new("inventory.get_item").with_arguments(args(json!({ "item_id": "1" })))
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn suspend_resume_and_retire_apply_to_the_next_call() {
     let backend = Backend::start().await;
     let gw = TestGateway::start(&test_manifests(&backend.url)).await;
@@ -142,7 +142,7 @@ async fn suspend_resume_and_retire_apply_to_the_next_call() {
     assert_eq!(reasons, ["allowed", "agent_suspended", "allowed"]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn an_overdue_review_suspends_the_agent() {
     let backend = Backend::start().await;
     let manifests =
@@ -160,7 +160,7 @@ async fn an_overdue_review_suspends_the_agent() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("review overdue"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn revoking_one_key_cuts_it_off_and_leaves_the_others() {
     let backend = Backend::start().await;
     let gw = TestGateway::start(&test_manifests(&backend.url)).await;

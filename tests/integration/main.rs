@@ -7,6 +7,7 @@ mod admin_keys;
 mod approval_ui;
 mod approvals;
 mod architecture;
+mod audit;
 mod cli;
 mod crash;
 mod credentials;

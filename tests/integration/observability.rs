@@ -148,7 +148,7 @@ async fn metrics_need_the_token_and_count_allowed_and_denied_calls() {
     assert_eq!(value(&parsed, "tollgate_store_scrape_ok", &[]), 1.0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn without_a_token_there_is_no_metrics_route() {
     let backend = Backend::start().await;
     let gw = TestGateway::start(&test_manifests(&backend.url)).await;
@@ -289,7 +289,7 @@ async fn json_logs_are_json_on_every_line_with_the_call_fields() {
     assert_eq!(started["tools"], 5);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn agents_list_shows_each_agents_status() {
     let backend = Backend::start().await;
     // `other` was due for review long ago.

@@ -572,7 +572,7 @@ fn the_committed_cedar_schema_is_current() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_reload_keeps_the_state_of_unchanged_limits_and_limits_gateway_tools() {
     let backend = Backend::start().await;
     let limits = "limits:\n  tools:\n    pay.lookup: { rate: 2/hour }\n    tollgate.start_task: { rate: 1/hour }";

@@ -97,7 +97,7 @@ async fn tasks_of(gw: &TestGateway, agent: &str) -> Vec<tollgate::store::TaskRec
         .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn revoking_the_key_that_started_a_task_ends_the_task_and_its_token() {
     let backend = Backend::start().await;
     let gw = TestGateway::start(&test_manifests(&backend.url)).await;
@@ -244,7 +244,7 @@ tools: [delta.read]
     )
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn upstream_tokens_of_a_task_ended_by_its_key_are_revoked() {
     let oauth = OAuthServer::start(&[("tollgate", "client-s3cret")], None).await;
     let backend = Backend::start().await;
@@ -270,7 +270,12 @@ async fn upstream_tokens_of_a_task_ended_by_its_key_are_revoked() {
     assert_eq!(r.is_error, Some(false), "{}", text(&r));
     let issued = oauth.requests()[0].issued_token.clone().unwrap();
     let out = gw.cli(BIN, &["agents", "revoke-key", &key_id]);
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let creds = gw.gw.store().task_credentials(&task_id).await.unwrap();
     assert!(creds[0].revoked_at.is_some(), "{creds:?}");
     assert!(creds[0].upstream_pending);

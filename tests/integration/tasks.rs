@@ -26,7 +26,7 @@ fn init_body() -> String {
     json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}).to_string()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_task_token_calls_exactly_its_tools_until_the_task_ends() {
     let backend = Backend::start().await;
     let gw = TestGateway::start(&test_manifests(&backend.url)).await;
@@ -124,7 +124,7 @@ async fn a_task_token_calls_exactly_its_tools_until_the_task_ends() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn starting_a_task_beyond_the_grants_or_the_ttl_cap_is_refused() {
     let backend = Backend::start().await;
     let gw = TestGateway::start(&test_manifests(&backend.url)).await;
@@ -412,7 +412,7 @@ async fn a_task_expires_by_the_clock_and_its_credentials_with_it() {
     assert_eq!(backend.hits().len(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn suspending_the_agent_ends_its_tasks() {
     let backend = Backend::start().await;
     let gw = TestGateway::start(&test_manifests(&backend.url)).await;
@@ -432,7 +432,7 @@ async fn suspending_the_agent_ends_its_tasks() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_admin_api_starts_lists_shows_and_ends_tasks() {
     let backend = Backend::start().await;
     let gw = TestGateway::start(&test_manifests(&backend.url)).await;

@@ -151,6 +151,7 @@ tools:
         qty: {{ type: integer, minimum: 0 }}
         trace: {{ type: string }}
       required: [name, qty]
+    sensitive: [trace]
     http:
       request: {{ method: POST, path: /items, headers: {{ x-trace: trace }} }}
   - name: boom
@@ -467,8 +468,10 @@ impl TestGateway {
         format!("http://{}/.well-known/jwks.json", self.addr)
     }
 
-    /// Every decision record, oldest first.
+    /// Every decision record, oldest first (after the audit writer has
+    /// committed everything queued so far: outcomes are not waited for).
     pub async fn decisions(&self) -> Vec<tollgate::store::DecisionRecord> {
+        self.gw.audit().flush().await;
         let mut all = self
             .gw
             .store()

@@ -139,7 +139,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit(cmd) => {
             log("warn");
-            audit::run(&cli.data, cmd).await
+            audit::run(&cli.data, &cli.manifests, cmd).await
         }
         Command::Tasks(cmd) => {
             log("warn");

@@ -80,6 +80,48 @@ pub(super) struct ServeArgs {
     /// /metrics is not served.
     #[arg(long, env = "TOLLGATE_METRICS_TOKEN_FILE")]
     metrics_token_file: Option<std::path::PathBuf>,
+    /// Refuse a call whose audit pre-record is not durably written within
+    /// this many milliseconds (a stuck store is never waited on forever).
+    #[arg(long, env = "TOLLGATE_AUDIT_TIMEOUT_MS", default_value_t = 2000)]
+    audit_timeout_ms: u64,
+    /// Write a signed audit checkpoint after this many records...
+    #[arg(
+        long,
+        env = "TOLLGATE_AUDIT_CHECKPOINT_RECORDS",
+        default_value_t = 1000
+    )]
+    audit_checkpoint_records: i64,
+    /// ...or this many seconds, whichever comes first.
+    #[arg(long, env = "TOLLGATE_AUDIT_CHECKPOINT_SECS", default_value_t = 60)]
+    audit_checkpoint_secs: u64,
+    /// Also append every checkpoint to this file (put it where the gateway
+    /// cannot rewrite it: append-only, another host): `audit verify
+    /// --checkpoints FILE` then detects a trail cut short.
+    #[arg(long, env = "TOLLGATE_AUDIT_CHECKPOINT_FILE")]
+    audit_checkpoint_file: Option<std::path::PathBuf>,
+    /// Keep audit records this long (e.g. 90d, 720h), then archive and
+    /// prune them; default: keep everything.
+    #[arg(long, env = "TOLLGATE_AUDIT_RETAIN", value_parser = parse_age)]
+    audit_retain: Option<Duration>,
+    /// Where pruned audit records are archived (default DATA/audit-archive).
+    #[arg(long, env = "TOLLGATE_AUDIT_ARCHIVE_DIR")]
+    audit_archive_dir: Option<std::path::PathBuf>,
+    /// This gateway's audit chain. Replicas sharing one store each need
+    /// their own name.
+    #[arg(long, env = "TOLLGATE_AUDIT_CHAIN", default_value = crate::audit::DEFAULT_CHAIN)]
+    audit_chain: String,
+}
+
+/// An age: `90d`, `720h`, `30m`, `45s`.
+fn parse_age(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if let Some(days) = t.strip_suffix('d') {
+        return days
+            .parse::<u64>()
+            .map(|d| Duration::from_secs(d * 86_400))
+            .map_err(|_| format!("`{t}` is not an age (e.g. 90d, 720h)"));
+    }
+    crate::tasks::parse_ttl(t).map_err(|_| format!("`{t}` is not an age (e.g. 90d, 720h)"))
 }
 
 pub(super) async fn run(
@@ -112,7 +154,20 @@ pub(super) async fn run(
         http.session_idle_timeout = secs(s);
     }
     http.metrics_token = metrics_token(args.metrics_token_file.as_deref())?;
+    let audit = app::AuditOptions {
+        timeout: Duration::from_millis(args.audit_timeout_ms.max(1)),
+        checkpoints: crate::audit::seal::Policy {
+            every_records: args.audit_checkpoint_records.max(1),
+            every: secs(args.audit_checkpoint_secs.max(1)),
+            export: args.audit_checkpoint_file,
+        },
+        retain: args.audit_retain,
+        archive_dir: args.audit_archive_dir,
+        chain: args.audit_chain,
+        ..app::AuditOptions::default()
+    };
     let config = Config::new(data, manifests)
+        .with_audit(audit)
         .with_slow_call(Duration::from_millis(args.slow_call_ms))
         .with_http(http)
         .with_reload_interval(

@@ -232,6 +232,25 @@ pub enum AuthError {
     Unavailable(#[source] Option<StoreError>),
 }
 
+/// Records a failed authentication in the audit trail (rate-limited
+/// there): the reason, what was presented, identified without the secret
+/// (a key by its key id, derived from its hash; a JWT by its unverified
+/// issuer and subject), and where it came from.
+pub fn record_failure(gw: &Gateway, presented: &str, e: &AuthError, remote: Option<String>) {
+    let presented = presented.trim();
+    let what = if presented.is_empty() {
+        serde_json::json!({ "kind": "none" })
+    } else if presented.starts_with(KEY_PREFIX) {
+        let hash = crate::keys::key_hash(presented);
+        serde_json::json!({ "kind": "key", "key_id": format!("key_{}", hex::encode(&hash[..6])) })
+    } else {
+        let (iss, sub) = identity::unverified_subject(presented);
+        serde_json::json!({ "kind": "jwt", "iss": iss, "sub": sub })
+    };
+    gw.audit()
+        .auth_failure(&crate::util::stamp(gw.now()), e.code(), what, remote);
+}
+
 impl AuthError {
     /// Stable reason code.
     pub fn code(&self) -> &'static str {

@@ -107,7 +107,7 @@ pub enum Denial {
         connector: String,
     },
     /// The decision could not be recorded, so the call was not run.
-    #[error("the decision could not be recorded")]
+    #[error("the decision could not be written to the audit trail")]
     AuditUnavailable,
     /// Policy refused the call (default deny, a `forbid`, the task's
     /// constraints, or a policy that could not be evaluated).

@@ -1,8 +1,10 @@
-//! Record: writes each decision to the store, and the outcome of each
-//! allowed call after it ran.
+//! Record: writes each decision to the audit trail, and the outcome of
+//! each allowed call after it ran.
 //!
 //! Contract: [`allow`] returns a [`Recorded`] only once the `allow` record
-//! is durable; every later stage takes and returns a `Recorded`, so a call
+//! is committed and synced (group commit, bounded by the audit timeout:
+//! a stuck store refuses the call, it is never waited on forever); every
+//! later stage takes and returns a `Recorded`, so a call
 //! whose decision could not be written cannot reach a backend (fail
 //! closed). A `Recorded` is closed only by [`outcome`], which hands back the
 //! [`Closed`] proof the pipeline must return: a path that forgets the
@@ -18,8 +20,9 @@ use super::authenticate::Authenticated;
 use super::authorize::Target;
 use super::denial::{Denial, capped};
 use crate::Gateway;
+use crate::audit::{AuditError, Entry};
 use crate::catalog::ToolEntry;
-use crate::store::{CallOutcome, Decision, DecisionRecord, OutcomeUpdate};
+use crate::store::{CallOutcome, Decision, DecisionRecord, OpenCall, OutcomeUpdate};
 use crate::util::stamp;
 
 pub use crate::args::digest as args_digest;
@@ -41,14 +44,14 @@ pub struct Recorded<T> {
 #[must_use = "an allowed call must be closed with record::outcome"]
 #[derive(Debug)]
 pub struct RecordId {
-    id: String,
+    call: OpenCall,
     open: bool,
 }
 
 impl Drop for RecordId {
     fn drop(&mut self) {
         if self.open {
-            tracing::error!(record = %self.id, "an allowed call was dropped without an outcome");
+            tracing::error!(record = %self.call.id, "an allowed call was dropped without an outcome");
         }
     }
 }
@@ -65,7 +68,7 @@ impl<T> Recorded<T> {
     }
     /// The record id.
     pub fn id(&self) -> &str {
-        &self.record.id
+        &self.record.call.id
     }
     /// Moves to the next stage's proof, keeping the record open. Only the
     /// pipeline's stages call it.
@@ -144,7 +147,29 @@ fn base(
         owners: Some(owners(who, tool)),
         task_id: None,
         policy: None,
+        arguments: None,
     }
+}
+
+/// Longest string argument kept in the trail's copy; longer ones are
+/// replaced by their length (the digest still covers them).
+const KEPT_STRING: usize = 256;
+
+/// The arguments as the trail keeps them: sensitive fields replaced, long
+/// strings cut to their length, so the copy says what was asked without
+/// holding secrets or bulk data.
+fn trail_copy(args: &serde_json::Map<String, Value>, sensitive: &[String]) -> Value {
+    fn cut(v: Value) -> Value {
+        match v {
+            Value::String(s) if s.len() > KEPT_STRING => {
+                Value::String(format!("<{} bytes>", s.len()))
+            }
+            Value::Array(a) => Value::Array(a.into_iter().map(cut).collect()),
+            Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, cut(v))).collect()),
+            other => other,
+        }
+    }
+    cut(crate::approvals::redact(args, sensitive))
 }
 
 /// Records an `allow` decision; the call may proceed only with the result.
@@ -156,6 +181,7 @@ pub async fn allow(gw: &Gateway, approved: Approved) -> Result<Recorded<Approved
     let mut r = match call.target() {
         Target::Connector(tool) => {
             let mut r = base(gw, who, &tool.full_name, Some(tool), Some(digest));
+            r.arguments = Some(trail_copy(call.arguments(), &tool.sensitive));
             r.reason = format!(
                 "`{}` is granted to `{}` and the arguments match its schema",
                 tool.full_name, r.agent_id
@@ -188,23 +214,42 @@ pub async fn allow(gw: &Gateway, approved: Approved) -> Result<Recorded<Approved
         ));
     }
     r.policy = Some(approved.record());
-    match gw.store().record_decision(&r).await {
+    let call = OpenCall {
+        id: r.id.clone(),
+        agent_id: r.agent_id.clone(),
+        task_id: r.task_id.clone(),
+        tool: r.tool.clone(),
+    };
+    match gw.audit().append_durable(Entry::call(&r)).await {
         Ok(()) => Ok(Recorded {
-            record: RecordId {
-                id: r.id,
-                open: true,
-            },
+            record: RecordId { call, open: true },
             stage: approved,
         }),
         Err(e) => {
             tracing::error!(error = %e, tool = %r.tool, agent = %r.agent_id, "cannot record decision; refusing the call");
+            if let AuditError::Timeout(_) = e {
+                // The record may still land after the call was refused: its
+                // outcome, queued behind it, says the call never ran.
+                gw.audit().append(Entry::outcome(
+                    &call,
+                    &stamp(gw.now()),
+                    &OutcomeUpdate {
+                        outcome: CallOutcome::Refused,
+                        outcome_code: Some("audit_unavailable"),
+                        backend_status: None,
+                        latency_us: 0,
+                    },
+                ));
+            }
             Err(Denial::AuditUnavailable)
         }
     }
 }
 
 /// Records a denial. The call is refused whatever happens here; a lost
-/// denial record is logged, not hidden.
+/// denial record is logged, not hidden. Waits for the record (bounded),
+/// so a denial is in the trail when the agent hears of it, except when
+/// the trail itself is what failed.
 pub async fn deny(
     gw: &Gateway,
     who: &Authenticated,
@@ -222,13 +267,18 @@ pub async fn deny(
     r.latency_us = Some(latency_us);
     r.task_id = task_id.map(capped);
     r.policy = denial.policy_record();
-    if let Err(e) = gw.store().record_decision(&r).await {
+    let entry = Entry::call(&r);
+    if matches!(denial, Denial::AuditUnavailable) {
+        gw.audit().append(entry);
+    } else if let Err(e) = gw.audit().append_durable(entry).await {
         tracing::error!(error = %e, code = denial.code(), "cannot record a denial");
     }
     Closed(())
 }
 
-/// Adds the outcome to the `allow` record of a call, closing it.
+/// Queues the outcome of a call, linked to its `allow` record, closing
+/// it. Not waited for: the call already happened; a lost outcome shows as
+/// `interrupted` after the next start.
 pub async fn outcome(gw: &Gateway, mut record: RecordId, o: Outcome, latency_us: i64) -> Closed {
     record.open = false;
     let update = OutcomeUpdate {
@@ -237,11 +287,7 @@ pub async fn outcome(gw: &Gateway, mut record: RecordId, o: Outcome, latency_us:
         backend_status: o.backend_status,
         latency_us,
     };
-    if let Err(e) = gw.store().record_outcome(&record.id, &update).await {
-        // The backend may have acted; the result still goes to the agent.
-        // The record shows an `allow` without outcome, which start-up
-        // recovery marks `interrupted` and an audit flags.
-        tracing::error!(error = %e, record = %record.id, "cannot record the outcome of a call");
-    }
+    gw.audit()
+        .append(Entry::outcome(&record.call, &stamp(gw.now()), &update));
     Closed(())
 }

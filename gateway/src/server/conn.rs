@@ -101,7 +101,7 @@ pub(super) async fn serve(
         let app = app.clone();
         let stop = stop_rx.clone();
         tokio::spawn(async move {
-            serve_connection(tcp, app, limits, stop).await;
+            serve_connection(tcp, peer, app, limits, stop).await;
             drop(slot);
         });
     }
@@ -154,6 +154,7 @@ impl RateLimitedLog {
 
 async fn serve_connection(
     tcp: TcpStream,
+    peer: std::net::SocketAddr,
     app: Router,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
@@ -166,6 +167,7 @@ async fn serve_connection(
     let service = ConnService {
         app,
         activity: activity.clone(),
+        peer,
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.keep_alive(true).header_read_timeout(None);
@@ -379,6 +381,9 @@ impl AsyncWrite for Watched {
 struct ConnService {
     app: Router,
     activity: Arc<Activity>,
+    /// The client's address, handed to handlers (failed authentications
+    /// are recorded with it).
+    peer: std::net::SocketAddr,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for ConnService {
@@ -389,8 +394,12 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnService {
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let busy = self.activity.request_started();
         let app = self.app.clone();
+        let mut request = request.map(axum::body::Body::new);
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
         Box::pin(async move {
-            let response = app.oneshot(request.map(axum::body::Body::new)).await?;
+            let response = app.oneshot(request).await?;
             Ok(hold_until_sent(response, busy))
         })
     }

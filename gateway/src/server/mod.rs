@@ -585,12 +585,23 @@ async fn guard(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> R
         );
         return with_challenge(r, &metadata_url, Some("invalid_request"));
     }
+    let remote = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.to_string());
     let Some(presented) = bearer(request.headers()) else {
+        authenticate::record_failure(&edge.gw, "", &AuthError::Missing, remote);
         return unauthorized(&AuthError::Missing, &metadata_url);
     };
     let who = match authenticate::authenticate_bearer(&edge.gw, &presented, Transport::Http).await {
         Ok(who) => who,
         Err(AuthError::Unavailable(e)) => {
+            authenticate::record_failure(
+                &edge.gw,
+                &presented,
+                &AuthError::Unavailable(None),
+                remote,
+            );
             tracing::error!(error = ?e, "cannot check credentials; refusing");
             return refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -600,6 +611,7 @@ async fn guard(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> R
         }
         Err(e) => {
             tracing::info!(reason = e.code(), "HTTP request refused");
+            authenticate::record_failure(&edge.gw, &presented, &e, remote);
             return unauthorized(&e, &metadata_url);
         }
     };

@@ -4,8 +4,10 @@
 //! gateway secrets; it never holds a secret of an agent or a backend in clear.
 
 pub mod approvals;
+pub mod audit;
 mod sqlite;
 mod sqlite_approvals;
+mod sqlite_audit;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -13,6 +15,9 @@ use serde::Serialize;
 pub use approvals::{
     ApprovalEvent, ApprovalFilter, ApprovalRequest, ApprovalStatus, ApprovalVote,
     ApproverKeyRecord, Created, VoteInput, Voted,
+};
+pub use audit::{
+    AnchorRow, AuditBatch, AuditFilter, AuditRow, ChainTail, CheckpointRow, OpenCall, PendingRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -63,8 +68,9 @@ pub struct KeyMatch {
     pub lifecycle: Option<Lifecycle>,
 }
 
-/// One tools/call decision and, once known, its outcome.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// One tools/call decision and, once known, its outcome: the body of a
+/// `call` record in the trail, with the linked `call.outcome` folded in.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct DecisionRecord {
     /// Record id (UUID v7, time-ordered).
     pub id: String,
@@ -107,6 +113,10 @@ pub struct DecisionRecord {
     /// The policy decision (JSON: verdict, code, matched policies, approval
     /// route), when the call reached policy.
     pub policy: Option<serde_json::Value>,
+    /// The arguments with the fields the manifest marks sensitive replaced
+    /// and long values cut: enough to read what was asked, nothing secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<serde_json::Value>,
 }
 
 /// What the outcome of an allowed call was.
@@ -456,12 +466,46 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn revoke_key(&self, key_id: &str, at: &str) -> Result<bool, StoreError>;
     /// Lists every key (live and revoked).
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
-    /// Writes a decision record. Must be durable before it returns `Ok`.
-    async fn record_decision(&self, record: &DecisionRecord) -> Result<(), StoreError>;
-    /// Adds the outcome to an earlier `allow` record.
-    async fn record_outcome(&self, id: &str, outcome: &OutcomeUpdate) -> Result<(), StoreError>;
-    /// Reads decisions back, newest first.
+    /// Reads call decisions back from the trail, newest first, each with
+    /// its outcome when one is recorded.
     async fn decisions(&self, filter: &DecisionFilter) -> Result<Vec<DecisionRecord>, StoreError>;
+    /// The last record of `chain` (or the anchor a pruned chain starts
+    /// after); `None` for a chain not started.
+    async fn audit_tail(&self, chain: &str) -> Result<Option<ChainTail>, StoreError>;
+    /// Appends one group commit in one transaction. A row whose
+    /// `(chain, seq)` is taken (another writer appended first) fails the
+    /// whole batch with [`StoreError::Conflict`]; the writer re-reads the
+    /// tail and re-chains.
+    async fn audit_append(&self, batch: &AuditBatch) -> Result<(), StoreError>;
+    /// Records captured by triggers, oldest first, not yet chained.
+    async fn audit_pending(&self, limit: u32) -> Result<Vec<PendingRecord>, StoreError>;
+    /// How many records wait to be chained.
+    async fn audit_pending_count(&self) -> Result<i64, StoreError>;
+    /// Records matching `filter`.
+    async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError>;
+    /// Up to `limit` records of `chain` with seq > `after`, in order.
+    async fn audit_range(
+        &self,
+        chain: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, StoreError>;
+    /// Every chain that has records, checkpoints or an anchor.
+    async fn audit_chains(&self) -> Result<Vec<String>, StoreError>;
+    /// Allowed calls without an outcome record.
+    async fn open_calls(&self) -> Result<Vec<OpenCall>, StoreError>;
+    /// Stores a signed checkpoint.
+    async fn add_checkpoint(&self, c: &CheckpointRow) -> Result<(), StoreError>;
+    /// The checkpoints of `chain`, oldest first.
+    async fn checkpoints(&self, chain: &str) -> Result<Vec<CheckpointRow>, StoreError>;
+    /// The anchor of a pruned chain.
+    async fn anchor(&self, chain: &str) -> Result<Option<AnchorRow>, StoreError>;
+    /// Sets (replaces) the anchor of `anchor.chain`.
+    async fn set_anchor(&self, anchor: &AnchorRow) -> Result<(), StoreError>;
+    /// Deletes up to `limit` records of `chain` with seq <= `upto` (and
+    /// checkpoints before it); returns how many records went. Called in
+    /// small steps so calls never wait long behind a prune.
+    async fn prune_audit(&self, chain: &str, upto: i64, limit: u32) -> Result<u64, StoreError>;
     /// Housekeeping the gateway runs every second off the call path (for
     /// SQLite: a passive WAL checkpoint).
     async fn maintenance(&self) -> Result<(), StoreError> {
@@ -559,12 +603,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         reason: &str,
         upstream_pending: bool,
     ) -> Result<bool, StoreError>;
-    /// Marks every `allow` record without an outcome as `interrupted`
-    /// (outcome unknown): the process that made the call died before it
-    /// could record how it ended. Returns how many were marked. Only safe
-    /// when no other process is serving calls on this store (see
-    /// `app::recover`).
-    async fn mark_interrupted(&self) -> Result<u64, StoreError>;
     /// Adds `amount` to a task budget if the sum stays at or under `max`,
     /// atomically; the new sum, or `None` when it would not fit.
     async fn reserve_budget(

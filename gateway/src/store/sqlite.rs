@@ -11,8 +11,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    AdminAction, AdminKeyRecord, AgentStatus, CredentialRecord, DecisionFilter, DecisionRecord,
-    KeyMatch, KeyRecord, Lifecycle, LifecycleEvent, ManifestChange, OutcomeUpdate, RevocationEvent,
+    AdminAction, AdminKeyRecord, AgentStatus, AnchorRow, AuditBatch, AuditFilter, AuditRow,
+    ChainTail, CheckpointRow, CredentialRecord, DecisionFilter, DecisionRecord, KeyMatch,
+    KeyRecord, Lifecycle, LifecycleEvent, ManifestChange, OpenCall, PendingRecord, RevocationEvent,
     RevocationKind, Store, StoreError, TaskEnd, TaskFilter, TaskRecord, TaskStatus,
 };
 
@@ -151,36 +152,6 @@ impl Store for SqliteStore {
         Ok(rows.iter().map(key_row).collect::<Result<_, _>>()?)
     }
 
-    async fn record_decision(&self, r: &DecisionRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO decisions (id, seq, at, agent_id, credential_id, transport, tool, connector_id, risk, args_digest, \
-             decision, reason_code, reason, outcome, outcome_code, backend_status, latency_us, owners, task_id, policy) \
-             VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM decisions), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&r.id)
-        .bind(&r.at)
-        .bind(&r.agent_id)
-        .bind(&r.credential_id)
-        .bind(&r.transport)
-        .bind(&r.tool)
-        .bind(&r.connector_id)
-        .bind(&r.risk)
-        .bind(&r.args_digest)
-        .bind(&r.decision)
-        .bind(&r.reason_code)
-        .bind(&r.reason)
-        .bind(&r.outcome)
-        .bind(&r.outcome_code)
-        .bind(r.backend_status)
-        .bind(r.latency_us)
-        .bind(r.owners.as_ref().map(|o| o.to_string()))
-        .bind(&r.task_id)
-        .bind(r.policy.as_ref().map(|p| p.to_string()))
-        .execute(&self.write)
-        .await?;
-        Ok(())
-    }
-
     async fn reserve_budget(
         &self,
         task_id: &str,
@@ -235,59 +206,53 @@ impl Store for SqliteStore {
         Ok(used.unwrap_or(0))
     }
 
-    async fn record_outcome(&self, id: &str, o: &OutcomeUpdate) -> Result<(), StoreError> {
-        let done = sqlx::query(
-            "UPDATE decisions SET outcome = ?, outcome_code = ?, backend_status = ?, latency_us = ? WHERE id = ? AND outcome IS NULL",
-        )
-        .bind(o.outcome.as_str())
-        .bind(o.outcome_code)
-        .bind(o.backend_status.map(i64::from))
-        .bind(o.latency_us)
-        .bind(id)
-        .execute(&self.write)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Err(StoreError::Database(sqlx::Error::RowNotFound));
-        }
-        Ok(())
+    async fn decisions(&self, f: &DecisionFilter) -> Result<Vec<DecisionRecord>, StoreError> {
+        self.au_decisions(f).await
     }
 
-    async fn decisions(&self, f: &DecisionFilter) -> Result<Vec<DecisionRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM decisions WHERE (?1 IS NULL OR agent_id = ?1) ORDER BY seq DESC LIMIT ?2",
-        )
-        .bind(&f.agent_id)
-        .bind(i64::from(f.limit.unwrap_or(u32::MAX)))
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let owners: Option<String> = r.try_get("owners")?;
-                let policy: Option<String> = r.try_get("policy")?;
-                Ok(DecisionRecord {
-                    id: r.try_get("id")?,
-                    at: r.try_get("at")?,
-                    agent_id: r.try_get("agent_id")?,
-                    credential_id: r.try_get("credential_id")?,
-                    transport: r.try_get("transport")?,
-                    tool: r.try_get("tool")?,
-                    connector_id: r.try_get("connector_id")?,
-                    risk: r.try_get("risk")?,
-                    args_digest: r.try_get("args_digest")?,
-                    decision: r.try_get("decision")?,
-                    reason_code: r.try_get("reason_code")?,
-                    reason: r.try_get("reason")?,
-                    outcome: r.try_get("outcome")?,
-                    outcome_code: r.try_get("outcome_code")?,
-                    backend_status: r.try_get("backend_status")?,
-                    latency_us: r.try_get("latency_us")?,
-                    owners: owners.and_then(|o| serde_json::from_str(&o).ok()),
-                    task_id: r.try_get("task_id")?,
-                    policy: policy.and_then(|p| serde_json::from_str(&p).ok()),
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+    async fn audit_tail(&self, chain: &str) -> Result<Option<ChainTail>, StoreError> {
+        self.au_tail(chain).await
+    }
+    async fn audit_append(&self, batch: &AuditBatch) -> Result<(), StoreError> {
+        self.au_append(batch).await
+    }
+    async fn audit_pending(&self, limit: u32) -> Result<Vec<PendingRecord>, StoreError> {
+        self.au_pending(limit).await
+    }
+    async fn audit_pending_count(&self) -> Result<i64, StoreError> {
+        self.au_pending_count().await
+    }
+    async fn audit_records(&self, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+        self.au_records(f).await
+    }
+    async fn audit_range(
+        &self,
+        chain: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        self.au_range(chain, after, limit).await
+    }
+    async fn audit_chains(&self) -> Result<Vec<String>, StoreError> {
+        self.au_chains().await
+    }
+    async fn open_calls(&self) -> Result<Vec<OpenCall>, StoreError> {
+        self.au_open_calls().await
+    }
+    async fn add_checkpoint(&self, c: &CheckpointRow) -> Result<(), StoreError> {
+        self.au_add_checkpoint(c).await
+    }
+    async fn checkpoints(&self, chain: &str) -> Result<Vec<CheckpointRow>, StoreError> {
+        self.au_checkpoints(chain).await
+    }
+    async fn anchor(&self, chain: &str) -> Result<Option<AnchorRow>, StoreError> {
+        self.au_anchor(chain).await
+    }
+    async fn set_anchor(&self, a: &AnchorRow) -> Result<(), StoreError> {
+        self.au_set_anchor(a).await
+    }
+    async fn prune_audit(&self, chain: &str, upto: i64, limit: u32) -> Result<u64, StoreError> {
+        self.au_prune(chain, upto, limit).await
     }
 
     async fn maintenance(&self) -> Result<(), StoreError> {
@@ -749,16 +714,6 @@ impl Store for SqliteStore {
         .execute(&self.write)
         .await?;
         Ok(done.rows_affected() > 0)
-    }
-
-    async fn mark_interrupted(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE decisions SET outcome = 'interrupted', outcome_code = 'outcome_unknown' \
-             WHERE decision = 'allow' AND outcome IS NULL",
-        )
-        .execute(&self.write)
-        .await?;
-        Ok(done.rows_affected())
     }
 
     async fn issue_admin_key(
