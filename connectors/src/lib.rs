@@ -28,6 +28,56 @@ pub struct ConnectorCall<'a> {
     pub arguments: &'a Map<String, Value>,
     /// The credential the gateway issued for this backend, if any.
     pub credential: Option<&'a BackendCredential>,
+    /// Trace context to send with the request; empty unless the gateway
+    /// exports traces.
+    pub trace: &'a TraceHeaders,
+}
+
+/// The W3C trace-context headers (`traceparent`, `tracestate`) the gateway
+/// wants sent with one backend request, so the backend's own spans join
+/// the gateway's trace. Empty when the gateway exports no traces, and then
+/// nothing is sent. Only these two names are accepted, so this cannot
+/// carry anything else to a backend. How the values are made is the
+/// gateway's business: this crate knows nothing of OpenTelemetry.
+#[derive(Debug, Clone, Default)]
+pub struct TraceHeaders {
+    headers: ::http::HeaderMap,
+}
+
+impl TraceHeaders {
+    /// The header names a trace context may set.
+    pub const NAMES: &'static [&'static str] = &["traceparent", "tracestate"];
+
+    /// Sets `name` to `value`; false (and nothing set) when `name` is not
+    /// one of [`TraceHeaders::NAMES`] or `value` is not a header value.
+    pub fn set(&mut self, name: &str, value: &str) -> bool {
+        let Some(name) = Self::NAMES.iter().find(|n| name.eq_ignore_ascii_case(n)) else {
+            return false;
+        };
+        match ::http::HeaderValue::from_str(value) {
+            Ok(v) => {
+                self.headers
+                    .insert(::http::HeaderName::from_static(name), v);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The value of `name`, if set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// True when there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty()
+    }
+
+    /// The headers, for a connector to send.
+    pub fn headers(&self) -> &::http::HeaderMap {
+        &self.headers
+    }
 }
 
 /// Headers a tool argument may never set: they carry credentials or
@@ -221,6 +271,21 @@ mod tests {
             r#"{"auth":"[REDACTED]","raw":"[REDACTED]","other":"tok"}"#
         );
         assert!(c.redact_in(b"nothing here").is_none());
+    }
+
+    #[test]
+    fn trace_headers_take_only_the_trace_context_names() {
+        let mut t = TraceHeaders::default();
+        assert!(t.is_empty());
+        assert!(!t.set("authorization", "Bearer x"));
+        assert!(!t.set("traceparent", "bad\nvalue"));
+        assert!(t.set(
+            "TraceParent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        ));
+        assert!(t.set("tracestate", "tollgate=1"));
+        assert_eq!(t.headers().len(), 2);
+        assert_eq!(t.get("tracestate"), Some("tollgate=1"));
     }
 
     #[test]

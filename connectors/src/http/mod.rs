@@ -143,6 +143,10 @@ impl Connector for HttpConnector {
             .get(call.tool)
             .ok_or_else(|| ConnectorError::UnknownTool(call.tool.to_string()))?;
         let mut request = mapping::build_request(&self.client, &self.base, route, call.arguments)?;
+        if !call.trace.is_empty() {
+            // Replaces any the mapping set: the gateway's trace context wins.
+            request = request.headers(call.trace.headers().clone());
+        }
         if let Some(credential) = call.credential {
             request = request.header(credential.header().clone(), credential.value().clone());
         }

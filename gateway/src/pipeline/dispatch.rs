@@ -10,7 +10,7 @@
 //! (disconnect or `notifications/cancelled`) drops the backend request.
 
 use tokio_util::sync::CancellationToken;
-use tollgate_connectors::{ConnectorCall, ConnectorError, ToolOutput};
+use tollgate_connectors::{ConnectorCall, ConnectorError, ToolOutput, TraceHeaders};
 
 use super::credential::Credentialed;
 use super::denial::Denial;
@@ -44,10 +44,12 @@ pub async fn dispatch(
         return (record, Dispatched::Refused(d));
     }
     let tool = c.tool();
+    let trace = TraceHeaders::default();
     let request = tool.connector.call(ConnectorCall {
         tool: &tool.local_name,
         arguments: scoped.call().arguments(),
         credential: c.credential(),
+        trace: &trace,
     });
     let dispatched = tokio::select! {
         result = request => match result {
