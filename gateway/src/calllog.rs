@@ -115,7 +115,9 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn printable(s: &str) -> String {
+/// `s` capped, with control characters replaced, so it cannot forge log
+/// lines or span attributes.
+pub(crate) fn printable(s: &str) -> String {
     crate::util::capped(s)
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })

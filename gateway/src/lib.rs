@@ -24,6 +24,7 @@
 //! - [`metrics`]: the Prometheus registry the pipeline reports into.
 //! - [`audit`]: the hash-chained trail, its writer, checkpoints, verify,
 //!   prune, export and report.
+//! - [`telemetry`]: OpenTelemetry traces (off unless an OTLP endpoint is set).
 //! - [`demo`]: the built-in demo backend the shipped manifests use.
 //! - [`cli`]: the `tollgate` command line; `main.rs` only calls it.
 
@@ -55,6 +56,7 @@ pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod tasks;
+pub mod telemetry;
 mod util;
 
 use std::sync::{Arc, RwLock};

@@ -27,14 +27,21 @@
 //! gateway serves HTTP/1 only (no h2). The `trace_logs` integration test
 //! runs the real binary at `RUST_LOG=trace` and checks that no key, task
 //! token or backend secret appears.
+//!
+//! With `serve --otlp-endpoint`, a second layer exports the call spans
+//! (`telemetry`); those spans are left out of the log lines.
 
 use std::io::IsTerminal;
 
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{EnvFilter, FilterExt, Targets};
+use tracing_subscriber::filter::{self, EnvFilter, FilterExt, Targets};
+use tracing_subscriber::layer::Filter;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::telemetry::{self, Traces};
 
 /// Set to `1` to let rmcp log message payloads (arguments, results, task
 /// tokens). Off by default.
@@ -83,9 +90,15 @@ pub fn payload_cap(allow_payloads: bool) -> Targets {
 /// invalid), capped by [`payload_cap`], to stderr in `format`. A second
 /// call does nothing.
 pub fn init(default: &str, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    init_with_traces(default, format, None);
+}
+
+/// [`init`], and with `traces` (when on) beside the log lines: the call
+/// spans go to the trace exporter, never into the log lines.
+pub fn init_with_traces(default: &str, format: LogFormat, traces: Option<&Traces>) {
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let allow = payloads_allowed();
-    let filter = filter.and(payload_cap(allow));
+    let filter = log_filter(env, allow);
     // Colours only for a person at a terminal: escape codes in a file or
     // a log collector are noise (and break line-oriented tools).
     let ansi = std::io::stderr().is_terminal();
@@ -105,8 +118,12 @@ pub fn init(default: &str, format: LogFormat) {
             .with_filter(filter)
             .boxed(),
     };
+    let mut layers = vec![layer];
+    if let Some(traces) = traces {
+        layers.push(traces.layer());
+    }
     if tracing_subscriber::registry()
-        .with(layer)
+        .with(layers)
         .try_init()
         .is_ok()
         && allow
@@ -117,13 +134,40 @@ pub fn init(default: &str, format: LogFormat) {
     }
 }
 
+/// What the log lines show: `env`'s levels, capped by [`payload_cap`],
+/// without the spans exported as traces.
+fn log_filter<S>(env: EnvFilter, allow_payloads: bool) -> impl Filter<S> + Send + Sync + 'static
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    env.and(payload_cap(allow_payloads))
+        // With a hint, so the combined hint stays the level asked for (a
+        // filter without one would lift the global level cap).
+        .and(filter::filter_fn(|m| !is_trace_span(m)).with_max_level_hint(LevelFilter::TRACE))
+}
+
+/// A span of [`telemetry::TARGET`]: exported as a trace, kept out of the
+/// log lines (whose format stays the same with traces on or off).
+fn is_trace_span(m: &tracing::Metadata<'_>) -> bool {
+    m.is_span() && m.target() == telemetry::TARGET
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tracing::Level;
+    use tracing_subscriber::registry::Registry;
 
     fn enabled(cap: &Targets, target: &str, level: Level) -> bool {
         cap.would_enable(target, &level)
+    }
+
+    #[test]
+    fn the_log_filter_keeps_the_level_asked_for() {
+        for (level, hint) in [("warn", LevelFilter::WARN), ("info", LevelFilter::INFO)] {
+            let f = log_filter::<Registry>(EnvFilter::new(level), false);
+            assert_eq!(Filter::<Registry>::max_level_hint(&f), Some(hint));
+        }
     }
 
     #[test]

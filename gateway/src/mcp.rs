@@ -132,12 +132,19 @@ impl McpFront {
                 token,
             }) as Arc<dyn pipeline::Progress>
         });
+        // The caller's trace, if it sent one over HTTP (only read when
+        // traces are on).
+        let trace_parent = ctx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| crate::telemetry::remote_parent(&parts.headers));
         ToolRequest {
             name,
             arguments,
             task_hint,
             connection: self.connection(ctx),
             progress,
+            trace_parent,
         }
     }
 }

@@ -127,10 +127,8 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let log = |default: &str| crate::logging::init(default, cli.log_format);
     match cli.command {
-        Command::Serve(args) => {
-            log("info,rmcp=warn");
-            serve::run(&cli.data, &cli.manifests, args, cli.log_format).await
-        }
+        // Sets up its own logging, with traces when asked for.
+        Command::Serve(args) => serve::run(&cli.data, &cli.manifests, args, cli.log_format).await,
         Command::Check(args) => check::check(&cli.manifests, args),
         Command::Schema => check::schema(),
         Command::Agents(cmd) => {

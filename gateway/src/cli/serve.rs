@@ -15,6 +15,7 @@ use crate::app::{self, Config};
 use crate::logging::LogFormat;
 use crate::secrets::SecretString;
 use crate::server::{self, HttpOptions};
+use crate::telemetry::Traces;
 
 #[derive(Debug, Args)]
 pub(super) struct ServeArgs {
@@ -110,6 +111,11 @@ pub(super) struct ServeArgs {
     /// their own name.
     #[arg(long, env = "TOLLGATE_AUDIT_CHAIN", default_value = crate::audit::DEFAULT_CHAIN)]
     audit_chain: String,
+    /// Export traces (OpenTelemetry, OTLP over HTTP with protobuf) to the
+    /// collector at this base URL, e.g. `http://127.0.0.1:4318` (spans go
+    /// to its /v1/traces). Off when unset.
+    #[arg(long, env = "TOLLGATE_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 /// An age: `90d`, `720h`, `30m`, `45s`.
@@ -124,7 +130,30 @@ fn parse_age(text: &str) -> Result<Duration, String> {
     crate::tasks::parse_ttl(t).map_err(|_| format!("`{t}` is not an age (e.g. 90d, 720h)"))
 }
 
+/// Sets up logging (and traces, when asked for), serves, then sends the
+/// last spans before returning.
 pub(super) async fn run(
+    data: &Path,
+    manifests: &Path,
+    mut args: ServeArgs,
+    log_format: LogFormat,
+) -> anyhow::Result<ExitCode> {
+    let traces = match args.otlp_endpoint.take().filter(|e| !e.trim().is_empty()) {
+        Some(endpoint) => Some(Traces::start(&endpoint)?),
+        None => None,
+    };
+    crate::logging::init_with_traces("info,rmcp=warn", log_format, traces.as_ref());
+    if let Some(t) = &traces {
+        tracing::info!(endpoint = %t.endpoint(), "exporting traces (OTLP over HTTP)");
+    }
+    let served = serve(data, manifests, args, log_format).await;
+    if let Some(t) = traces {
+        t.shutdown().await;
+    }
+    served
+}
+
+async fn serve(
     data: &Path,
     manifests: &Path,
     args: ServeArgs,

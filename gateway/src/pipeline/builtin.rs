@@ -177,6 +177,7 @@ pub async fn run(
         task_hint: None,
         connection: connection.map(str::to_string),
         progress: None,
+        trace_parent: None,
     };
     if name == START_TASK {
         start(gw, who, &request, current_task, args).await

@@ -8,15 +8,18 @@
 //! nothing that can wait stands between that check and the request. The
 //! connector enforces its own timeout; cancellation by the client
 //! (disconnect or `notifications/cancelled`) drops the backend request.
+//! When traces are on, the connector call is the `backend` span and the
+//! request carries its trace context (`telemetry`); off, neither exists.
 
 use tokio_util::sync::CancellationToken;
-use tollgate_connectors::{ConnectorCall, ConnectorError, ToolOutput, TraceHeaders};
+use tollgate_connectors::{ConnectorCall, ConnectorError, ToolOutput};
+use tracing::Instrument;
 
 use super::credential::Credentialed;
 use super::denial::Denial;
 use super::fence;
 use super::record::{RecordId, Recorded};
-use crate::Gateway;
+use crate::{Gateway, telemetry};
 
 /// How the connector call ended.
 #[derive(Debug)]
@@ -44,19 +47,34 @@ pub async fn dispatch(
         return (record, Dispatched::Refused(d));
     }
     let tool = c.tool();
-    let trace = TraceHeaders::default();
+    // The backend call's span (disabled unless traces are on), and its
+    // trace context for the backend (empty unless they are).
+    let span = telemetry::backend_span(&tool.connector_id, &tool.local_name);
+    let trace = telemetry::trace_headers(&span);
     let request = tool.connector.call(ConnectorCall {
         tool: &tool.local_name,
         arguments: scoped.call().arguments(),
         credential: c.credential(),
         trace: &trace,
     });
-    let dispatched = tokio::select! {
-        result = request => match result {
-            Ok(output) => Dispatched::Output(output),
-            Err(e) => Dispatched::Failed(e),
-        },
-        _ = cancel.cancelled() => Dispatched::Cancelled,
-    };
+    let dispatched = async {
+        tokio::select! {
+            result = request => match result {
+                Ok(output) => Dispatched::Output(output),
+                Err(e) => Dispatched::Failed(e),
+            },
+            _ = cancel.cancelled() => Dispatched::Cancelled,
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    match &dispatched {
+        Dispatched::Output(out) => telemetry::backend_finished(&span, out.backend_status, None),
+        Dispatched::Failed(e) => telemetry::backend_finished(&span, None, Some(e.code())),
+        Dispatched::Cancelled => {
+            telemetry::backend_finished(&span, None, Some("client_cancelled"));
+        }
+        Dispatched::Refused(_) => {}
+    }
     (record, dispatched)
 }

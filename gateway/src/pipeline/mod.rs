@@ -80,6 +80,8 @@ pub struct ToolRequest {
     pub connection: Option<String>,
     /// Where to report progress while the call waits (for approval).
     pub progress: Option<Arc<dyn Progress>>,
+    /// The caller's trace context (`traceparent`), when traces are on.
+    pub trace_parent: Option<crate::telemetry::RemoteParent>,
 }
 
 /// Where a waiting call reports progress: MCP progress notifications, when
@@ -121,16 +123,23 @@ pub async fn call_tool(
     request: ToolRequest,
     cancel: &CancellationToken,
 ) -> CallReply {
+    use tracing::Instrument;
     let started = Instant::now();
     let tool = request.name.clone();
-    let (reply, _closed, summary) = run(gw, who, request, cancel, started).await;
+    // One span per call when traces are on (a disabled span otherwise).
+    let span = crate::telemetry::call_span(&who.agent().id, &tool, request.trace_parent.as_ref());
+    let (reply, _closed, summary) = run(gw, who, request, cancel, started)
+        .instrument(span.clone())
+        .await;
+    crate::telemetry::call_finished(&span, &summary);
     crate::calllog::finished(gw, &who.agent().id, &tool, &summary, started.elapsed());
     reply
 }
 
-/// Times one stage into the metrics.
+/// Times one stage into the metrics, and into the call's trace.
 fn stage(gw: &Gateway, name: &'static str, since: Instant) {
     gw.metrics().observe_stage(name, since.elapsed());
+    crate::telemetry::stage(name, since);
 }
 
 /// The stages in order. Every path ends in a record: a denial record, or
