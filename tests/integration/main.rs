@@ -28,3 +28,4 @@ mod stdio_transport;
 mod task_binding;
 mod tasks;
 mod trace_logs;
+mod traces;
