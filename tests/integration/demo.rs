@@ -44,7 +44,9 @@ fn text(r: &rmcp::model::CallToolResult) -> String {
     r.content[0].as_text().unwrap().text.clone()
 }
 
-#[tokio::test]
+const BIN: &str = env!("CARGO_BIN_EXE_tollgate-under-test");
+
+#[tokio::test(flavor = "multi_thread")]
 async fn support_bot_walkthrough() {
     let (gw, demo) = shipped_gateway().await;
     let key = gw.issue_key("support-bot").await;
@@ -334,4 +336,16 @@ async fn support_bot_walkthrough() {
         last_denied.owners.as_ref().unwrap()["agent"]["business"]["name"],
         "head-of-support"
     );
+
+    // After the demo the trail verifies, and the incident report answers
+    // from it: owners, the denial and its reason, the task's credential.
+    gw.gw.audit().fold().await.unwrap();
+    let out = gw.cli(BIN, &["audit", "verify"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = gw.cli(BIN, &["audit", "report", "--agent", "support-bot"]);
+    assert!(out.status.success(), "{out:?}");
+    let report = String::from_utf8(out.stdout).unwrap();
+    for fact in ["head-of-support", "tool_not_granted", "billing.get_invoice"] {
+        assert!(report.contains(fact), "report lacks {fact}:\n{report}");
+    }
 }
