@@ -58,6 +58,18 @@ fn verify(gw: &TestGateway, extra: &[&str]) -> (bool, String) {
     }
 }
 
+/// Exchanges the seqs of records `a` and `b`, as a reordering would.
+async fn swap(pool: &sqlx::SqlitePool, a: i64, b: i64) {
+    for (from, to) in [(a, -1), (b, a), (-1, b)] {
+        sqlx::query("UPDATE audit_log SET seq = ? WHERE seq = ?")
+            .bind(to)
+            .bind(from)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+}
+
 /// A scripted session: a key, a task, an allowed call with a sensitive
 /// argument, a denied call, a backend failure, a bad credential, the task
 /// ended, the key revoked, the agent suspended.
@@ -268,34 +280,12 @@ async fn tampering_is_found_at_the_record_that_was_touched() {
     let (ok, text) = verify(&gw, &[]);
     assert!(ok, "restored: {text}");
 
-    // Two records swapped (their seqs exchanged).
-    sqlx::query("UPDATE audit_log SET seq = -1 WHERE seq = 3")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE audit_log SET seq = 3 WHERE seq = 4")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE audit_log SET seq = 4 WHERE seq = -1")
-        .execute(&pool)
-        .await
-        .unwrap();
+    // Two records swapped (their seqs exchanged), then swapped back.
+    swap(&pool, 3, 4).await;
     let (ok, text) = verify(&gw, &[]);
     assert!(!ok);
     assert!(text.contains("record 3 was altered or moved"), "{text}");
-    sqlx::query("UPDATE audit_log SET seq = -1 WHERE seq = 3")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE audit_log SET seq = 3 WHERE seq = 4")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE audit_log SET seq = 4 WHERE seq = -1")
-        .execute(&pool)
-        .await
-        .unwrap();
+    swap(&pool, 3, 4).await;
     let (ok, text) = verify(&gw, &[]);
     assert!(ok, "restored: {text}");
 
