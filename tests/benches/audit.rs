@@ -89,18 +89,35 @@ async fn open(dir: &std::path::Path) -> (Arc<dyn Store>, Arc<Audit>) {
     (store, audit)
 }
 
-fn size_of_db(dir: &std::path::Path) -> u64 {
-    ["tollgate.db", "tollgate.db-wal"]
-        .iter()
-        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
-        .map(|m| m.len())
-        .sum()
+/// Bytes of the database's pages in use, after folding the WAL into the
+/// file (free pages and the WAL's preallocation do not count).
+async fn bytes_in_use(dir: &std::path::Path) -> u64 {
+    let pool =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("tollgate.db").display()))
+            .await
+            .unwrap();
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let pages: i64 = sqlx::query_scalar(
+        "SELECT (SELECT page_count FROM pragma_page_count) - (SELECT freelist_count FROM pragma_freelist_count)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let page: i64 = sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    (pages * page) as u64
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let writers = arg("--writers", 64);
-    let per_writer = arg("--per-writer", 500);
+    let writers = arg("--writers", 256);
+    let per_writer = arg("--per-writer", 200);
     let records = arg("--records", 1_000_000);
 
     // 1. Durable appends under concurrency.
@@ -135,31 +152,16 @@ async fn main() {
 
     // 2. Bytes per governed call: pre-record + outcome.
     let dir = tempfile::tempdir().unwrap();
-    let (store, audit) = open(dir.path()).await;
+    let (_store, audit) = open(dir.path()).await;
     let calls = 20_000;
-    let empty = {
-        store.maintenance().await.unwrap();
-        size_of_db(dir.path())
-    };
+    let empty = bytes_in_use(dir.path()).await;
     for i in 0..calls {
         let d = decision(i);
-        audit.append(Entry::call(&d));
-        audit.append(outcome_of(&d));
+        audit.append_wait(Entry::call(&d)).await;
+        audit.append_wait(outcome_of(&d)).await;
     }
     audit.flush().await;
-    // Fold the WAL into the file so the size is the file's.
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("tollgate.db").display()
-    ))
-    .await
-    .unwrap();
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    let used = size_of_db(dir.path()).saturating_sub(empty);
+    let used = bytes_in_use(dir.path()).await - empty;
     println!(
         "bytes per governed call (pre-record + outcome, indexes included): {} ({} calls, {:.1} MB)",
         used / calls as u64,
@@ -174,12 +176,9 @@ async fn main() {
     let mut i = 0;
     while i < records {
         let d = decision(i);
-        audit.append(Entry::call(&d));
-        audit.append(outcome_of(&d));
+        audit.append_wait(Entry::call(&d)).await;
+        audit.append_wait(outcome_of(&d)).await;
         i += 2;
-        if i % 100_000 == 0 {
-            audit.flush().await;
-        }
     }
     audit.flush().await;
     println!(

@@ -291,6 +291,34 @@ impl Audit {
         }
     }
 
+    /// Queues `entry`, waiting (at most the audit timeout) for room when
+    /// the queue is full: backpressure instead of a silent drop while the
+    /// store catches up; a store that stays stuck still cannot hold the
+    /// caller forever (the record is then dropped, counted and logged).
+    pub async fn append_wait(&self, entry: Entry) {
+        self.ensure_started();
+        let msg = writer::Msg::Append {
+            entry: Box::new(entry),
+            durable: false,
+            done: None,
+        };
+        let msg = match self.tx.try_send(msg) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(m)) => m,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("the audit writer stopped: a record was dropped");
+                return;
+            }
+        };
+        if self.tx.send_timeout(msg, self.timeout()).await.is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::error!(
+                dropped = n,
+                "audit queue full for too long: a record was dropped"
+            );
+        }
+    }
+
     /// Waits until everything queued before this call is committed.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();

@@ -269,7 +269,7 @@ pub async fn deny(
     r.policy = denial.policy_record();
     let entry = Entry::call(&r);
     if matches!(denial, Denial::AuditUnavailable) {
-        gw.audit().append(entry);
+        gw.audit().append_wait(entry).await;
     } else if let Err(e) = gw.audit().append_durable(entry).await {
         tracing::error!(error = %e, code = denial.code(), "cannot record a denial");
     }
@@ -288,6 +288,7 @@ pub async fn outcome(gw: &Gateway, mut record: RecordId, o: Outcome, latency_us:
         latency_us,
     };
     gw.audit()
-        .append(Entry::outcome(&record.call, &stamp(gw.now()), &update));
+        .append_wait(Entry::outcome(&record.call, &stamp(gw.now()), &update))
+        .await;
     Closed(())
 }
