@@ -167,13 +167,13 @@ async fn verify_chain(
     // take about half the time.
     let mut next = tokio::spawn(fetch(store.clone(), name.to_string(), walker.seq));
     loop {
-        let rows = next.await.map_err(|e| VerifyError::Read(e.to_string()))??;
+        let rows = Arc::new(next.await.map_err(|e| VerifyError::Read(e.to_string()))??);
         if rows.is_empty() {
             break;
         }
         let after = rows.last().map_or(walker.seq, |r| r.seq);
         next = tokio::spawn(fetch(store.clone(), name.to_string(), after));
-        let hashes = hash_all(&rows).await?;
+        let hashes = hash_all(rows.clone()).await?;
         for (row, h) in rows.iter().zip(hashes.iter()) {
             if let Err(b) = walker.check(row, h) {
                 let code = match b {
@@ -239,10 +239,9 @@ async fn fetch(
 }
 
 /// Hashes on the blocking pool, split across the machine's cores.
-async fn hash_all(rows: &[AuditRow]) -> Result<Vec<[u8; 32]>, VerifyError> {
+async fn hash_all(rows: Arc<Vec<AuditRow>>) -> Result<Vec<[u8; 32]>, VerifyError> {
     let parts = std::thread::available_parallelism().map_or(1, |n| n.get());
     let size = rows.len().div_ceil(parts).max(1);
-    let rows: Arc<Vec<AuditRow>> = Arc::new(rows.to_vec());
     let mut tasks = Vec::new();
     for start in (0..rows.len()).step_by(size) {
         let rows = rows.clone();
