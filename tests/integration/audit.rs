@@ -676,3 +676,125 @@ async fn a_flood_of_bad_credentials_cannot_fill_the_trail() {
         "every failure is either recorded or counted in the next record"
     );
 }
+
+/// A denied call's record (no outcome follows, nothing stays open).
+fn denial(n: usize) -> tollgate::store::DecisionRecord {
+    tollgate::store::DecisionRecord {
+        id: format!("race-call-{n:05}"),
+        at: "2026-12-03T10:00:00Z".into(),
+        agent_id: format!("racer-{}", n % 2),
+        credential_id: "key_race".into(),
+        transport: "http".into(),
+        tool: "inventory.get_item".into(),
+        connector_id: None,
+        risk: None,
+        args_digest: None,
+        decision: "deny".into(),
+        reason_code: "no_grant".into(),
+        reason: format!("call {n}"),
+        outcome: None,
+        outcome_code: None,
+        backend_status: None,
+        latency_us: None,
+        owners: None,
+        task_id: None,
+        policy: None,
+        arguments: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_writers_on_one_chain_lose_nothing_and_fold_each_pending_record_once() {
+    use std::sync::Arc;
+    use tollgate::audit::{Audit, Entry};
+    use tollgate::store::{SqliteStore, Store};
+
+    // Two processes' worth of store and writer on one file and one chain
+    // (serve and a CLI folding records, or a replica misconfigured onto
+    // another's chain): each keeps its own connections and its own queue.
+    let dir = tempfile::tempdir().unwrap();
+    let open = || async {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+        Arc::new(Audit::new(store, "main", Arc::new(|_| {})))
+    };
+    let (a, b) = (open().await, open().await);
+    // Records captured by triggers, waiting to be folded by whichever
+    // writer gets to them first.
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("tollgate.db").display()
+    ))
+    .await
+    .unwrap();
+    let pending = 400;
+    for i in 0..pending {
+        sqlx::query("INSERT INTO audit_pending (at, kind, body) VALUES (?, 'test.pending', ?)")
+            .bind("2026-12-03T10:00:00Z")
+            .bind(json!({ "n": i }).to_string())
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let per_task = 60;
+    let tasks = 6;
+    let mut running = Vec::new();
+    for (w, audit) in [(0, a.clone()), (1, b.clone())] {
+        for t in 0..tasks {
+            let audit = audit.clone();
+            running.push(tokio::spawn(async move {
+                for i in 0..per_task {
+                    let n = (w * tasks + t) * per_task + i;
+                    audit
+                        .append_durable(Entry::call(&denial(n)))
+                        .await
+                        .unwrap_or_else(|e| panic!("append {n} failed: {e}"));
+                    if i % 20 == 0 {
+                        audit.fold().await.unwrap();
+                    }
+                }
+            }));
+        }
+    }
+    for r in running {
+        r.await.unwrap();
+    }
+    a.fold().await.unwrap();
+    b.fold().await.unwrap();
+    a.flush().await;
+    b.flush().await;
+
+    let rows = a.store().audit_records(&Default::default()).await.unwrap();
+    let calls = rows.iter().filter(|r| r.kind == "call").count();
+    assert_eq!(
+        calls,
+        2 * tasks * per_task,
+        "every durable append is in the trail"
+    );
+    let mut folded: Vec<i64> = rows
+        .iter()
+        .filter(|r| r.kind == "test.pending")
+        .map(|r| {
+            serde_json::from_str::<Value>(&r.body).unwrap()["n"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    folded.sort_unstable();
+    assert_eq!(
+        folded,
+        (0..pending).collect::<Vec<i64>>(),
+        "each pending record folded exactly once"
+    );
+    let mut seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=rows.len() as i64).collect::<Vec<_>>(),
+        "one chain, no gaps, no forks"
+    );
+    let secrets = tollgate::secrets::Secrets::load_or_create(dir.path()).unwrap();
+    let report = tollgate::audit::verify::verify(a.store(), &secrets, None)
+        .await
+        .unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+}

@@ -9,7 +9,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::store::AuditRow;
+use crate::store::{AuditRow, Linker};
 
 /// The `prev` of a chain's first record.
 pub const GENESIS: [u8; 32] = [0; 32];
@@ -30,12 +30,18 @@ fn field(h: &mut Sha256, v: Option<&str>) {
 
 /// The hash of `row` as stored (its own `hash` column is not an input).
 pub fn hash(row: &AuditRow) -> [u8; 32] {
+    hash_at(row, row.seq, &row.prev)
+}
+
+/// The hash `row` gets as record `seq` after a record hashed `prev` (its
+/// own `seq`, `prev` and `hash` columns are not inputs).
+pub fn hash_at(row: &AuditRow, seq: i64, prev: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(TAG);
     field(&mut h, Some(&row.chain));
-    h.update(row.seq.to_be_bytes());
-    h.update((row.prev.len() as u64).to_be_bytes());
-    h.update(&row.prev);
+    h.update(seq.to_be_bytes());
+    h.update((prev.len() as u64).to_be_bytes());
+    h.update(prev);
     field(&mut h, Some(&row.id));
     field(&mut h, Some(&row.at));
     field(&mut h, Some(&row.kind));
@@ -49,6 +55,12 @@ pub fn hash(row: &AuditRow) -> [u8; 32] {
     field(&mut h, Some(&row.body));
     h.finalize().into()
 }
+
+/// How the store links appended rows into a chain.
+pub const LINKER: Linker = Linker {
+    genesis: GENESIS,
+    hash: hash_at,
+};
 
 /// What is wrong with a record, as found by [`Walker`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +91,15 @@ impl Break {
         match self {
             Break::Altered { seq } | Break::Unlinked { seq } => *seq,
             Break::Missing { after, .. } => after + 1,
+        }
+    }
+
+    /// The stable code `verify` reports for this break.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Break::Altered { .. } => "altered",
+            Break::Missing { .. } => "removed",
+            Break::Unlinked { .. } => "unlinked",
         }
     }
 }

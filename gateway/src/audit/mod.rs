@@ -260,11 +260,11 @@ impl Audit {
     /// the timeout.
     pub async fn append_durable(&self, entry: Entry) -> Result<(), AuditError> {
         let (done, wait) = oneshot::channel();
-        self.send(writer::Msg::Append {
+        self.send(writer::Msg::Append(writer::Job {
             entry: Box::new(entry),
             durable: true,
             done: Some(done),
-        })?;
+        }))?;
         let timeout = self.timeout();
         match tokio::time::timeout(timeout, wait).await {
             Ok(Ok(Ok(()))) => Ok(()),
@@ -279,11 +279,11 @@ impl Audit {
     /// outcome left open reads `interrupted`).
     pub fn append(&self, entry: Entry) {
         if self
-            .send(writer::Msg::Append {
+            .send(writer::Msg::Append(writer::Job {
                 entry: Box::new(entry),
                 durable: false,
                 done: None,
-            })
+            }))
             .is_err()
         {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -297,11 +297,11 @@ impl Audit {
     /// caller forever (the record is then dropped, counted and logged).
     pub async fn append_wait(&self, entry: Entry) {
         self.ensure_started();
-        let msg = writer::Msg::Append {
+        let msg = writer::Msg::Append(writer::Job {
             entry: Box::new(entry),
             durable: false,
             done: None,
-        };
+        });
         let msg = match self.tx.try_send(msg) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(m)) => m,
@@ -366,23 +366,8 @@ impl Audit {
                 return Ok(total);
             }
             let n = pending.len();
-            let mut waits = Vec::with_capacity(n);
-            for p in &pending {
-                let (done, wait) = oneshot::channel();
-                self.send(writer::Msg::Append {
-                    entry: Box::new(Entry::pending(p)),
-                    durable: false,
-                    done: Some(done),
-                })?;
-                waits.push(wait);
-            }
-            for w in waits {
-                match w.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(AuditError::Store(e)),
-                    Err(_) => return Err(AuditError::Store("the audit writer stopped".into())),
-                }
-            }
+            self.append_all(pending.iter().map(Entry::pending), false)
+                .await?;
             total += n;
             if n < 1000 {
                 return Ok(total);
@@ -405,14 +390,26 @@ impl Audit {
             backend_status: None,
             latency_us: 0,
         };
-        let mut waits = Vec::with_capacity(open.len());
-        for call in &open {
+        self.append_all(open.iter().map(|c| Entry::outcome(c, at, &update)), true)
+            .await?;
+        Ok(open.len())
+    }
+
+    /// Appends `entries` and waits (without the call-path timeout: these
+    /// are maintenance jobs) until every one is committed.
+    async fn append_all(
+        &self,
+        entries: impl Iterator<Item = Entry>,
+        durable: bool,
+    ) -> Result<(), AuditError> {
+        let mut waits = Vec::new();
+        for entry in entries {
             let (done, wait) = oneshot::channel();
-            self.send(writer::Msg::Append {
-                entry: Box::new(Entry::outcome(call, at, &update)),
-                durable: true,
+            self.send(writer::Msg::Append(writer::Job {
+                entry: Box::new(entry),
+                durable,
                 done: Some(done),
-            })?;
+            }))?;
             waits.push(wait);
         }
         for w in waits {
@@ -422,7 +419,7 @@ impl Audit {
                 Err(_) => return Err(AuditError::Store("the audit writer stopped".into())),
             }
         }
-        Ok(open.len())
+        Ok(())
     }
 
     /// The store the trail lives in.

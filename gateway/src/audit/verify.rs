@@ -176,12 +176,7 @@ async fn verify_chain(
         let hashes = hash_all(rows.clone()).await?;
         for (row, h) in rows.iter().zip(hashes.iter()) {
             if let Err(b) = walker.check(row, h) {
-                let code = match b {
-                    chain::Break::Altered { .. } => "altered",
-                    chain::Break::Missing { .. } => "removed",
-                    chain::Break::Unlinked { .. } => "unlinked",
-                };
-                problems.push(problem(name, code, Some(b.seq()), b.to_string()));
+                problems.push(problem(name, b.code(), Some(b.seq()), b.to_string()));
                 broken = true;
                 break;
             }
@@ -310,12 +305,7 @@ pub fn verify_archive(secrets: &Secrets, path: &Path) -> Result<Report, VerifyEr
             }
         };
         if let Err(b) = walker.next(&row) {
-            let code = match b {
-                chain::Break::Altered { .. } => "altered",
-                chain::Break::Missing { .. } => "removed",
-                chain::Break::Unlinked { .. } => "unlinked",
-            };
-            problems.push(problem(&name, code, Some(b.seq()), b.to_string()));
+            problems.push(problem(&name, b.code(), Some(b.seq()), b.to_string()));
             break;
         }
     }

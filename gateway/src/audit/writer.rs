@@ -2,7 +2,10 @@
 //! last commit in one transaction, so many concurrent calls share one
 //! sync. A waiter is answered only after the transaction that holds its
 //! record committed (with an fsync when any record of the batch asked for
-//! durability), never before.
+//! durability), never before. The store links the rows after the chain's
+//! tail inside that transaction, so this writer keeps no tail of its own
+//! and a second writer on the same chain (a CLI folding records, another
+//! replica misconfigured onto this chain) serialises with it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,18 +13,28 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Entry, chain};
-use crate::store::{AuditBatch, AuditRow, ChainTail, OpenCall, Store, StoreError};
+use crate::store::{AuditBatch, AuditRow, OpenCall, Store, StoreError};
 
 /// Most records in one commit.
 const MAX_BATCH: usize = 4096;
 
+/// Attempts at one batch when other writers keep moving the chain.
+const ATTEMPTS: u32 = 4;
+
+/// Where a waiter hears whether its record committed.
+pub(super) type Done = oneshot::Sender<Result<(), String>>;
+
 pub(super) enum Msg {
-    Append {
-        entry: Box<Entry>,
-        durable: bool,
-        done: Option<oneshot::Sender<Result<(), String>>>,
-    },
+    Append(Job),
     Flush(oneshot::Sender<()>),
+}
+
+/// One record to append, and who waits for it.
+pub(super) struct Job {
+    pub entry: Box<Entry>,
+    /// The commit that holds it must be synced before `done` hears.
+    pub durable: bool,
+    pub done: Option<Done>,
 }
 
 pub(super) struct Flusher {
@@ -30,15 +43,14 @@ pub(super) struct Flusher {
     pub observe: Arc<dyn Fn(Duration) + Send + Sync>,
 }
 
-struct Job {
-    entry: Box<Entry>,
-    durable: bool,
-    done: Option<oneshot::Sender<Result<(), String>>>,
+/// Per row of a batch: who waits, and the pending record it folds in.
+struct Waiter {
+    done: Option<Done>,
+    pending_seq: Option<i64>,
 }
 
 impl Flusher {
     pub async fn run(self, mut rx: mpsc::Receiver<Msg>) {
-        let mut tail: Option<ChainTail> = None;
         let mut msgs = Vec::with_capacity(64);
         loop {
             msgs.clear();
@@ -49,20 +61,12 @@ impl Flusher {
             let mut flushes = Vec::new();
             for m in msgs.drain(..) {
                 match m {
-                    Msg::Append {
-                        entry,
-                        durable,
-                        done,
-                    } => jobs.push(Job {
-                        entry,
-                        durable,
-                        done,
-                    }),
+                    Msg::Append(job) => jobs.push(job),
                     Msg::Flush(tx) => flushes.push(tx),
                 }
             }
             if !jobs.is_empty() {
-                self.commit(&mut tail, jobs).await;
+                self.commit(jobs).await;
             }
             for f in flushes {
                 let _ = f.send(());
@@ -70,97 +74,56 @@ impl Flusher {
         }
     }
 
-    async fn commit(&self, tail: &mut Option<ChainTail>, mut jobs: Vec<Job>) {
+    async fn commit(&self, jobs: Vec<Job>) {
         let started = Instant::now();
+        let (batch, mut waiters) = self.batch(jobs);
+        // Shared with the store's thread during each attempt; changed in
+        // place between attempts (no copy: the store dropped its handle).
+        let mut batch = Arc::new(batch);
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
-            let start = match tail.clone() {
-                Some(t) => t,
-                None => match self.store.audit_tail(&self.chain).await {
-                    Ok(t) => t.unwrap_or(ChainTail {
-                        seq: 0,
-                        hash: chain::GENESIS.to_vec(),
-                    }),
-                    Err(e) => break Err(e),
-                },
-            };
-            let (batch, end) = self.chain_batch(&start, &jobs);
-            match self.store.audit_append(&batch).await {
-                Ok(()) => {
-                    *tail = Some(end);
-                    break Ok(());
-                }
-                Err(StoreError::Conflict(why)) if attempt < 4 => {
-                    // Another writer appended to this chain, or folded
-                    // pending records first: re-read the tail; pending
-                    // records already folded elsewhere are dropped here
+            match self.store.audit_append(batch.clone(), chain::LINKER).await {
+                Ok(_) => break Ok(()),
+                Err(StoreError::AuditRace { chain_moved }) if attempt < ATTEMPTS => {
+                    // Another writer folded pending records of this batch
+                    // first (or, in a store that links optimistically,
+                    // appended first): drop what it folded and try again
                     // (the next fold re-reads what is still pending).
-                    tracing::debug!(%why, "audit chain moved under this writer; re-chaining");
-                    *tail = None;
-                    if why.contains("pending") {
-                        jobs.retain_mut(|j| {
-                            if j.entry.pending_seq.is_some() {
-                                if let Some(done) = j.done.take() {
-                                    let _ = done.send(Ok(()));
-                                }
-                                false
-                            } else {
-                                true
-                            }
-                        });
-                        if jobs.is_empty() {
+                    tracing::debug!(chain_moved, "audit batch raced another writer; retrying");
+                    if !chain_moved {
+                        drop_folded(Arc::make_mut(&mut batch), &mut waiters);
+                        if batch.rows.is_empty() {
                             break Ok(());
                         }
                     }
                 }
-                Err(e) => {
-                    *tail = None;
-                    break Err(e);
-                }
+                Err(e) => break Err(e),
             }
         };
         (self.observe)(started.elapsed());
         let answer = result.map_err(|e| e.to_string());
         if let Err(e) = &answer {
-            tracing::error!(error = %e, records = jobs.len(), "cannot append to the audit trail");
+            tracing::error!(error = %e, records = waiters.len(), "cannot append to the audit trail");
         }
-        for j in jobs {
-            if let Some(done) = j.done {
+        for w in waiters {
+            if let Some(done) = w.done {
                 let _ = done.send(answer.clone());
             }
         }
     }
 
-    fn chain_batch(&self, start: &ChainTail, jobs: &[Job]) -> (AuditBatch, ChainTail) {
+    /// The rows of a batch (moved out of the entries; the store links
+    /// them) with the open-call bookkeeping, and who waits for each.
+    fn batch(&self, jobs: Vec<Job>) -> (AuditBatch, Vec<Waiter>) {
         let mut batch = AuditBatch {
+            chain: self.chain.clone(),
             rows: Vec::with_capacity(jobs.len()),
             ..AuditBatch::default()
         };
-        let mut seq = start.seq;
-        let mut prev = start.hash.clone();
+        let mut waiters = Vec::with_capacity(jobs.len());
         for j in jobs {
-            let e = &j.entry;
-            seq += 1;
-            let mut row = AuditRow {
-                chain: self.chain.clone(),
-                seq,
-                id: e.id.clone(),
-                at: e.at.clone(),
-                kind: e.kind.clone(),
-                agent_id: e.agent_id.clone(),
-                task_id: e.task_id.clone(),
-                tool: e.tool.clone(),
-                decision: e.decision.clone(),
-                reason_code: e.reason_code.clone(),
-                outcome: e.outcome.clone(),
-                ref_id: e.ref_id.clone(),
-                body: e.body.clone(),
-                prev,
-                hash: Vec::new(),
-            };
-            row.hash = chain::hash(&row).to_vec();
-            prev = row.hash.clone();
+            let e = *j.entry;
             if e.opens {
                 batch.opened.push(OpenCall {
                     id: e.id.clone(),
@@ -178,8 +141,45 @@ impl Flusher {
                 batch.folded.push(p);
             }
             batch.durable |= j.durable;
-            batch.rows.push(row);
+            waiters.push(Waiter {
+                done: j.done,
+                pending_seq: e.pending_seq,
+            });
+            batch.rows.push(AuditRow {
+                chain: self.chain.clone(),
+                seq: 0,
+                id: e.id,
+                at: e.at,
+                kind: e.kind,
+                agent_id: e.agent_id,
+                task_id: e.task_id,
+                tool: e.tool,
+                decision: e.decision,
+                reason_code: e.reason_code,
+                outcome: e.outcome,
+                ref_id: e.ref_id,
+                body: e.body,
+                prev: Vec::new(),
+                hash: Vec::new(),
+            });
         }
-        (batch, ChainTail { seq, hash: prev })
+        (batch, waiters)
     }
+}
+
+/// Takes the folded pending records out of `batch` (another writer folded
+/// them first); their waiters hear `Ok`, the record is in the trail.
+fn drop_folded(batch: &mut AuditBatch, waiters: &mut Vec<Waiter>) {
+    let mut keep = waiters.iter().map(|w| w.pending_seq.is_none());
+    batch.rows.retain(|_| keep.next().unwrap_or(true));
+    waiters.retain_mut(|w| {
+        if w.pending_seq.is_none() {
+            return true;
+        }
+        if let Some(done) = w.done.take() {
+            let _ = done.send(Ok(()));
+        }
+        false
+    });
+    batch.folded.clear();
 }

@@ -73,11 +73,26 @@ pub struct OpenCall {
     pub tool: String,
 }
 
+/// How rows are chained (defined by `crate::audit::chain`): the store
+/// numbers each appended row after its chain's tail and hashes it inside
+/// the append's own transaction, so two writers on one chain can never
+/// fork it, whatever their interleaving.
+#[derive(Debug, Clone, Copy)]
+pub struct Linker {
+    /// The `prev` of a chain's first record.
+    pub genesis: [u8; 32],
+    /// The hash of a row as record `seq` after a record hashed `prev`.
+    pub hash: fn(&AuditRow, i64, &[u8]) -> [u8; 32],
+}
+
 /// One group commit: rows appended to one chain, the calls they open and
 /// close, and the pending records they fold in, in one transaction.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct AuditBatch {
-    /// Chained rows, consecutive, following the chain's tail.
+    /// The chain appended to.
+    pub chain: String,
+    /// Rows in chain order; their `seq`, `prev` and `hash` are set by the
+    /// store as it links them after the chain's tail.
     pub rows: Vec<AuditRow>,
     /// Allowed calls recorded in `rows`.
     pub opened: Vec<OpenCall>,

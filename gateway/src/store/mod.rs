@@ -8,6 +8,7 @@ pub mod audit;
 mod sqlite;
 mod sqlite_approvals;
 mod sqlite_audit;
+mod sqlite_direct;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -17,7 +18,8 @@ pub use approvals::{
     ApproverKeyRecord, Created, VoteInput, Voted,
 };
 pub use audit::{
-    AnchorRow, AuditBatch, AuditFilter, AuditRow, ChainTail, CheckpointRow, OpenCall, PendingRecord,
+    AnchorRow, AuditBatch, AuditFilter, AuditRow, ChainTail, CheckpointRow, Linker, OpenCall,
+    PendingRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -28,12 +30,24 @@ pub enum StoreError {
     /// The database reported an error.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database reported an error (on the audit trail's own
+    /// connections, `sqlite_direct.rs`).
+    #[error("database error: {0}")]
+    Direct(String),
     /// Schema migration failed.
     #[error("cannot prepare the database schema: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// The change is not allowed from the current state.
     #[error("{0}")]
     Conflict(String),
+    /// An audit batch lost a race with another writer: `chain_moved` when
+    /// the chain's tail is no longer the one the batch was chained on,
+    /// else pending records it folds were folded elsewhere first.
+    #[error("{}", if *chain_moved { "another writer appended to this audit chain" } else { "pending audit records were folded by another writer" })]
+    AuditRace {
+        /// The chain's tail moved (else: pending records were taken).
+        chain_moved: bool,
+    },
     /// The data directory could not be prepared.
     #[error("cannot prepare the data directory {path}: {source}")]
     DataDir {
@@ -472,11 +486,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The last record of `chain` (or the anchor a pruned chain starts
     /// after); `None` for a chain not started.
     async fn audit_tail(&self, chain: &str) -> Result<Option<ChainTail>, StoreError>;
-    /// Appends one group commit in one transaction. A row whose
-    /// `(chain, seq)` is taken (another writer appended first) fails the
-    /// whole batch with [`StoreError::Conflict`]; the writer re-reads the
-    /// tail and re-chains.
-    async fn audit_append(&self, batch: &AuditBatch) -> Result<(), StoreError>;
+    /// Appends one group commit in one transaction: the rows are numbered
+    /// and hashed (`link`) after the chain's tail as read inside that
+    /// transaction, so concurrent writers on one chain are serialised,
+    /// never forked. Returns the new tail. A pending record another writer
+    /// folded first fails the whole batch with [`StoreError::AuditRace`].
+    /// Owned, so a store may hand it to another thread.
+    async fn audit_append(
+        &self,
+        batch: std::sync::Arc<AuditBatch>,
+        link: Linker,
+    ) -> Result<ChainTail, StoreError>;
     /// Records captured by triggers, oldest first, not yet chained.
     async fn audit_pending(&self, limit: u32) -> Result<Vec<PendingRecord>, StoreError>;
     /// How many records wait to be chained.

@@ -28,6 +28,8 @@ pub struct SqliteStore {
     /// writes here (async, in order) avoids the busy-wait sleeps that
     /// several writing connections cost under load.
     pub(super) write: SqlitePool,
+    /// The audit trail's bulk paths, off sqlx (`sqlite_direct.rs`).
+    pub(super) audit_db: std::sync::Arc<super::sqlite_direct::AuditDb>,
 }
 
 impl SqliteStore {
@@ -68,7 +70,11 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(options)
             .await?;
-        Ok(Self { read, write })
+        Ok(Self {
+            read,
+            write,
+            audit_db: std::sync::Arc::new(super::sqlite_direct::AuditDb::new(&file)),
+        })
     }
 }
 
@@ -213,8 +219,12 @@ impl Store for SqliteStore {
     async fn audit_tail(&self, chain: &str) -> Result<Option<ChainTail>, StoreError> {
         self.au_tail(chain).await
     }
-    async fn audit_append(&self, batch: &AuditBatch) -> Result<(), StoreError> {
-        self.au_append(batch).await
+    async fn audit_append(
+        &self,
+        batch: std::sync::Arc<AuditBatch>,
+        link: super::Linker,
+    ) -> Result<ChainTail, StoreError> {
+        self.au_append(batch, link).await
     }
     async fn audit_pending(&self, limit: u32) -> Result<Vec<PendingRecord>, StoreError> {
         self.au_pending(limit).await

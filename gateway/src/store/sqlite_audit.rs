@@ -1,22 +1,21 @@
-//! The SQLite side of the audit trail (see `audit.rs` for the rows). A
-//! group commit is one transaction on the one writer: every row of the
-//! batch in one multi-row INSERT, the open-call bookkeeping and the folded
-//! pending records with it, so a batch lands whole or not at all.
+//! The SQLite side of the audit trail (see `audit.rs` for the rows): the
+//! readers behind query, report and export, checkpoints, anchors and
+//! pruning. The group commit and the chain scan run on the trail's own
+//! connections (`sqlite_direct.rs`).
+
+use std::sync::Arc;
 
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::audit::{
-    AnchorRow, AuditBatch, AuditFilter, AuditRow, ChainTail, CheckpointRow, OpenCall, PendingRecord,
+    AnchorRow, AuditBatch, AuditFilter, AuditRow, ChainTail, CheckpointRow, Linker, OpenCall,
+    PendingRecord,
 };
-use super::sqlite::finish;
 use super::{DecisionFilter, DecisionRecord, SqliteStore, StoreError};
 
 const COLUMNS: &str = "chain, seq, id, at, kind, agent_id, task_id, tool, decision, reason_code, \
     outcome, ref, body, prev, hash";
-
-/// SQLite caps bound parameters per statement (32766); 15 per row.
-const ROWS_PER_INSERT: usize = 2000;
 
 fn audit_row(r: &SqliteRow) -> Result<AuditRow, sqlx::Error> {
     Ok(AuditRow {
@@ -38,122 +37,29 @@ fn audit_row(r: &SqliteRow) -> Result<AuditRow, sqlx::Error> {
     })
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+/// Runs a blocking store function on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Direct(format!("the audit store's thread failed: {e}")))?
 }
 
 impl SqliteStore {
     pub(super) async fn au_tail(&self, chain: &str) -> Result<Option<ChainTail>, StoreError> {
-        // Read on the writer: the tail must include the writer's last commit.
-        let row = sqlx::query(
-            "SELECT seq, hash FROM audit_log WHERE chain = ? ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(chain)
-        .fetch_optional(&self.write)
-        .await?;
-        if let Some(r) = row {
-            return Ok(Some(ChainTail {
-                seq: r.try_get("seq")?,
-                hash: r.try_get("hash")?,
-            }));
-        }
-        Ok(self.au_anchor(chain).await?.map(|a| ChainTail {
-            seq: a.seq,
-            hash: a.hash,
-        }))
+        let db = self.audit_db.clone();
+        let chain = chain.to_string();
+        blocking(move || db.tail(&chain)).await
     }
 
-    pub(super) async fn au_append(&self, batch: &AuditBatch) -> Result<(), StoreError> {
-        if batch.rows.is_empty() {
-            return Ok(());
-        }
-        let mut conn = self.write.acquire().await?;
-        if batch.durable {
-            // WAL + NORMAL does not sync at commit; a record that must be
-            // durable before its call runs gets FULL for its transaction.
-            sqlx::query("PRAGMA synchronous = FULL")
-                .execute(&mut *conn)
-                .await?;
-        }
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        let result = async {
-            for chunk in batch.rows.chunks(ROWS_PER_INSERT) {
-                let mut q: QueryBuilder<Sqlite> =
-                    QueryBuilder::new(format!("INSERT INTO audit_log ({COLUMNS}) "));
-                q.push_values(chunk, |mut b, r| {
-                    b.push_bind(&r.chain)
-                        .push_bind(r.seq)
-                        .push_bind(&r.id)
-                        .push_bind(&r.at)
-                        .push_bind(&r.kind)
-                        .push_bind(&r.agent_id)
-                        .push_bind(&r.task_id)
-                        .push_bind(&r.tool)
-                        .push_bind(&r.decision)
-                        .push_bind(&r.reason_code)
-                        .push_bind(&r.outcome)
-                        .push_bind(&r.ref_id)
-                        .push_bind(&r.body)
-                        .push_bind(&r.prev)
-                        .push_bind(&r.hash);
-                });
-                q.build().execute(&mut *conn).await.map_err(|e| {
-                    if is_unique_violation(&e) {
-                        StoreError::Conflict("another writer appended to this chain".into())
-                    } else {
-                        StoreError::from(e)
-                    }
-                })?;
-            }
-            for chunk in batch.opened.chunks(ROWS_PER_INSERT) {
-                let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                    "INSERT OR IGNORE INTO audit_open (id, agent_id, task_id, tool) ",
-                );
-                q.push_values(chunk, |mut b, o| {
-                    b.push_bind(&o.id)
-                        .push_bind(&o.agent_id)
-                        .push_bind(&o.task_id)
-                        .push_bind(&o.tool);
-                });
-                q.build().execute(&mut *conn).await?;
-            }
-            for chunk in batch.closed.chunks(ROWS_PER_INSERT) {
-                let mut q: QueryBuilder<Sqlite> =
-                    QueryBuilder::new("DELETE FROM audit_open WHERE id IN (");
-                let mut list = q.separated(", ");
-                for id in chunk {
-                    list.push_bind(id);
-                }
-                q.push(")");
-                q.build().execute(&mut *conn).await?;
-            }
-            for chunk in batch.folded.chunks(ROWS_PER_INSERT) {
-                let mut q: QueryBuilder<Sqlite> =
-                    QueryBuilder::new("DELETE FROM audit_pending WHERE seq IN (");
-                let mut list = q.separated(", ");
-                for seq in chunk {
-                    list.push_bind(seq);
-                }
-                q.push(")");
-                let done = q.build().execute(&mut *conn).await?;
-                if done.rows_affected() != chunk.len() as u64 {
-                    // Another process folded them first: this batch would
-                    // chain them twice.
-                    return Err(StoreError::Conflict(
-                        "pending audit records were folded by another writer".into(),
-                    ));
-                }
-            }
-            Ok(())
-        }
-        .await;
-        let result = finish(&mut conn, result).await;
-        if batch.durable {
-            let _ = sqlx::query("PRAGMA synchronous = NORMAL")
-                .execute(&mut *conn)
-                .await;
-        }
-        result
+    pub(super) async fn au_append(
+        &self,
+        batch: Arc<AuditBatch>,
+        link: Linker,
+    ) -> Result<ChainTail, StoreError> {
+        let db = self.audit_db.clone();
+        blocking(move || db.append(&batch, link)).await
     }
 
     pub(super) async fn au_pending(&self, limit: u32) -> Result<Vec<PendingRecord>, StoreError> {
@@ -241,18 +147,9 @@ impl SqliteStore {
         after: i64,
         limit: u32,
     ) -> Result<Vec<AuditRow>, StoreError> {
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("SELECT {COLUMNS} FROM audit_log WHERE chain = "));
-        q.push_bind(chain.to_string());
-        q.push(" AND seq > ");
-        q.push_bind(after);
-        q.push(" ORDER BY seq LIMIT ");
-        q.push_bind(i64::from(limit));
-        let rows = q.build().fetch_all(&self.read).await?;
-        rows.iter()
-            .map(audit_row)
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        let db = self.audit_db.clone();
+        let chain = chain.to_string();
+        blocking(move || db.range(&chain, after, limit)).await
     }
 
     pub(super) async fn au_chains(&self) -> Result<Vec<String>, StoreError> {
