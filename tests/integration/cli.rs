@@ -103,7 +103,7 @@ fn serve_refuses_to_start_on_broken_manifests() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("a.yaml:1:1: missing field `description`"),
+        err.contains("a.yaml:1:1: missing fields `description`, `owners`"),
         "{err}"
     );
 }

@@ -169,7 +169,7 @@ fn broken_manifests_report_file_line_and_reason() {
             vec![("shop.yaml", CONNECTOR.replace("risk: low", "risk: extreme")), ("bot.yaml", AGENT.into())],
             "shop.yaml",
             12,
-            "unknown variant `extreme`",
+            "`tools[0].risk` must be one of `low`, `medium`, `high` or `critical`, got `extreme`",
         ),
         ("missing kind", vec![("x.yaml", "id: x\n".into())], "x.yaml", 1, "missing `kind`"),
         ("unknown kind", vec![("x.yaml", "kind: Robot\nid: x\n".into())], "x.yaml", 1, "unknown kind `Robot`"),
@@ -324,7 +324,7 @@ fn broken_manifests_report_file_line_and_reason() {
         let errors = errors_of(&files);
         let hit = errors
             .iter()
-            .find(|e| e.file == Path::new(file) && e.message.contains(fragment));
+            .find(|e| e.file == Path::new(file) && e.to_string().contains(fragment));
         let Some(e) = hit else {
             panic!("{what}: expected an error in {file} containing {fragment:?}, got {errors:#?}")
         };

@@ -1,6 +1,6 @@
 //! Reading manifest files and checking them as a whole.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -9,11 +9,12 @@ use sha2::{Digest, Sha256};
 use tollgate_connectors::Connector;
 use tollgate_connectors::http::HttpConnector;
 
+use super::diagnose::{self, Place, closest};
 use super::types::{
     AgentLimits, AgentManifest, ApproverManifest, AuthKind, BackendAuth, ConnectorManifest,
     DemoBackendManifest, IssuerManifest, SecretRef, WebhookManifest,
 };
-use super::{ManifestError, ManifestErrors};
+use super::{Code, ManifestError, ManifestErrors};
 use crate::catalog::{AgentEntry, Catalog, ConnectorEntry, SourceFile, ToolEntry};
 use crate::limits::{BudgetSpec, RateSpec, TaskLimitSpec};
 use crate::policy::{AgentFacts, ConnectorFacts, Policies, PolicySource, ToolFacts};
@@ -30,18 +31,21 @@ pub struct Source {
 /// Reads every `*.yaml` / `*.yml` file directly in `dir` (sorted by name, so
 /// load order and error order are stable) and builds the catalog.
 pub fn load_dir(dir: &Path) -> Result<Catalog, ManifestErrors> {
-    let one = |message: String| {
+    let one = |code: Code, message: String| {
         ManifestErrors(vec![ManifestError {
             file: dir.to_path_buf(),
             line: 0,
             column: 0,
+            code,
             message,
+            hint: Some("pass --manifests DIR (or `check DIR`) to point at another one".into()),
         }])
     };
     let entries = std::fs::read_dir(dir).map_err(|e| {
-        one(format!(
-            "cannot read the manifest directory: {e} (pass --manifests DIR to point at another one)"
-        ))
+        one(
+            Code::UnreadableDir,
+            format!("cannot read the manifest directory: {e}"),
+        )
     })?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -63,13 +67,16 @@ pub fn load_dir(dir: &Path) -> Result<Catalog, ManifestErrors> {
                 file: path,
                 line: 0,
                 column: 0,
+                code: Code::Unreadable,
                 message: format!("cannot read: {e}"),
+                hint: None,
             }),
         }
     }
     if sources.iter().all(|s| is_policy(&s.path)) && errors.is_empty() {
         return Err(one(
-            "no manifest files (*.yaml, *.yml) in this directory".into()
+            Code::NoManifests,
+            "no manifest files (*.yaml, *.yml) in this directory".into(),
         ));
     }
     match load_sources(&sources) {
@@ -100,22 +107,74 @@ impl Doc<'_> {
                 self.line_offset + line
             },
             column,
+            code: Code::InvalidValue,
             message: message.into(),
+            hint: None,
         }
     }
 
-    fn serde_error(&self, e: &serde_yaml_ng::Error) -> ManifestError {
-        let (line, column) = e
+    /// Where serde_yaml_ng says `e` is, and its message without the
+    /// position (which we print ourselves).
+    fn serde_parts(e: &serde_yaml_ng::Error) -> ((usize, usize), String) {
+        let at = e
             .location()
             .map(|l| (l.line(), l.column()))
             .unwrap_or((0, 0));
-        // serde_yaml_ng appends " at line N column M"; we print it ourselves.
         let text = e.to_string();
         let message = match text.find(" at line ") {
             Some(i) => text[..i].to_string(),
             None => text,
         };
+        (at, message)
+    }
+
+    /// The first pass failed: not YAML, or not a mapping.
+    fn syntax_error(&self, e: &serde_yaml_ng::Error) -> ManifestError {
+        let ((line, column), message) = Self::serde_parts(e);
+        let (message, hint) = if message.contains("KindProbe") {
+            (
+                "a manifest document must be a mapping (`key: value` lines) starting with `kind:`"
+                    .to_string(),
+                None,
+            )
+        } else {
+            (
+                format!("not valid YAML: {message}"),
+                Some("check the indentation and the brackets and quotes on this line and the one before".into()),
+            )
+        };
         self.error(line, column, message)
+            .with_code(Code::YamlSyntax)
+            .with_hint(hint)
+    }
+
+    /// Deserializes the whole document as `T` (a `$defs` name of the
+    /// schema, `root`), or says in words what is wrong.
+    fn parse<T: serde::de::DeserializeOwned>(&self, root: &str) -> Result<T, ManifestError> {
+        let de = serde_yaml_ng::Deserializer::from_str(self.text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let place = Place::from_serde(e.path());
+            let ((line, column), message) = Self::serde_parts(e.inner());
+            let plain = diagnose::explain(root, self.text, &place, &message);
+            self.error(line, column, plain.message)
+                .with_code(plain.code)
+                .with_hint(plain.hint)
+        })
+    }
+
+    /// The document's top-level `key: value`, read from the text, so that
+    /// even a document that does not parse can be named (`id`, `kind`).
+    fn top_level(&self, key: &str) -> Option<String> {
+        if let Ok(serde_yaml_ng::Value::Mapping(m)) = serde_yaml_ng::from_str(self.text)
+            && let Some(v) = m.get(key).and_then(|v| v.as_str())
+        {
+            return Some(v.to_string());
+        }
+        self.text.lines().find_map(|l| {
+            let v = l.strip_prefix(key)?.strip_prefix(':')?;
+            let v = v.split('#').next()?.trim().trim_matches(['"', '\'']);
+            (!v.is_empty()).then(|| v.to_string())
+        })
     }
 
     /// Where `needle` first appears as a YAML scalar in this document, so a
@@ -223,7 +282,8 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
     let (policy_sources, manifests): (Vec<&Source>, Vec<&Source>) =
         sources.iter().partition(|s| is_policy(&s.path));
     let manifests: Vec<Source> = manifests.into_iter().cloned().collect();
-    let docs = parse_documents(&manifests, &mut errors);
+    let mut broken = Broken::default();
+    let docs = parse_documents(&manifests, &mut errors, &mut broken);
     let mut catalog = Catalog {
         sources: sources
             .iter()
@@ -235,9 +295,17 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
         ..Catalog::default()
     };
 
-    check_connectors(&docs.connectors, &mut catalog, &mut errors);
-    check_issuers(&docs.issuers, &mut catalog, &mut errors);
-    check_agents(&docs.agents, &mut catalog, &mut errors);
+    let mut tool_sites = BTreeMap::new();
+    check_connectors(
+        &docs.connectors,
+        &mut catalog,
+        &mut errors,
+        &mut broken,
+        &mut tool_sites,
+    );
+    check_issuers(&docs.issuers, &mut catalog, &mut errors, &mut broken);
+    let today = time::OffsetDateTime::now_utc().date();
+    check_agents(&docs.agents, &mut catalog, &mut errors, &mut broken, today);
     check_demo_backends(&docs.demos, &mut catalog, &mut errors);
     check_approvers(&docs.approvers, &mut catalog, &mut errors);
     check_webhooks(&docs.webhooks, &mut catalog, &mut errors);
@@ -256,14 +324,36 @@ pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
                 file: p.file,
                 line: p.line,
                 column: p.column,
+                code: Code::Policy,
                 message: p.message,
+                hint: None,
             })),
         }
     }
+    broken.annotate(&mut errors);
     if errors.is_empty() {
+        warn_unreachable_tools(&catalog.agents, tool_sites, &mut catalog.warnings);
+        catalog
+            .warnings
+            .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
         Ok(catalog)
     } else {
         Err(ManifestErrors(errors))
+    }
+}
+
+/// Warns about each tool (of `sites`: its name and where it is declared)
+/// that no agent is granted: nothing can call it, which is either dead
+/// weight or a grant someone forgot.
+fn warn_unreachable_tools(
+    agents: &HashMap<String, Arc<AgentEntry>>,
+    sites: BTreeMap<String, ManifestError>,
+    warnings: &mut Vec<ManifestError>,
+) {
+    for (tool, site) in sites {
+        if !agents.values().any(|a| a.granted.contains(&tool)) {
+            warnings.push(site);
+        }
     }
 }
 
@@ -323,16 +413,134 @@ struct Documents<'a> {
     webhooks: Vec<Parsed<'a, WebhookManifest>>,
 }
 
+/// The document kinds, in the words of `kind:`.
+const KINDS: [&str; 6] = [
+    "Connector",
+    "Agent",
+    "Issuer",
+    "DemoBackend",
+    "Approver",
+    "Webhook",
+];
+
+/// What failed to load, so the errors that only follow from it are not
+/// reported again: one typo in a connector is one error, not one more per
+/// grant naming its tools. Each entry keeps the index (in the error list)
+/// of the error that explains it.
+#[derive(Default)]
+struct Broken {
+    /// Connectors (by id) that did not load at all.
+    connectors: HashMap<String, usize>,
+    /// Tools (`connector.tool`) that did not load.
+    tools: HashMap<String, usize>,
+    /// Issuers (by id) that did not load.
+    issuers: HashMap<String, usize>,
+    /// Error index to the agents left unchecked because of it.
+    skipped: BTreeMap<usize, BTreeSet<String>>,
+}
+
+impl Broken {
+    /// Records `error` for a document of `kind` that did not parse.
+    fn document(
+        &mut self,
+        kind: &str,
+        doc: &Doc<'_>,
+        error: ManifestError,
+        errors: &mut Vec<ManifestError>,
+    ) {
+        let index = errors.len();
+        errors.push(error);
+        let Some(id) = doc.top_level("id") else {
+            return;
+        };
+        match kind {
+            "Connector" => {
+                self.connectors.entry(id).or_insert(index);
+            }
+            "Issuer" => {
+                self.issuers.entry(id).or_insert(index);
+            }
+            _ => {}
+        }
+    }
+
+    /// The error that explains why a grant matches nothing, if the grant
+    /// names a tool or connector that failed to load.
+    fn cause_of_grant(&self, pattern: &str) -> Option<usize> {
+        if let Some(i) = self.tools.get(pattern) {
+            return Some(*i);
+        }
+        let prefix = pattern.split('.').next().unwrap_or(pattern);
+        if let Some(i) = self.connectors.get(prefix) {
+            return Some(*i);
+        }
+        // A glob (`*.get_*`, `bill*`) that could have matched what failed.
+        let glob = |p: &str| globset::Glob::new(p).ok().map(|g| g.compile_matcher());
+        if let Some(g) = glob(prefix)
+            && let Some(i) = self
+                .connectors
+                .iter()
+                .find(|(c, _)| g.is_match(c.as_str()))
+                .map(|(_, i)| i)
+        {
+            return Some(*i);
+        }
+        let g = glob(pattern)?;
+        self.tools
+            .iter()
+            .find(|(t, _)| g.is_match(t.as_str()))
+            .map(|(_, i)| *i)
+    }
+
+    /// Notes `agent` as not fully checked because of error `index`.
+    fn skip(&mut self, index: usize, agent: &str) {
+        self.skipped
+            .entry(index)
+            .or_default()
+            .insert(agent.to_string());
+    }
+
+    /// Tells, on each error that left agents unchecked, which ones.
+    fn annotate(&self, errors: &mut [ManifestError]) {
+        for (index, agents) in &self.skipped {
+            let Some(e) = errors.get_mut(*index) else {
+                continue;
+            };
+            let names: Vec<String> = agents.iter().map(|a| format!("`{a}`")).collect();
+            let note = match names.as_slice() {
+                [one] => format!("agent {one} depends on it and is checked once it is fixed"),
+                [init @ .., last] => format!(
+                    "agents {} and {last} depend on it and are checked once it is fixed",
+                    init.join(", ")
+                ),
+                [] => continue,
+            };
+            e.hint = Some(match e.hint.take() {
+                Some(h) => format!("{h} ({note})"),
+                None => note,
+            });
+        }
+    }
+}
+
 /// Splits every file into documents and parses each by its `kind` (two
 /// passes, so serde's errors keep their line and column).
-fn parse_documents<'a>(sources: &'a [Source], errors: &mut Vec<ManifestError>) -> Documents<'a> {
+fn parse_documents<'a>(
+    sources: &'a [Source],
+    errors: &mut Vec<ManifestError>,
+    broken: &mut Broken,
+) -> Documents<'a> {
     let mut docs = Documents::default();
     for source in sources {
         for doc in split_documents(&source.path, &source.text) {
             let probe: KindProbe = match serde_yaml_ng::from_str(doc.text) {
                 Ok(p) => p,
                 Err(e) => {
-                    errors.push(doc.serde_error(&e));
+                    let error = doc.syntax_error(&e);
+                    let kind = doc
+                        .top_level("kind")
+                        .and_then(|k| closest(&k, KINDS.into_iter()).map(str::to_string));
+                    broken.document(kind.as_deref().unwrap_or(""), &doc, error, errors);
                     continue;
                 }
             };
@@ -342,39 +550,50 @@ fn parse_documents<'a>(sources: &'a [Source], errors: &mut Vec<ManifestError>) -
                 .and_then(|k| k.as_str())
                 .map(str::to_string);
             match kind.as_deref() {
-                Some("Connector") => match serde_yaml_ng::from_str(doc.text) {
+                Some("Connector") => match doc.parse("ConnectorManifest") {
                     Ok(value) => docs.connectors.push(Parsed { doc, value }),
-                    Err(e) => errors.push(doc.serde_error(&e)),
+                    Err(e) => broken.document("Connector", &doc, e, errors),
                 },
-                Some("Agent") => match serde_yaml_ng::from_str(doc.text) {
+                Some("Agent") => match doc.parse("AgentManifest") {
                     Ok(value) => docs.agents.push(Parsed { doc, value }),
-                    Err(e) => errors.push(doc.serde_error(&e)),
+                    Err(e) => broken.document("Agent", &doc, e, errors),
                 },
-                Some("Issuer") => match serde_yaml_ng::from_str(doc.text) {
+                Some("Issuer") => match doc.parse("IssuerManifest") {
                     Ok(value) => docs.issuers.push(Parsed { doc, value }),
-                    Err(e) => errors.push(doc.serde_error(&e)),
+                    Err(e) => broken.document("Issuer", &doc, e, errors),
                 },
-                Some("DemoBackend") => match serde_yaml_ng::from_str(doc.text) {
+                Some("DemoBackend") => match doc.parse("DemoBackendManifest") {
                     Ok(value) => docs.demos.push(Parsed { doc, value }),
-                    Err(e) => errors.push(doc.serde_error(&e)),
+                    Err(e) => broken.document("DemoBackend", &doc, e, errors),
                 },
-                Some("Approver") => match serde_yaml_ng::from_str(doc.text) {
+                Some("Approver") => match doc.parse("ApproverManifest") {
                     Ok(value) => docs.approvers.push(Parsed { doc, value }),
-                    Err(e) => errors.push(doc.serde_error(&e)),
+                    Err(e) => broken.document("Approver", &doc, e, errors),
                 },
-                Some("Webhook") => match serde_yaml_ng::from_str(doc.text) {
+                Some("Webhook") => match doc.parse("WebhookManifest") {
                     Ok(value) => docs.webhooks.push(Parsed { doc, value }),
-                    Err(e) => errors.push(doc.serde_error(&e)),
+                    Err(e) => broken.document("Webhook", &doc, e, errors),
                 },
                 Some(other) => {
                     let (l, c) = doc.locate(None, other);
-                    errors.push(doc.error(l, c, format!("unknown kind `{other}`, expected one of `Connector`, `Agent`, `Issuer`, `DemoBackend`, `Approver`, `Webhook`")));
+                    let near = closest(other, KINDS.into_iter());
+                    let error = doc
+                        .error(l, c, format!("unknown kind `{other}`"))
+                        .with_code(Code::UnknownKind)
+                        .with_hint(Some(match near {
+                            Some(k) => format!("did you mean `{k}`?"),
+                            None => format!("the kinds are `{}`", KINDS.join("`, `")),
+                        }));
+                    broken.document(near.unwrap_or(""), &doc, error, errors);
                 }
-                None => errors.push(doc.error(
-                    0,
-                    0,
-                    "missing `kind` (one of `Connector`, `Agent`, `Issuer`, `DemoBackend`, `Approver`, `Webhook`)",
-                )),
+                None => errors.push(
+                    doc.error(0, 0, "missing `kind`")
+                        .with_code(Code::MissingKind)
+                        .with_hint(Some(format!(
+                            "start the document with `kind:` and one of `{}`",
+                            KINDS.join("`, `")
+                        ))),
+                ),
             }
         }
     }
@@ -387,9 +606,15 @@ fn check_connectors(
     connectors: &[Parsed<ConnectorManifest>],
     catalog: &mut Catalog,
     errors: &mut Vec<ManifestError>,
+    broken: &mut Broken,
+    tool_sites: &mut BTreeMap<String, ManifestError>,
 ) {
     let mut seen_connectors: HashMap<String, PathBuf> = HashMap::new();
+    // Each connector and the first error it may cause: one that is not in
+    // the catalog after the loop failed, and that error explains it.
+    let mut attempts: Vec<(&str, usize)> = Vec::new();
     for Parsed { doc, value: c } in connectors {
+        attempts.push((&c.id, errors.len()));
         let (l, col) = doc.locate(None, &c.id);
         if !valid_id(&c.id) {
             errors.push(doc.error(
@@ -400,15 +625,18 @@ fn check_connectors(
             continue;
         }
         if let Some(first) = seen_connectors.insert(c.id.clone(), doc.file.to_path_buf()) {
-            errors.push(doc.error(
-                l,
-                col,
-                format!(
-                    "connector `{}` is already declared in {}",
-                    c.id,
-                    first.display()
-                ),
-            ));
+            errors.push(
+                doc.error(
+                    l,
+                    col,
+                    format!(
+                        "connector `{}` is already declared in {}",
+                        c.id,
+                        first.display()
+                    ),
+                )
+                .with_code(Code::Duplicate),
+            );
             continue;
         }
         check_owner(doc, "owners.system", &c.owners.system, errors);
@@ -421,6 +649,11 @@ fn check_connectors(
         for t in &c.tools {
             let nth = seen_tools.get(t.name.as_str()).copied().unwrap_or(0);
             let (tl, tc) = doc.locate_nth(Some("tools:"), &t.name, nth);
+            // Whatever fails below explains the grants naming this tool.
+            broken
+                .tools
+                .entry(format!("{}.{}", c.id, t.name))
+                .or_insert(errors.len());
             if !valid_id(&t.name) {
                 errors.push(doc.error(
                     tl,
@@ -430,23 +663,31 @@ fn check_connectors(
                 continue;
             }
             if seen_tools.insert(&t.name, nth + 1).is_some() {
-                errors.push(doc.error(
-                    tl,
-                    tc,
-                    format!("tool `{}.{}` is declared twice", c.id, t.name),
-                ));
+                errors.push(
+                    doc.error(
+                        tl,
+                        tc,
+                        format!("tool `{}.{}` is declared twice", c.id, t.name),
+                    )
+                    .with_code(Code::Duplicate),
+                );
                 continue;
             }
             let properties = schema_properties(&t.input_schema);
             if let Some(unknown) = t.sensitive.iter().find(|n| !properties.contains(n)) {
-                errors.push(doc.error(
-                    tl,
-                    tc,
-                    format!(
-                        "tool `{}`: `sensitive` names `{unknown}`, which is not a property of its input_schema",
-                        t.name
-                    ),
-                ));
+                let near = closest(unknown, properties.iter().map(String::as_str));
+                errors.push(
+                    doc.error(
+                        tl,
+                        tc,
+                        format!(
+                            "tool `{}`: `sensitive` names `{unknown}`, which is not a property of its input_schema",
+                            t.name
+                        ),
+                    )
+                    .with_code(Code::UnknownReference)
+                    .with_hint(near.map(|n| format!("did you mean `{n}`?"))),
+                );
                 continue;
             }
             match crate::catalog::compile_input_schema(&t.input_schema) {
@@ -455,6 +696,9 @@ fn check_connectors(
                     errors.push(doc.error(tl, tc, format!("tool `{}`: {message}", t.name)))
                 }
             }
+        }
+        for (t, _, _, _) in &ok_tools {
+            broken.tools.remove(&format!("{}.{}", c.id, t.name));
         }
         let connector: Arc<dyn Connector> = match HttpConnector::build(
             &c.http,
@@ -479,16 +723,31 @@ fn check_connectors(
         };
         let owners = Arc::new(c.owners.clone());
         let base_dir = doc.file.parent().unwrap_or(Path::new(".")).to_path_buf();
+        if c.auth.is_none() {
+            catalog.warnings.push(
+                doc.error(
+                    l,
+                    col,
+                    format!(
+                        "connector `{}` has no `auth`: its backend gets no credential from Tollgate and cannot tell the gateway's calls from anyone else's",
+                        c.id
+                    ),
+                )
+                .with_code(Code::NoAuth)
+                .with_hint(Some(
+                    "add `auth: { gateway_jwt: {} }` (short-lived, task-scoped tokens) or another kind of `auth`".into(),
+                )),
+            );
+        }
         if let Some(auth) = &c.auth {
             let (al, ac) = doc.locate(None, "auth:");
             match check_auth(auth, &base_dir) {
                 Ok(warnings) => {
-                    for w in warnings {
-                        catalog.warnings.push(doc.error(
-                            al,
-                            ac,
-                            format!("connector `{}`: {w}", c.id),
-                        ));
+                    for (code, w) in warnings {
+                        catalog.warnings.push(
+                            doc.error(al, ac, format!("connector `{}`: {w}", c.id))
+                                .with_code(code),
+                        );
                     }
                 }
                 Err(message) => {
@@ -517,11 +776,34 @@ fn check_connectors(
                 rate,
             }),
         );
-        for (t, validator, _, _) in ok_tools {
+        for (t, validator, tl, tc) in ok_tools {
             let entry = ToolEntry::new(c, t, validator, connector.clone(), owners.clone());
+            tool_sites.insert(
+                entry.full_name.clone(),
+                doc.error(
+                    tl,
+                    tc,
+                    format!(
+                        "no agent is granted tool `{}`: nothing can call it",
+                        entry.full_name
+                    ),
+                )
+                .with_code(Code::UnreachableTool)
+                .with_hint(Some(
+                    "grant it to the agent that needs it, or remove it from the connector".into(),
+                )),
+            );
             catalog
                 .tools
                 .insert(entry.full_name.clone(), Arc::new(entry));
+        }
+    }
+    for (id, first_error) in attempts {
+        if !catalog.connectors.contains_key(id) && first_error < errors.len() {
+            broken
+                .connectors
+                .entry(id.to_string())
+                .or_insert(first_error);
         }
     }
 }
@@ -531,43 +813,64 @@ fn check_issuers(
     issuers: &[Parsed<IssuerManifest>],
     catalog: &mut Catalog,
     errors: &mut Vec<ManifestError>,
+    broken: &mut Broken,
 ) {
     for Parsed { doc, value: m } in issuers {
-        let (l, col) = doc.locate(None, &m.id);
-        if !valid_id(&m.id) {
-            errors.push(doc.error(
-                l,
-                col,
-                format!("issuer id `{}` must match [a-z][a-z0-9_-]*", m.id),
-            ));
-            continue;
+        let first_error = errors.len();
+        check_issuer(doc, m, catalog, errors);
+        if !catalog.issuers.contains_key(&m.id) && first_error < errors.len() {
+            broken.issuers.entry(m.id.clone()).or_insert(first_error);
         }
-        if catalog.issuers.contains_key(&m.id) {
-            errors.push(doc.error(l, col, format!("issuer `{}` is declared twice", m.id)));
-            continue;
-        }
-        if catalog.issuers_by_iss.contains_key(&m.issuer) {
-            let (il, ic) = doc.locate(None, &m.issuer);
-            errors.push(doc.error(
+    }
+}
+
+/// One issuer; in the catalog if it is valid.
+fn check_issuer(
+    doc: &Doc<'_>,
+    m: &IssuerManifest,
+    catalog: &mut Catalog,
+    errors: &mut Vec<ManifestError>,
+) {
+    let (l, col) = doc.locate(None, &m.id);
+    if !valid_id(&m.id) {
+        errors.push(doc.error(
+            l,
+            col,
+            format!("issuer id `{}` must match [a-z][a-z0-9_-]*", m.id),
+        ));
+        return;
+    }
+    if catalog.issuers.contains_key(&m.id) {
+        errors.push(
+            doc.error(l, col, format!("issuer `{}` is declared twice", m.id))
+                .with_code(Code::Duplicate),
+        );
+        return;
+    }
+    if catalog.issuers_by_iss.contains_key(&m.issuer) {
+        let (il, ic) = doc.locate(None, &m.issuer);
+        errors.push(
+            doc.error(
                 il,
                 ic,
                 format!("another Issuer already declares `issuer: {}`", m.issuer),
-            ));
-            continue;
+            )
+            .with_code(Code::Duplicate),
+        );
+        return;
+    }
+    let base = doc.file.parent().unwrap_or(Path::new("."));
+    match crate::identity::Issuer::from_manifest(m, base) {
+        Ok(issuer) => {
+            let issuer = Arc::new(issuer);
+            catalog
+                .issuers_by_iss
+                .insert(m.issuer.clone(), issuer.clone());
+            catalog.issuers.insert(m.id.clone(), issuer);
         }
-        let base = doc.file.parent().unwrap_or(Path::new("."));
-        match crate::identity::Issuer::from_manifest(m, base) {
-            Ok(issuer) => {
-                let issuer = Arc::new(issuer);
-                catalog
-                    .issuers_by_iss
-                    .insert(m.issuer.clone(), issuer.clone());
-                catalog.issuers.insert(m.id.clone(), issuer);
-            }
-            Err(message) => {
-                let (jl, jc) = doc.locate(None, "jwks:");
-                errors.push(doc.error(jl, jc, format!("issuer `{}`: {message}", m.id)));
-            }
+        Err(message) => {
+            let (jl, jc) = doc.locate(None, "jwks:");
+            errors.push(doc.error(jl, jc, format!("issuer `{}`: {message}", m.id)));
         }
     }
 }
@@ -578,6 +881,8 @@ fn check_agents(
     agents: &[Parsed<AgentManifest>],
     catalog: &mut Catalog,
     errors: &mut Vec<ManifestError>,
+    broken: &mut Broken,
+    today: time::Date,
 ) {
     let mut seen_agents: HashMap<String, PathBuf> = HashMap::new();
     for Parsed { doc, value: a } in agents {
@@ -591,15 +896,18 @@ fn check_agents(
             continue;
         }
         if let Some(first) = seen_agents.insert(a.id.clone(), doc.file.to_path_buf()) {
-            errors.push(doc.error(
-                l,
-                col,
-                format!(
-                    "agent `{}` is already declared in {}",
-                    a.id,
-                    first.display()
-                ),
-            ));
+            errors.push(
+                doc.error(
+                    l,
+                    col,
+                    format!(
+                        "agent `{}` is already declared in {}",
+                        a.id,
+                        first.display()
+                    ),
+                )
+                .with_code(Code::Duplicate),
+            );
             continue;
         }
         check_owner(doc, "owners.business", &a.owners.business, errors);
@@ -625,19 +933,31 @@ fn check_agents(
                 continue;
             }
         };
+        if let Some(w) = review_warning(doc, &a.id, review_by, today) {
+            catalog.warnings.push(w);
+        }
         let mut identity_errors = false;
         for w in &a.credentials.workload {
             let (wl, wc) = doc.locate(None, &w.subject);
-            if !catalog.issuers.contains_key(&w.issuer) {
+            if let Some(cause) = broken.issuers.get(&w.issuer) {
+                // The issuer's own error says it all.
+                broken.skip(*cause, &a.id);
+                identity_errors = true;
+            } else if !catalog.issuers.contains_key(&w.issuer) {
                 let (il, ic) = doc.locate(Some("workload:"), &w.issuer);
-                errors.push(doc.error(
-                    il,
-                    ic,
-                    format!(
-                        "workload identity names issuer `{}`, which is not declared",
-                        w.issuer
-                    ),
-                ));
+                let near = closest(&w.issuer, catalog.issuers.keys().map(String::as_str));
+                errors.push(
+                    doc.error(
+                        il,
+                        ic,
+                        format!(
+                            "workload identity names issuer `{}`, which is not declared",
+                            w.issuer
+                        ),
+                    )
+                    .with_code(Code::UnknownReference)
+                    .with_hint(near.map(|n| format!("did you mean `{n}`?"))),
+                );
                 identity_errors = true;
             } else if w.subject.trim().is_empty() {
                 errors.push(doc.error(wl, wc, "workload identity needs a non-empty `subject`"));
@@ -651,7 +971,7 @@ fn check_agents(
                     wl,
                     wc,
                     format!("identity `{}` from issuer `{}` already belongs to agent `{owner}`; two agents can never share an identity", w.subject, w.issuer),
-                ));
+                ).with_code(Code::Duplicate));
                 identity_errors = true;
             }
         }
@@ -683,10 +1003,18 @@ fn check_agents(
                 .filter(|name| glob.is_match(name.as_str()))
                 .collect();
             if matched.is_empty() {
-                let hint = closest(pattern, catalog.tools.keys().map(String::as_str))
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                errors.push(doc.error(gl, gc, format!("grant `{pattern}` matches no tool{hint}")));
+                if let Some(cause) = broken.cause_of_grant(pattern) {
+                    // What it names failed to load: that error is the one
+                    // to fix, and it says this agent waits on it.
+                    broken.skip(cause, &a.id);
+                    grant_errors = true;
+                    continue;
+                }
+                errors.push(
+                    doc.error(gl, gc, format!("grant `{pattern}` matches no tool"))
+                        .with_code(Code::UnknownReference)
+                        .with_hint(grant_hint(pattern, catalog)),
+                );
                 grant_errors = true;
                 continue;
             }
@@ -695,12 +1023,33 @@ fn check_agents(
         if grant_errors {
             continue;
         }
+        if granted.is_empty() {
+            let (tl, tc) = doc.locate(None, "tools:");
+            catalog.warnings.push(
+                doc.error(
+                    tl,
+                    tc,
+                    format!(
+                        "agent `{}` is granted no tools: it can only start and end tasks",
+                        a.id
+                    ),
+                )
+                .with_code(Code::NothingGranted)
+                .with_hint(Some(
+                    "list the tools it may call under `tools:`, or remove the agent".into(),
+                )),
+            );
+        }
         let mut entry = AgentEntry::new(a, review_by, granted, &catalog.tools);
         if let Some(limits) = &a.limits
             && let Err(e) = check_agent_limits(limits, &mut entry, &catalog.tools)
         {
             let (ll, lc) = doc.locate(Some("limits:"), &e.at);
-            errors.push(doc.error(ll, lc, format!("agent `{}`: {}", a.id, e.message)));
+            errors.push(
+                doc.error(ll, lc, format!("agent `{}`: {}", a.id, e.message))
+                    .with_code(e.code)
+                    .with_hint(e.hint),
+            );
             continue;
         }
         if let Some(r) = a.approvals.as_ref().and_then(|x| x.rate.as_ref()) {
@@ -730,10 +1079,66 @@ fn check_agents(
     }
 }
 
+/// A warning when `review_by` has passed or is less than 14 days away:
+/// from that day on the agent is refused every call (the admit stage).
+fn review_warning(
+    doc: &Doc<'_>,
+    agent: &str,
+    review_by: time::Date,
+    today: time::Date,
+) -> Option<ManifestError> {
+    let days = (review_by - today).whole_days();
+    let (code, message) = if days <= 0 {
+        (
+            Code::ReviewOverdue,
+            format!(
+                "agent `{agent}`: review_by {review_by} has come; the agent is refused every call until it is reviewed and the date moved"
+            ),
+        )
+    } else if days < 14 {
+        (
+            Code::ReviewDue,
+            format!(
+                "agent `{agent}` is due for review by {review_by} (in {days} day{}); from that day on it is refused every call",
+                if days == 1 { "" } else { "s" }
+            ),
+        )
+    } else {
+        return None;
+    };
+    let (l, c) = doc.locate(None, "review_by:");
+    Some(doc.error(l, c, message).with_code(code).with_hint(Some(
+        "review the agent with its owners, then set `review_by` to the next review date".into(),
+    )))
+}
+
+/// Why a grant that matches nothing might: the nearest tool name, else
+/// the tools of the connector it names, else the nearest connector.
+fn grant_hint(pattern: &str, catalog: &Catalog) -> Option<String> {
+    if let Some(near) = closest(pattern, catalog.tools.keys().map(String::as_str)) {
+        return Some(format!("did you mean `{near}`?"));
+    }
+    let (connector, _) = pattern.split_once('.')?;
+    let prefix = format!("{connector}.");
+    let tools: Vec<String> = catalog
+        .tools
+        .keys()
+        .filter(|t| t.starts_with(&prefix))
+        .map(|t| format!("`{t}`"))
+        .collect();
+    if !tools.is_empty() {
+        return Some(format!("connector `{connector}` has {}", tools.join(", ")));
+    }
+    closest(connector, catalog.connectors.keys().map(String::as_str))
+        .map(|near| format!("there is no connector `{connector}`; did you mean `{near}`?"))
+}
+
 /// A limits problem and the text to find its line by.
 struct LimitError {
     at: String,
+    code: Code,
     message: String,
+    hint: Option<String>,
 }
 
 /// Checks an agent's `limits` and fills them into its entry: rates parse,
@@ -747,7 +1152,9 @@ fn check_agent_limits(
     let rate = |r: &crate::manifest::types::RateLimit| {
         RateSpec::parse(r).map_err(|message| LimitError {
             at: r.rate.clone(),
+            code: Code::InvalidValue,
             message,
+            hint: None,
         })
     };
     if let Some(r) = &limits.rate {
@@ -757,9 +1164,16 @@ fn check_agent_limits(
         let builtin =
             [crate::catalog::START_TASK, crate::catalog::END_TASK].contains(&tool.as_str());
         if !builtin && !entry.granted.contains(tool) {
+            let known = entry
+                .granted
+                .iter()
+                .map(String::as_str)
+                .chain([crate::catalog::START_TASK, crate::catalog::END_TASK]);
             return Err(LimitError {
                 at: tool.clone(),
+                code: Code::UnknownReference,
                 message: format!("`limits.tools` names `{tool}`, which this agent is not granted"),
+                hint: closest(tool, known).map(|n| format!("did you mean `{n}`?")),
             });
         }
         entry.tool_rates.insert(tool.clone(), rate(r)?);
@@ -770,7 +1184,9 @@ fn check_agent_limits(
     if t.max_calls == Some(0) || t.max_in_flight == Some(0) {
         return Err(LimitError {
             at: "per_task:".into(),
+            code: Code::InvalidValue,
             message: "`per_task` limits must be at least 1".into(),
+            hint: None,
         });
     }
     let mut spec = TaskLimitSpec {
@@ -781,7 +1197,9 @@ fn check_agent_limits(
     for b in &t.budgets {
         let err = |message: String| LimitError {
             at: b.argument.clone(),
+            code: Code::InvalidValue,
             message,
+            hint: None,
         };
         let max = serde_json::Number::from_f64(b.max)
             .ok_or_else(|| err(format!("budget max {} is not a number", b.max)))?;
@@ -795,10 +1213,15 @@ fn check_agent_limits(
         }
         for name in &b.tools {
             let Some(tool) = tools.get(name).filter(|_| entry.granted.contains(name)) else {
-                return Err(err(format!(
-                    "budget over `{}` names `{name}`, which this agent is not granted",
-                    b.argument
-                )));
+                return Err(LimitError {
+                    code: Code::UnknownReference,
+                    hint: closest(name, entry.granted.iter().map(String::as_str))
+                        .map(|n| format!("did you mean `{n}`?")),
+                    ..err(format!(
+                        "budget over `{}` names `{name}`, which this agent is not granted",
+                        b.argument
+                    ))
+                });
             };
             let schema = &tool.tool.input_schema;
             let kind = schema
@@ -988,7 +1411,7 @@ fn check_webhooks(
 }
 
 /// Checks a connector's backend authentication; returns warnings.
-fn check_auth(auth: &BackendAuth, base_dir: &Path) -> Result<Vec<String>, String> {
+fn check_auth(auth: &BackendAuth, base_dir: &Path) -> Result<Vec<(Code, String)>, String> {
     let mut warnings = Vec::new();
     let header = |h: &str| {
         http::HeaderName::from_bytes(h.as_bytes())
@@ -1010,13 +1433,13 @@ fn check_auth(auth: &BackendAuth, base_dir: &Path) -> Result<Vec<String>, String
         match (&s.env, &s.file) {
             (Some(var), None) => {
                 if std::env::var_os(var).is_none() {
-                    warnings.push(format!("{what}: environment variable `{var}` is not set here; calls will be refused until it is"));
+                    warnings.push((Code::SecretUnavailable, format!("{what}: environment variable `{var}` is not set here; calls will be refused until it is")));
                 }
                 Ok(())
             }
             (None, Some(file)) => {
                 if !base_dir.join(file).is_file() {
-                    warnings.push(format!("{what}: file `{file}` does not exist here; calls will be refused until it does"));
+                    warnings.push((Code::SecretUnavailable, format!("{what}: file `{file}` does not exist here; calls will be refused until it does")));
                 }
                 Ok(())
             }
@@ -1061,9 +1484,10 @@ fn check_auth(auth: &BackendAuth, base_dir: &Path) -> Result<Vec<String>, String
         AuthKind::Static(st) => {
             header(&st.header)?;
             secret(&st.value, "static value")?;
-            warnings.push(
+            warnings.push((
+                Code::StaticCredential,
                 "uses a static secret: it is long-lived and not task-scoped; prefer gateway_jwt, oauth2_client_credentials or token_exchange".into(),
-            );
+            ));
         }
     }
     Ok(warnings)
@@ -1106,13 +1530,4 @@ fn schema_properties(schema: &serde_json::Map<String, serde_json::Value>) -> Vec
         .and_then(|p| p.as_object())
         .map(|p| p.keys().cloned().collect())
         .unwrap_or_default()
-}
-
-/// The known name closest to `wanted`, if one is close enough to be a typo.
-fn closest<'a>(wanted: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    known
-        .map(|k| (strsim::levenshtein(wanted, k), k))
-        .filter(|(d, _)| *d <= 3)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
 }
