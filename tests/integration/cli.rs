@@ -23,13 +23,18 @@ fn check_reports_a_typo_with_file_and_line_and_exits_1() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("helpdesk.yaml:{line}:")), "{err}");
-    assert!(err.contains("unknown field `rsk`"), "{err}");
+    assert!(
+        err.contains("error[unknown_field]: unknown field `rsk`"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `risk`?"), "{err}");
 
     let out = tollgate(&["check", dir.path().to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["valid"], false);
-    assert_eq!(v["errors"][0]["line"], line);
+    assert_eq!(v["diagnostics"][0]["line"], line);
+    assert_eq!(v["diagnostics"][0]["code"], "unknown_field");
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod approval_ui;
 mod approvals;
 mod architecture;
 mod audit;
+mod check;
 mod cli;
 mod crash;
 mod credentials;

@@ -5,7 +5,8 @@
 //!
 //! Exit codes: 0 success (also when stdout is closed early, as by
 //! `| head`), 1 the command ran and failed (invalid manifests, unknown
-//! agent, store or network error), 2 usage error (from clap).
+//! agent, store or network error), 2 usage error (from clap, and `check`
+//! on a directory it cannot check).
 
 mod admin;
 mod agents;
@@ -68,7 +69,13 @@ pub struct Cli {
 enum Command {
     /// Run the gateway (Streamable HTTP at /mcp, or stdio with --stdio).
     Serve(serve::ServeArgs),
-    /// Validate a manifest directory; exit 1 listing every error.
+    /// Validate a manifest directory: every error and warning, with
+    /// file:line:column.
+    #[command(
+        after_help = "Exit status: 0 valid (warnings are printed but allowed), \
+1 errors in the manifests, 2 usage error or a directory that cannot be checked \
+(unreadable, or no *.yaml/*.yml files in it)."
+    )]
     Check(check::CheckArgs),
     /// Print the manifest JSON Schema.
     Schema,
