@@ -163,10 +163,17 @@ fn a_type_error_names_the_field_and_what_it_takes_in_words() {
     );
 }
 
+/// What is misspelt, the files, the code and the hint expected.
+type Case = (
+    &'static str,
+    Vec<(&'static str, String)>,
+    &'static str,
+    &'static str,
+);
+
 #[test]
 fn misspelt_names_come_with_did_you_mean() {
-    // (what, files, code, hint)
-    let cases: [(&str, Vec<(&str, String)>, &str, &str); 5] = [
+    let cases: [Case; 5] = [
         (
             "tool name in a grant",
             vec![
