@@ -59,6 +59,10 @@ pub struct Config {
     pub sweep_interval: Duration,
     /// Start the built-in demo backend when the manifests declare one.
     pub demo_backend: bool,
+    /// Where the demo backend listens instead of its manifest's `listen`
+    /// (port 0: one the OS picks); the connectors that name the declared
+    /// address follow it.
+    pub demo_listen: Option<SocketAddr>,
     /// Backend latency above which a call is logged as slow.
     pub slow_call: Duration,
     /// The audit trail's settings.
@@ -106,6 +110,7 @@ impl Config {
             reload_interval: Some(DEFAULT_RELOAD_INTERVAL),
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
             demo_backend: true,
+            demo_listen: None,
             slow_call: crate::metrics::DEFAULT_SLOW_CALL,
             audit: AuditOptions::default(),
         }
@@ -114,6 +119,12 @@ impl Config {
     /// Uses these audit settings.
     pub fn with_audit(mut self, audit: AuditOptions) -> Self {
         self.audit = audit;
+        self
+    }
+
+    /// Serves the demo backend on `at` instead of the declared address.
+    pub fn with_demo_listen(mut self, at: Option<SocketAddr>) -> Self {
+        self.demo_listen = at;
         self
     }
 
@@ -176,14 +187,28 @@ pub enum AppError {
     Secrets(#[from] SecretsError),
     /// The demo backend could not start.
     #[error(
-        "cannot start the demo backend on {addr}: {source}; edit or remove the DemoBackend manifest"
+        "cannot start the demo backend on {addr}: {source}; pass --demo-listen ADDR (or TOLLGATE_DEMO_LISTEN), or edit or remove the DemoBackend manifest"
     )]
     DemoBackend {
-        /// Its declared address.
+        /// Its address.
         addr: SocketAddr,
         /// Cause.
         source: std::io::Error,
     },
+    /// The demo backend's address is taken by something this gateway
+    /// cannot share it with.
+    #[error(
+        "the demo backend's address {addr} is already in use by {holder}; its backend would refuse this gateway's calls. Give this gateway its own with --demo-listen 127.0.0.1:0 (or TOLLGATE_DEMO_LISTEN=127.0.0.1:0), or stop the other program"
+    )]
+    DemoBackendTaken {
+        /// The address.
+        addr: SocketAddr,
+        /// Who holds it, in words.
+        holder: &'static str,
+    },
+    /// `--demo-listen` names an address off this machine.
+    #[error("--demo-listen {0}: the demo backend must listen on loopback (127.0.0.1 or ::1)")]
+    DemoNotLoopback(SocketAddr),
     /// The stdio agent key was refused.
     #[error("TOLLGATE_AGENT_KEY was refused: {0}")]
     StdioKey(String),
@@ -200,7 +225,11 @@ pub enum AppError {
 pub struct App {
     config: Config,
     gw: Arc<Gateway>,
-    demo: Option<SocketAddr>,
+    /// The demo backend's listener, bound at build (so a clash stops the
+    /// start) and served with the background jobs.
+    demo: Option<TcpListener>,
+    /// Answered on the demo backend's identity path.
+    instance: String,
     /// Where `/metrics` is served on its own, if anywhere.
     metrics_listener: Option<TcpListener>,
     /// Held while this process serves the data directory (see [`recover`]).
@@ -211,19 +240,18 @@ impl App {
     /// Loads the manifests, opens the store and secrets, builds the
     /// gateway, recovers from a crash and records the manifest load.
     pub async fn build(config: Config) -> Result<Self, AppError> {
-        let catalog = manifest::load_dir(&config.manifests).map_err(|ManifestErrors(errors)| {
-            let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-            AppError::Manifests {
-                dir: config.manifests.display().to_string(),
-                count: errors.len(),
-                list: list.join("\n"),
-            }
-        })?;
-        for w in &catalog.warnings {
-            tracing::warn!("{w}");
-        }
-        crate::reload::log_policy_mode(None, &catalog);
-        let demo = catalog.demo_backend.filter(|_| config.demo_backend);
+        let load = |options| {
+            manifest::load_dir_with(&config.manifests, options).map_err(|ManifestErrors(errors)| {
+                let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+                AppError::Manifests {
+                    dir: config.manifests.display().to_string(),
+                    count: errors.len(),
+                    list: list.join("\n"),
+                }
+            })
+        };
+        let mut options = manifest::LoadOptions::default();
+        let mut catalog = load(options)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data).await.map_err(
             |source| AppError::Store {
                 data: config.data.display().to_string(),
@@ -231,7 +259,28 @@ impl App {
             },
         )?);
         let secrets = Secrets::load_or_create(&config.data)?;
-        let mut gw = Gateway::new(catalog, store, secrets).with_audit_chain(&config.audit.chain);
+        let instance = instance_id(&config.data);
+        let mut demo = None;
+        if let Some(declared) = catalog.demo_backend.filter(|_| config.demo_backend) {
+            let want = config.demo_listen.unwrap_or(declared);
+            if !want.ip().is_loopback() {
+                return Err(AppError::DemoNotLoopback(want));
+            }
+            let (listener, at) = bind_demo_backend(want, &instance).await?;
+            demo = listener;
+            if at != declared {
+                options.demo_at = Some(at);
+                catalog = load(options)?;
+                tracing::info!(%declared, %at, "demo backend moved; connectors that name {declared} call {at}");
+            }
+        }
+        for w in &catalog.warnings {
+            tracing::warn!("{w}");
+        }
+        crate::reload::log_policy_mode(None, &catalog);
+        let mut gw = Gateway::new(catalog, store, secrets)
+            .with_audit_chain(&config.audit.chain)
+            .with_load_options(options);
         if let Some(clock) = &config.clock {
             gw = gw.with_clock(clock.clone());
         }
@@ -246,9 +295,15 @@ impl App {
             config,
             gw,
             demo,
+            instance,
             metrics_listener: None,
             _serving: serving,
         })
+    }
+
+    /// Where the demo backend listens, if this gateway serves one.
+    pub fn demo_backend_addr(&self) -> Option<SocketAddr> {
+        self.demo.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Also serves `/metrics`, unauthenticated, on `listener` (bound by the
@@ -318,7 +373,8 @@ impl App {
             .map(|a| a.to_string())
             .unwrap_or_default();
         self.log_summary(&listen);
-        let mut jobs = self.spawn_jobs(jwks).await?;
+        let demo = self.demo.take();
+        let mut jobs = self.spawn_jobs(jwks, demo).await?;
         if let Some(l) = self.metrics_listener.take() {
             let gw = self.gw.clone();
             jobs.0.push(tokio::spawn(async move {
@@ -333,13 +389,18 @@ impl App {
             .map_err(AppError::Serve);
         // Outcomes still queued reach the trail before the process ends.
         self.gw.audit().flush().await;
+        // Calls the grace period cut off have no outcome: say so now, not
+        // at the next start.
+        let ServingLock(lock) = std::mem::replace(&mut self._serving, ServingLock(None));
+        drop(lock);
+        close_unfinished(&self.gw, &self.config.data).await;
         served
     }
 
     /// Serves one agent over stdin/stdout, authenticated by `key` (checked
     /// now for a clear start-up error; the handler checks it again on every
     /// request), until the client closes the session.
-    pub async fn serve_stdio(self, key: &str) -> Result<(), AppError> {
+    pub async fn serve_stdio(mut self, key: &str) -> Result<(), AppError> {
         let who = match authenticate::authenticate_bearer(&self.gw, key, Transport::Stdio).await {
             Ok(who) => who,
             Err(e) => {
@@ -352,7 +413,8 @@ impl App {
         tracing::info!(agent = %who.agent().id, "serving MCP over stdio");
         self.log_summary("stdio");
         // Over stdio there is no HTTP endpoint to publish the JWKS on.
-        let _jobs = self.spawn_jobs(None).await?;
+        let demo = self.demo.take();
+        let _jobs = self.spawn_jobs(None, demo).await?;
         let service = crate::mcp::McpFront::for_stdio(self.gw.clone(), key)
             .serve(rmcp::transport::stdio())
             .await
@@ -368,7 +430,11 @@ impl App {
     /// here, as a `JoinHandle` pushed onto `jobs`, and they run in
     /// production and in every integration test alike. They are aborted
     /// when the returned [`Jobs`] is dropped.
-    async fn spawn_jobs(&self, jwks_url: Option<String>) -> Result<Jobs, AppError> {
+    async fn spawn_jobs(
+        &self,
+        jwks_url: Option<String>,
+        demo: Option<TcpListener>,
+    ) -> Result<Jobs, AppError> {
         let mut jobs = Jobs(Vec::new());
         // The revocation feed: suspensions, retirements, key revocations
         // and task ends committed by any process reach calls in flight
@@ -417,10 +483,16 @@ impl App {
                 every,
             ));
         }
-        if let Some(addr) = self.demo
-            && let Some(job) = start_demo_backend(addr, jwks_url).await?
-        {
-            jobs.0.push(job);
+        if let Some(listener) = demo {
+            let instance = self.instance.clone();
+            if let Ok(at) = listener.local_addr() {
+                tracing::info!(%at, "demo backend listening");
+            }
+            jobs.0.push(tokio::spawn(async move {
+                if let Err(e) = crate::demo::serve_as(listener, jwks_url, Some(instance)).await {
+                    tracing::error!(error = %e, "demo backend stopped");
+                }
+            }));
         }
         Ok(jobs)
     }
@@ -458,27 +530,104 @@ pub async fn run_stdio(config: Config, key: &str) -> Result<(), AppError> {
     App::build(config).await?.serve_stdio(key).await
 }
 
-/// Starts the built-in demo backend. When its port is taken by another
-/// Tollgate (say an HTTP gateway, while a desktop client launches a stdio
-/// one on the same manifests), that one's demo backend is used instead.
-async fn start_demo_backend(
-    addr: SocketAddr,
-    jwks: Option<String>,
-) -> Result<Option<JoinHandle<()>>, AppError> {
-    match TcpListener::bind(addr).await {
+/// Which data directory a gateway serves, as its demo backend tells it
+/// (a digest: the path itself is no one's business).
+fn instance_id(data: &Path) -> String {
+    use sha2::Digest;
+    let path = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
+    let digest = sha2::Sha256::digest(path.to_string_lossy().as_bytes());
+    hex::encode(&digest[..12])
+}
+
+/// Binds the demo backend's address. When it is taken, the holder is asked
+/// who it is: another Tollgate on this data directory (say an HTTP gateway,
+/// while a desktop client launches a stdio one on the same manifests)
+/// signs with the same keys, so its backend is shared (`None`); anyone
+/// else's would refuse our credentials, so the start stops with a clear
+/// error instead of failing every demo call later.
+async fn bind_demo_backend(
+    want: SocketAddr,
+    instance: &str,
+) -> Result<(Option<TcpListener>, SocketAddr), AppError> {
+    match TcpListener::bind(want).await {
         Ok(listener) => {
-            tracing::info!(%addr, "demo backend listening");
-            Ok(Some(tokio::spawn(async move {
-                if let Err(e) = crate::demo::serve(listener, jwks).await {
-                    tracing::error!(error = %e, "demo backend stopped");
-                }
-            })))
+            let at = listener
+                .local_addr()
+                .map_err(|source| AppError::DemoBackend { addr: want, source })?;
+            Ok((Some(listener), at))
         }
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            tracing::warn!(%addr, "demo backend address in use; assuming another Tollgate serves it");
-            Ok(None)
+            match demo_holder(want).await.as_deref() {
+                Some(theirs) if theirs == instance => {
+                    tracing::info!(%want, "the demo backend is served by another Tollgate on this data directory; sharing it");
+                    Ok((None, want))
+                }
+                Some(_) => Err(AppError::DemoBackendTaken {
+                    addr: want,
+                    holder: "another Tollgate's demo backend (a different data directory)",
+                }),
+                None => Err(AppError::DemoBackendTaken {
+                    addr: want,
+                    holder: "a program that is not a Tollgate demo backend",
+                }),
+            }
         }
-        Err(source) => Err(AppError::DemoBackend { addr, source }),
+        Err(source) => Err(AppError::DemoBackend { addr: want, source }),
+    }
+}
+
+/// The instance a demo backend at `at` names, if it answers as one.
+async fn demo_holder(at: SocketAddr) -> Option<String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .no_proxy()
+        .build()
+        .ok()?;
+    let reply: serde_json::Value = client
+        .get(format!("http://{at}{}", crate::demo::IDENTITY_PATH))
+        .send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    reply["instance"].as_str().map(str::to_string)
+}
+
+/// At the end of a graceful stop: allowed calls still without an outcome
+/// (cut off when the grace period ran out) are recorded `interrupted`
+/// (`gateway_shutdown`). As with crash recovery, only when no other
+/// process serves this data directory, since its calls in flight would
+/// look the same; otherwise the next lone start marks them.
+async fn close_unfinished(gw: &Gateway, data: &Path) {
+    let path = data.join("serving.lock");
+    let Ok(file) = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+    else {
+        return;
+    };
+    if file.try_lock().is_err() {
+        tracing::info!(
+            "another Tollgate serves this data directory; calls left open are marked at the next start"
+        );
+        return;
+    }
+    match gw
+        .audit()
+        .close_open_calls(&crate::util::stamp(gw.now()), "gateway_shutdown")
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            calls = n,
+            "{n} call(s) did not finish within the shutdown grace period; recorded as `interrupted` (the backend may or may not have acted)"
+        ),
+        Err(e) => tracing::error!(error = %e, "cannot record the calls cut off by the shutdown"),
     }
 }
 

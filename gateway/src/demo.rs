@@ -87,6 +87,12 @@ pub fn router() -> Router {
         .with_state(state)
 }
 
+/// Where a demo backend says which gateway it belongs to, so a second
+/// gateway that finds the address taken can tell a sibling on the same data
+/// directory (whose credentials this backend accepts: share it) from any
+/// other program (refuse to start, with a clear reason).
+pub const IDENTITY_PATH: &str = "/.well-known/tollgate-demo";
+
 /// Serves the demo backend on `listener` until the task is dropped.
 ///
 /// With `jwks_url` (the gateway's `/.well-known/jwks.json`), the backend
@@ -96,6 +102,15 @@ pub fn router() -> Router {
 /// accepted. Requests without a credential (connectors declared without
 /// `auth`) pass, so the examples that declare none keep working.
 pub async fn serve(listener: TcpListener, jwks_url: Option<String>) -> std::io::Result<()> {
+    serve_as(listener, jwks_url, None).await
+}
+
+/// [`serve`], answering [`IDENTITY_PATH`] with `{"instance": instance}`.
+pub async fn serve_as(
+    listener: TcpListener,
+    jwks_url: Option<String>,
+    instance: Option<String>,
+) -> std::io::Result<()> {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -109,6 +124,13 @@ pub async fn serve(listener: TcpListener, jwks_url: Option<String>) -> std::io::
             router().layer(axum::middleware::from_fn_with_state(verifier, verify))
         }
         None => router(),
+    };
+    let app = match instance {
+        Some(id) => app.route(
+            IDENTITY_PATH,
+            get(move || std::future::ready(Json(json!({ "instance": id })))),
+        ),
+        None => app,
     };
     axum::serve(listener, app).await
 }

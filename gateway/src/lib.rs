@@ -85,6 +85,9 @@ pub struct Gateway {
     approvals: approvals::Approvals,
     metrics: metrics::Metrics,
     audit: audit::Audit,
+    /// How manifests are loaded here, so a reload loads them the same way
+    /// as the start did (the demo backend's real address).
+    load_options: manifest::LoadOptions,
 }
 
 fn read<T: Clone>(lock: &RwLock<T>) -> T {
@@ -126,7 +129,19 @@ impl Gateway {
             approvals: approvals::Approvals::default(),
             metrics,
             audit,
+            load_options: manifest::LoadOptions::default(),
         }
+    }
+
+    /// Loads manifests with `options` on every reload.
+    pub fn with_load_options(mut self, options: manifest::LoadOptions) -> Self {
+        self.load_options = options;
+        self
+    }
+
+    /// How this gateway loads its manifests.
+    pub fn load_options(&self) -> manifest::LoadOptions {
+        self.load_options
     }
 
     /// Appends to audit chain `chain` (replicas sharing a store each need

@@ -245,7 +245,7 @@ pub async fn check_once(gw: &Gateway, dir: &Path, last: &mut Fingerprint) -> Rel
         return Reload::Unchanged;
     }
     let files = describe(last, &now);
-    let (outcome, errors, result) = match manifest::load_dir(dir) {
+    let (outcome, errors, result) = match manifest::load_dir_with(dir, gw.load_options()) {
         Ok(catalog) => {
             let applied = fingerprint_of(&catalog.sources);
             let before = gw.catalog();

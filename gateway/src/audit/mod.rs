@@ -379,6 +379,18 @@ impl Audit {
     /// `interrupted` (whether the backend acted is unknown). Only safe
     /// when no other process serves calls on this store.
     pub async fn recover(&self, at: &str) -> Result<usize, AuditError> {
+        self.close_open_calls(at, "outcome_unknown").await
+    }
+
+    /// Closes every call still without an outcome as `interrupted`, with
+    /// reason `code` (`outcome_unknown` after a crash, `gateway_shutdown`
+    /// when a graceful stop's grace period ran out). Same caveat as
+    /// [`Audit::recover`].
+    pub async fn close_open_calls(
+        &self,
+        at: &str,
+        code: &'static str,
+    ) -> Result<usize, AuditError> {
         let open = self
             .store
             .open_calls()
@@ -386,7 +398,7 @@ impl Audit {
             .map_err(|e| AuditError::Store(e.to_string()))?;
         let update = OutcomeUpdate {
             outcome: CallOutcome::Interrupted,
-            outcome_code: Some("outcome_unknown"),
+            outcome_code: Some(code),
             backend_status: None,
             latency_us: 0,
         };

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::Subcommand;
 
-use super::output::{self, Table, outln};
+use super::output::{self, Table};
 use super::{known_agent, open_store, operator};
 use crate::admin::{ACTION_KEY_ISSUED, ACTION_KEY_REVOKED, new_admin_key};
 use crate::store::{AdminAction, AdminKeyRecord};
@@ -28,6 +28,9 @@ pub(super) enum AdminCommand {
         /// Who is issuing it (default: $USER).
         #[arg(long)]
         by: Option<String>,
+        /// Print JSON (an object).
+        #[arg(long)]
+        json: bool,
     },
     /// List admin keys (live and revoked) with their scope.
     ListKeys {
@@ -42,6 +45,9 @@ pub(super) enum AdminCommand {
         /// Who is revoking it (default: $USER).
         #[arg(long)]
         by: Option<String>,
+        /// Print JSON (an object).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -51,7 +57,12 @@ pub(super) async fn run(
     cmd: AdminCommand,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
-        AdminCommand::IssueKey { name, agents, by } => {
+        AdminCommand::IssueKey {
+            name,
+            agents,
+            by,
+            json,
+        } => {
             let name = name.trim();
             if name.is_empty() {
                 bail!("NAME must say who will use the key");
@@ -101,10 +112,15 @@ pub(super) async fn run(
                 "Issued admin key {} for `{name}`{}. Tollgate keeps only its hash: store the key now.",
                 k.key_id,
                 agents
+                    .as_ref()
                     .map(|a| format!(" (agents: {})", a.join(", ")))
                     .unwrap_or_default()
             );
-            outln!("{}", k.key);
+            output::issued(
+                serde_json::json!({ "name": name, "key_id": k.key_id, "agents": agents }),
+                &k.key,
+                json,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         AdminCommand::ListKeys { json } => {
@@ -135,7 +151,7 @@ pub(super) async fn run(
             }
             Ok(ExitCode::SUCCESS)
         }
-        AdminCommand::RevokeKey { key_id, by } => {
+        AdminCommand::RevokeKey { key_id, by, json } => {
             let store = open_store(data).await?;
             let action = AdminAction {
                 at: now_rfc3339(),
@@ -146,7 +162,7 @@ pub(super) async fn run(
                 detail: None,
             };
             if store.revoke_admin_key(&key_id, &action).await? {
-                outln!("{key_id}: revoked; requests presenting it get 401 from now on");
+                output::revoked(&key_id, json)?;
                 Ok(ExitCode::SUCCESS)
             } else {
                 bail!("no live admin key `{key_id}` (see `tollgate admin list-keys`)")

@@ -40,12 +40,18 @@ pub(super) enum AgentsCommand {
         /// A label to tell keys apart later (e.g. where it is deployed).
         #[arg(long)]
         label: Option<String>,
+        /// Print JSON (an object).
+        #[arg(long)]
+        json: bool,
     },
     /// Revoke one key (say, a leaked one) at once; the agent's other
     /// credentials keep working.
     RevokeKey {
         /// Key id, as shown by `agents show` (`key_…`).
         key_id: String,
+        /// Print JSON (an object).
+        #[arg(long)]
+        json: bool,
     },
     /// Suspend AGENT: its calls are refused until it is resumed.
     Suspend(StatusChange),
@@ -82,12 +88,12 @@ pub(super) async fn run(
         AgentsCommand::Show { agent, json } => {
             show(store.as_ref(), &catalog, manifests, &agent, json).await
         }
-        AgentsCommand::IssueKey { agent, label } => {
-            issue_key(store.as_ref(), &catalog, manifests, &agent, label).await
+        AgentsCommand::IssueKey { agent, label, json } => {
+            issue_key(store.as_ref(), &catalog, manifests, &agent, label, json).await
         }
-        AgentsCommand::RevokeKey { key_id } => {
+        AgentsCommand::RevokeKey { key_id, json } => {
             if store.revoke_key(&key_id, &now_rfc3339()).await? {
-                outln!("{key_id}: revoked; requests presenting it get 401 from now on");
+                output::revoked(&key_id, json)?;
                 Ok(ExitCode::SUCCESS)
             } else {
                 bail!("no live key `{key_id}` (see `tollgate agents show AGENT` for key ids)")
@@ -132,6 +138,7 @@ async fn issue_key(
     manifests: &Path,
     agent: &str,
     label: Option<String>,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     let entry = known_agent(catalog, manifests, agent)?;
     if !entry.gateway_keys {
@@ -161,7 +168,11 @@ async fn issue_key(
         "Issued {} for agent `{agent}`. Tollgate keeps only its hash: store the key now.",
         issued.key_id
     );
-    outln!("{}", issued.key);
+    output::issued(
+        serde_json::json!({ "agent": agent, "key_id": issued.key_id, "label": label }),
+        &issued.key,
+        json,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

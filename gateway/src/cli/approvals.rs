@@ -26,6 +26,9 @@ pub(super) enum ApproversCommand {
         /// Free-text label (where it is used).
         #[arg(long)]
         label: Option<String>,
+        /// Print JSON (an object).
+        #[arg(long)]
+        json: bool,
     },
     /// The declared approvers, their roles and credentials.
     List {
@@ -37,6 +40,9 @@ pub(super) enum ApproversCommand {
     RevokeKey {
         /// Key id, as shown by `approvers list` (`apk_…`).
         key_id: String,
+        /// Print JSON (an object).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -46,7 +52,7 @@ pub(super) async fn approvers(
     cmd: ApproversCommand,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
-        ApproversCommand::IssueKey { id, label } => {
+        ApproversCommand::IssueKey { id, label, json } => {
             let catalog = super::load(manifests)?;
             if !catalog.approvers.contains_key(&id) {
                 let known: Vec<&str> = catalog.approvers.keys().map(String::as_str).collect();
@@ -65,7 +71,7 @@ pub(super) async fn approvers(
             let record = ApproverKeyRecord {
                 key_id: k.key_id.clone(),
                 approver_id: id.clone(),
-                label,
+                label: label.clone(),
                 created_at: now_rfc3339(),
                 revoked_at: None,
             };
@@ -74,7 +80,11 @@ pub(super) async fn approvers(
                 "Issued approver credential {} for `{id}`. Tollgate keeps only its hash: give it to them now (TOLLGATE_APPROVER_KEY, or sign in at /ui).",
                 k.key_id
             );
-            outln!("{}", k.key);
+            output::issued(
+                serde_json::json!({ "approver": id, "key_id": k.key_id, "label": label }),
+                &k.key,
+                json,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         ApproversCommand::List { json } => {
@@ -122,10 +132,10 @@ pub(super) async fn approvers(
             table.print()?;
             Ok(ExitCode::SUCCESS)
         }
-        ApproversCommand::RevokeKey { key_id } => {
+        ApproversCommand::RevokeKey { key_id, json } => {
             let store = open_store(data).await?;
             if store.revoke_approver_key(&key_id, &now_rfc3339()).await? {
-                outln!("Revoked approver credential {key_id}.");
+                output::revoked(&key_id, json)?;
                 Ok(ExitCode::SUCCESS)
             } else {
                 bail!("no live approver credential `{key_id}` (see `tollgate approvers list`)")

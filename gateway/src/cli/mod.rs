@@ -13,6 +13,7 @@ mod agents;
 mod approvals;
 mod audit;
 mod check;
+pub mod config_file;
 mod keys;
 pub mod output;
 pub mod policy;
@@ -24,7 +25,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::Gateway;
 use crate::catalog::Catalog;
@@ -32,10 +33,30 @@ use crate::logging::LogFormat;
 use crate::manifest::{self, ManifestErrors};
 use crate::store::{SqliteStore, Store};
 
+/// The version and the commit it was built from (`tollgate --version`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("TOLLGATE_GIT_COMMIT"),
+    ")"
+);
+
 /// Tollgate: a governed MCP tool gateway for AI agents.
 #[derive(Debug, Parser)]
-#[command(name = "tollgate", version, about, long_about = None)]
+#[command(
+    name = "tollgate",
+    version = VERSION,
+    about,
+    long_about = None,
+    after_help = "Every flag that names an environment variable can also be set in a \
+configuration file (`tollgate.toml` in the working directory, or --config FILE), by the \
+flag's name: flag > environment variable > file > default."
+)]
 pub struct Cli {
+    /// Configuration file (TOML; settings named like the flags). Default:
+    /// ./tollgate.toml when it exists.
+    #[arg(long, global = true, env = "TOLLGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Data directory (SQLite store); created on first use.
     #[arg(
         long,
@@ -104,11 +125,39 @@ enum Command {
     /// TOLLGATE_APPROVER_KEY).
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Install, e.g.: tollgate completions bash > ~/.local/share/bash-completion/completions/tollgate\n\
+                  tollgate completions zsh > \"${fpath[1]}/_tollgate\"\n\
+                  tollgate completions fish > ~/.config/fish/completions/tollgate.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `tollgate man | man -l -`; with --dir,
+    /// write tollgate.1 and a page per subcommand (tollgate-serve.1, ...)
+    /// there instead.
+    Man {
+        /// A directory (e.g. /usr/local/share/man/man1) for every page.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// With --dir: print the files written as JSON (an array).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Entry point for the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match config_file::apply(Cli::command(), std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -167,7 +216,81 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             log("warn");
             approvals::approvals(cmd).await
         }
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "tollgate", &mut out);
+            output::write_stdout(&out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir, json } => man(dir.as_deref(), json),
     }
+}
+
+/// The man pages, from the clap definition, with what clap_mangen leaves
+/// out on the main page: the environment variables and the files.
+fn man(dir: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+    page.extend_from_slice(man_environment(&Cli::command()).as_bytes());
+    let Some(dir) = dir else {
+        output::write_stdout(&page)?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    clap_mangen::generate_to(Cli::command(), dir)
+        .with_context(|| format!("cannot write the man pages to {}", dir.display()))?;
+    let main = dir.join("tollgate.1");
+    std::fs::write(&main, &page).with_context(|| format!("cannot write {}", main.display()))?;
+    let mut written: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "1"))
+        .map(|p| p.display().to_string())
+        .collect();
+    written.sort();
+    if json {
+        output::json(&written)?;
+    } else {
+        output::outln!("wrote {} man pages to {}", written.len(), dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// ENVIRONMENT and FILES sections in roff: every variable any command
+/// reads, with its flag.
+fn man_environment(cmd: &clap::Command) -> String {
+    fn walk(cmd: &clap::Command, path: &str, out: &mut Vec<(String, String)>) {
+        for arg in cmd.get_arguments() {
+            if let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) {
+                let env = env.to_string_lossy().into_owned();
+                if !out.iter().any(|(e, _)| *e == env) {
+                    out.push((env, format!("{path}--{long}").trim().to_string()));
+                }
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, &format!("{path}{} ", sub.get_name()), out);
+        }
+    }
+    let mut vars = Vec::new();
+    walk(cmd, "", &mut vars);
+    vars.sort();
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('-', "\\-");
+    let mut roff = String::from(".SH ENVIRONMENT\n");
+    for (env, flag) in vars {
+        roff.push_str(&format!(
+            ".TP\n\\fB{}\\fR\nas \\fB{}\\fR\n",
+            esc(&env),
+            esc(&flag)
+        ));
+    }
+    roff.push_str(concat!(
+        ".SH FILES\n.TP\n\\fBtollgate.toml\\fR\n",
+        "Optional settings, named like the flags that have an environment variable ",
+        "(in the working directory, or \\fB\\-\\-config\\fR FILE). ",
+        "Precedence: flag, environment variable, file, default.\n"
+    ));
+    roff
 }
 
 /// Loads the manifests, or says what to fix.
@@ -228,5 +351,55 @@ fn known_agent<'a>(
                 known.join(", ")
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command's leaf path (`agents issue-key`), with the command.
+    fn leaves(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        let subs: Vec<_> = cmd.get_subcommands().collect();
+        if subs.is_empty() {
+            out.push((path.clone(), cmd.clone()));
+        }
+        for sub in subs {
+            let p = format!("{path} {}", sub.get_name()).trim().to_string();
+            leaves(sub, p, out);
+        }
+    }
+
+    /// One convention for scripts: every command that reports something
+    /// takes `--json`. The exceptions produce a document of their own kind.
+    #[test]
+    fn every_command_that_reports_takes_json() {
+        let own_format = [
+            "serve",
+            "schema",
+            "completions",
+            "man",
+            "policy schema",
+            "audit export",
+            "audit report",
+        ];
+        let mut all = Vec::new();
+        leaves(&Cli::command(), String::new(), &mut all);
+        assert!(all.len() > 30, "{}", all.len());
+        let missing: Vec<&str> = all
+            .iter()
+            .filter(|(path, cmd)| {
+                !own_format.contains(&path.as_str())
+                    && !cmd.get_arguments().any(|a| a.get_long() == Some("json"))
+            })
+            .map(|(path, _)| path.as_str())
+            .collect();
+        assert!(missing.is_empty(), "without --json: {missing:?}");
+    }
+
+    #[test]
+    fn the_version_names_the_commit() {
+        assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")));
+        assert!(VERSION.contains(" (commit "), "{VERSION}");
     }
 }

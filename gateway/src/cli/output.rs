@@ -20,6 +20,13 @@ pub fn line(args: fmt::Arguments<'_>) -> io::Result<()> {
     out.flush()
 }
 
+/// Writes `bytes` to stdout as they are (a generated script or man page).
+pub fn write_stdout(bytes: &[u8]) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()
+}
+
 /// `println!` that returns the write error with `?` instead of panicking.
 macro_rules! outln {
     ($($arg:tt)*) => {
@@ -33,6 +40,30 @@ pub fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     line(format_args!("{text}"))?;
     Ok(())
+}
+
+/// A newly issued credential: alone on stdout (for `> file`), or with
+/// `--json` inside `facts` as `"key"`.
+pub fn issued(mut facts: serde_json::Value, key: &str, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        facts["key"] = serde_json::Value::String(key.to_string());
+        json(&facts)
+    } else {
+        line(format_args!("{key}"))?;
+        Ok(())
+    }
+}
+
+/// A revoked credential.
+pub fn revoked(key_id: &str, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        json(&serde_json::json!({ "key_id": key_id, "revoked": true }))
+    } else {
+        line(format_args!(
+            "{key_id}: revoked; requests presenting it get 401 from now on"
+        ))?;
+        Ok(())
+    }
 }
 
 /// Whether `e` is (caused by) writing to a closed pipe, as in

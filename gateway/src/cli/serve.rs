@@ -22,6 +22,18 @@ pub(super) struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8930")]
     listen: SocketAddr,
+    /// Where the built-in demo backend listens instead of its manifest's
+    /// `listen` (`127.0.0.1:0`: a free port); the shipped connectors follow
+    /// it. Lets two gateways run on one machine.
+    #[arg(long, env = "TOLLGATE_DEMO_LISTEN", value_name = "ADDR")]
+    demo_listen: Option<SocketAddr>,
+    /// Do not start the demo backend even if the manifests declare one.
+    #[arg(long, env = "TOLLGATE_NO_DEMO", value_parser = clap::builder::BoolishValueParser::new())]
+    no_demo: bool,
+    /// On SIGTERM or Ctrl-C: stop accepting, let calls in progress finish
+    /// for up to this many seconds, then record the rest as `interrupted`.
+    #[arg(long, env = "TOLLGATE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    shutdown_grace_secs: u64,
     /// Serve one agent over stdin/stdout; its key comes from TOLLGATE_AGENT_KEY.
     #[arg(long, env = "TOLLGATE_STDIO", value_parser = clap::builder::BoolishValueParser::new())]
     stdio: bool,
@@ -167,6 +179,7 @@ async fn serve(
     http.allowed_hosts.extend(args.allowed_hosts);
     http.allowed_origins = args.allowed_origins;
     let secs = Duration::from_secs;
+    http.shutdown_grace = secs(args.shutdown_grace_secs);
     if let Some(n) = args.max_connections {
         http.max_connections = n;
     }
@@ -195,14 +208,16 @@ async fn serve(
         chain: args.audit_chain,
         ..app::AuditOptions::default()
     };
-    let config = Config::new(data, manifests)
+    let mut config = Config::new(data, manifests)
         .with_audit(audit)
         .with_slow_call(Duration::from_millis(args.slow_call_ms))
+        .with_demo_listen(args.demo_listen)
         .with_http(http)
         .with_reload_interval(
             (args.reload_interval_ms > 0).then(|| Duration::from_millis(args.reload_interval_ms)),
         );
 
+    config.demo_backend = !args.no_demo;
     if args.stdio {
         let key = std::env::var("TOLLGATE_AGENT_KEY")
             .context("--stdio needs the agent's key in TOLLGATE_AGENT_KEY (issue one with `tollgate agents issue-key AGENT`)")?;
@@ -235,11 +250,43 @@ async fn serve(
     if log_format == LogFormat::Text {
         eprintln!("Tollgate is serving MCP at http://{addr}/mcp  (Ctrl-C to stop)");
     }
-    app.serve_http(listener, async {
-        let _ = tokio::signal::ctrl_c().await;
+    let grace = args.shutdown_grace_secs;
+    app.serve_http(listener, async move {
+        let signal = stop_signal().await;
+        tracing::info!(
+            signal,
+            grace_secs = grace,
+            "stopping: no new connections; calls in progress have {grace}s to finish, the rest are recorded as interrupted"
+        );
     })
     .await?;
+    tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on the first SIGTERM (service managers, container runtimes)
+/// or SIGINT (Ctrl-C), with its name.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch for SIGTERM; only Ctrl-C stops gracefully");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
 }
 
 /// The scrape token: from `TOLLGATE_METRICS_TOKEN`, else the file. An

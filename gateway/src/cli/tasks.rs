@@ -71,6 +71,9 @@ pub(super) enum TasksCommand {
         /// Who (default: $USER).
         #[arg(long)]
         by: Option<String>,
+        /// Print JSON (an object).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -201,14 +204,27 @@ pub(super) async fn run(
             }
             Ok(ExitCode::SUCCESS)
         }
-        TasksCommand::End { task, reason, by } => {
+        TasksCommand::End {
+            task,
+            reason,
+            by,
+            json,
+        } => {
             let ended =
                 crate::tasks::end(&gw, &task, TaskStatus::Revoked, &operator(by), &reason).await?;
-            outln!(
-                "{}: ended ({}); its token and credentials are revoked",
-                ended.id,
-                ended.status.as_str()
-            );
+            if json {
+                output::json(&serde_json::json!({
+                    "task": ended.id,
+                    "status": ended.status.as_str(),
+                    "reason": reason,
+                }))?;
+            } else {
+                outln!(
+                    "{}: ended ({}); its token and credentials are revoked",
+                    ended.id,
+                    ended.status.as_str()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -385,7 +385,7 @@ fn first_sentence(text: &str) -> String {
 /// The known name closest to `wanted`, if one is close enough to be a
 /// typo: 1 edit for short words, 2 up to 8 characters, 3 beyond, so `nme`
 /// finds `name` but `zzzz` finds nothing.
-pub(super) fn closest<'a>(wanted: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(wanted: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let known: Vec<&str> = known.collect();
     let limit = match wanted.chars().count() {
         0..=3 => 1,

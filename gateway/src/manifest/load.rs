@@ -1,6 +1,7 @@
 //! Reading manifest files and checking them as a whole.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -28,9 +29,25 @@ pub struct Source {
     pub text: String,
 }
 
+/// How a manifest set is loaded beyond what its files say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Where the built-in demo backend really listens, when that differs
+    /// from its manifest's `listen` (`serve --demo-listen`, or a port the
+    /// OS picked): connectors whose `base_url` names the declared address
+    /// are pointed here, so a second gateway on one machine gets its own
+    /// demo backend with no manifest edited.
+    pub demo_at: Option<SocketAddr>,
+}
+
 /// Reads every `*.yaml` / `*.yml` file directly in `dir` (sorted by name, so
 /// load order and error order are stable) and builds the catalog.
 pub fn load_dir(dir: &Path) -> Result<Catalog, ManifestErrors> {
+    load_dir_with(dir, LoadOptions::default())
+}
+
+/// [`load_dir`], with `options`.
+pub fn load_dir_with(dir: &Path, options: LoadOptions) -> Result<Catalog, ManifestErrors> {
     let one = |code: Code, message: String| {
         ManifestErrors(vec![ManifestError {
             file: dir.to_path_buf(),
@@ -79,7 +96,7 @@ pub fn load_dir(dir: &Path) -> Result<Catalog, ManifestErrors> {
             "no manifest files (*.yaml, *.yml) in this directory".into(),
         ));
     }
-    match load_sources(&sources) {
+    match load_sources_with(&sources, options) {
         Ok(c) if errors.is_empty() => Ok(c),
         Ok(_) => Err(ManifestErrors(errors)),
         Err(ManifestErrors(mut more)) => {
@@ -278,12 +295,30 @@ struct Parsed<'a, T> {
 /// their references need (connectors and issuers before the agents that
 /// name them).
 pub fn load_sources(sources: &[Source]) -> Result<Catalog, ManifestErrors> {
+    load_sources_with(sources, LoadOptions::default())
+}
+
+/// [`load_sources`], with `options`.
+pub fn load_sources_with(
+    sources: &[Source],
+    options: LoadOptions,
+) -> Result<Catalog, ManifestErrors> {
     let mut errors = Vec::new();
     let (policy_sources, manifests): (Vec<&Source>, Vec<&Source>) =
         sources.iter().partition(|s| is_policy(&s.path));
     let manifests: Vec<Source> = manifests.into_iter().cloned().collect();
     let mut broken = Broken::default();
-    let docs = parse_documents(&manifests, &mut errors, &mut broken);
+    let mut docs = parse_documents(&manifests, &mut errors, &mut broken);
+    if let (Some(at), Some(declared)) = (options.demo_at, docs.demos.first()) {
+        let declared = declared.value.listen;
+        if at != declared {
+            for c in &mut docs.connectors {
+                if let Some(url) = redirect(&c.value.http.base_url, declared, at) {
+                    c.value.http.base_url = url;
+                }
+            }
+        }
+    }
     let mut catalog = Catalog {
         sources: sources
             .iter()
@@ -1248,6 +1283,23 @@ fn check_agent_limits(
     }
     entry.task_limits = spec;
     Ok(())
+}
+
+/// `base_url` pointed at `to` when it names the address `from` (by IP, or
+/// as `localhost` for a loopback one); `None` when it names another host.
+fn redirect(base_url: &str, from: SocketAddr, to: SocketAddr) -> Option<String> {
+    let mut url = reqwest::Url::parse(base_url).ok()?;
+    let host = url.host_str()?;
+    let same_host = match host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+        Ok(ip) => ip == from.ip(),
+        Err(_) => host.eq_ignore_ascii_case("localhost") && from.ip().is_loopback(),
+    };
+    if !same_host || url.port_or_known_default() != Some(from.port()) {
+        return None;
+    }
+    url.set_ip_host(to.ip()).ok()?;
+    url.set_port(Some(to.port())).ok()?;
+    Some(url.to_string())
 }
 
 /// At most one demo backend, on loopback.

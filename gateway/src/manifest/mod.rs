@@ -19,6 +19,7 @@
 //! without auth, tools nobody can reach) never fail a load.
 
 mod diagnose;
+pub(crate) use diagnose::closest;
 mod load;
 pub mod types;
 
@@ -27,7 +28,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use load::{Source, load_dir, load_sources, policy_facts};
+pub use load::{
+    LoadOptions, Source, load_dir, load_dir_with, load_sources, load_sources_with, policy_facts,
+};
 
 /// What kind of problem a diagnostic reports. The names (`as_str`) are
 /// stable: CI pipelines match on them in `tollgate check --format json`.

@@ -181,6 +181,12 @@ async fn serve_connection(
             cut_off = Some(Instant::now() + limits.shutdown_grace);
             conn.as_mut().graceful_shutdown();
         }
+        // A stream a client only listens on (MCP's GET stream) never ends
+        // by itself: at shutdown it must not hold the grace period.
+        if stopping && activity.only_listening() {
+            tracing::debug!("closing a connection that only holds listening streams");
+            return;
+        }
         let deadline = activity.deadline(&limits);
         tokio::select! {
             result = conn.as_mut() => {
@@ -233,6 +239,9 @@ struct Activity {
 struct ActivityState {
     /// Requests whose response has not been sent in full.
     in_flight: usize,
+    /// Of those, streams the client only listens on (a GET for
+    /// `text/event-stream`): no work of the client's is in them.
+    listening: usize,
     /// No request yet on this connection.
     fresh: bool,
     /// When the connection was accepted or its last response was sent.
@@ -247,6 +256,7 @@ impl Activity {
         Self {
             state: Mutex::new(ActivityState {
                 in_flight: 0,
+                listening: 0,
                 fresh: true,
                 idle_since: Instant::now(),
                 reading_since: None,
@@ -296,24 +306,34 @@ impl Activity {
         }
     }
 
-    fn request_started(self: &Arc<Self>) -> Busy {
+    fn request_started(self: &Arc<Self>, listening: bool) -> Busy {
         let mut s = self.lock();
         s.in_flight += 1;
+        s.listening += usize::from(listening);
         s.fresh = false;
         s.reading_since = None;
-        Busy(self.clone())
+        Busy(self.clone(), listening)
+    }
+
+    /// Whether every request in progress is a listening stream.
+    fn only_listening(&self) -> bool {
+        let s = self.lock();
+        s.in_flight == s.listening
     }
 }
 
 /// A request in progress on a connection; dropped when its response has
 /// been sent in full (or abandoned).
 #[derive(Debug)]
-struct Busy(Arc<Activity>);
+struct Busy(Arc<Activity>, bool);
 
 impl Drop for Busy {
     fn drop(&mut self) {
         let mut s = self.0.lock();
         s.in_flight = s.in_flight.saturating_sub(1);
+        if self.1 {
+            s.listening = s.listening.saturating_sub(1);
+        }
         if s.in_flight == 0 {
             s.idle_since = Instant::now();
             s.reading_since = None;
@@ -392,7 +412,13 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnService {
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
-        let busy = self.activity.request_started();
+        let listening = request.method() == http::Method::GET
+            && request
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|a| a.to_str().ok())
+                .is_some_and(|a| a.contains("text/event-stream"));
+        let busy = self.activity.request_started(listening);
         let app = self.app.clone();
         let mut request = request.map(axum::body::Body::new);
         request
