@@ -23,6 +23,7 @@ mod instances;
 mod lifecycle;
 mod manifests;
 mod observability;
+mod packaging;
 mod policy;
 mod reload;
 mod revocation;
