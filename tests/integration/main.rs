@@ -25,6 +25,7 @@ mod manifests;
 mod observability;
 mod packaging;
 mod policy;
+mod readme;
 mod reload;
 mod revocation;
 mod secrets;
