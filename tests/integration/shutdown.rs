@@ -80,17 +80,34 @@ fn slow_records(data: &Path, manifests: &Path) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_lets_a_call_in_progress_finish_and_refuses_new_connections() {
+type Call = tokio::task::JoinHandle<(
+    Result<rmcp::model::CallToolResult, rmcp::ServiceError>,
+    rmcp::service::RunningService<rmcp::RoleClient, ()>,
+)>;
+
+/// The real binary with `grace` seconds of shutdown grace, and a call to
+/// `inventory.slow` (5 s at the backend) in progress at the backend.
+struct SlowCall {
+    backend: Backend,
+    dir: tempfile::TempDir,
+    data: tempfile::TempDir,
+    served: ServedBinary,
+    call: Call,
+}
+
+async fn slow_call_in_progress(grace: &str) -> SlowCall {
     let backend = Backend::start().await;
     let dir = manifests(&backend);
     let data = tempfile::tempdir().unwrap();
     let key = key(data.path(), dir.path());
-    let mut served = ServedBinary::start(
+    let served = ServedBinary::start(
         BIN,
         data.path(),
         dir.path(),
-        &[("TOLLGATE_SHUTDOWN_GRACE_SECS", "30"), ("RUST_LOG", "info")],
+        &[
+            ("TOLLGATE_SHUTDOWN_GRACE_SECS", grace),
+            ("RUST_LOG", "info"),
+        ],
     );
     let client = served.client(&key).await;
     let call = tokio::spawn(async move {
@@ -100,6 +117,24 @@ async fn sigterm_lets_a_call_in_progress_finish_and_refuses_new_connections() {
         (r, client)
     });
     backend_reached(&backend).await;
+    SlowCall {
+        backend,
+        dir,
+        data,
+        served,
+        call,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_a_call_in_progress_finish_and_refuses_new_connections() {
+    let SlowCall {
+        backend,
+        dir,
+        data,
+        mut served,
+        call,
+    } = slow_call_in_progress("30").await;
     sigterm(&served);
 
     // The listener closes at once: a new client cannot connect.
@@ -146,24 +181,13 @@ async fn sigterm_lets_a_call_in_progress_finish_and_refuses_new_connections() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_the_grace_period_cuts_off_is_recorded_interrupted_before_exit() {
-    let backend = Backend::start().await;
-    let dir = manifests(&backend);
-    let data = tempfile::tempdir().unwrap();
-    let key = key(data.path(), dir.path());
-    let mut served = ServedBinary::start(
-        BIN,
-        data.path(),
-        dir.path(),
-        &[("TOLLGATE_SHUTDOWN_GRACE_SECS", "1"), ("RUST_LOG", "info")],
-    );
-    let client = served.client(&key).await;
-    let call = tokio::spawn(async move {
-        let r = client
-            .call_tool(CallToolRequestParams::new("inventory.slow").with_arguments(args(json!({}))))
-            .await;
-        (r.is_ok(), client)
-    });
-    backend_reached(&backend).await;
+    let SlowCall {
+        dir,
+        data,
+        mut served,
+        call,
+        ..
+    } = slow_call_in_progress("1").await;
     sigterm(&served);
     // The backend answers after 5 s; the 1 s grace period ends the wait
     // first (the record below says `interrupted`, not `ok`).
@@ -171,8 +195,11 @@ async fn a_call_the_grace_period_cuts_off_is_recorded_interrupted_before_exit() 
     // The client never hears success (rmcp's client may keep trying to
     // resume the stream: give it a bound).
     if let Ok(joined) = tokio::time::timeout(Duration::from_secs(10), call).await {
-        let (answered, _client) = joined.unwrap();
-        assert!(!answered, "the cut-off call must not report success");
+        let (result, _client) = joined.unwrap();
+        assert!(
+            result.is_err(),
+            "the cut-off call must not report success: {result:?}"
+        );
     }
     let log = served.stderr();
     assert!(
