@@ -602,13 +602,7 @@ async fn demo_holder(at: SocketAddr) -> Option<String> {
 /// process serves this data directory, since its calls in flight would
 /// look the same; otherwise the next lone start marks them.
 async fn close_unfinished(gw: &Gateway, data: &Path) {
-    let path = data.join("serving.lock");
-    let Ok(file) = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-    else {
+    let Ok((_, file)) = open_serving_lock(data) else {
         return;
     };
     if file.try_lock().is_err() {
@@ -629,6 +623,17 @@ async fn close_unfinished(gw: &Gateway, data: &Path) {
         ),
         Err(e) => tracing::error!(error = %e, "cannot record the calls cut off by the shutdown"),
     }
+}
+
+/// `DATA/serving.lock` (created if missing), unlocked, with its path.
+fn open_serving_lock(data: &Path) -> std::io::Result<(PathBuf, File)> {
+    let path = data.join("serving.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    Ok((path, file))
 }
 
 /// The lock a serving process holds on `DATA/serving.lock` (shared) for as
@@ -655,16 +660,10 @@ pub struct ServingLock(#[allow(dead_code)] Option<File>);
 /// liveness lease per instance (a heartbeat row renewed by the sweeper);
 /// recovery then marks only the records of instances whose lease expired.
 pub async fn recover(gw: &Gateway, data: &Path) -> ServingLock {
-    let path = data.join("serving.lock");
-    let file = match File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-    {
+    let (path, file) = match open_serving_lock(data) {
         Ok(f) => f,
         Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot open the serving lock; skipping crash recovery");
+            tracing::warn!(path = %data.join("serving.lock").display(), error = %e, "cannot open the serving lock; skipping crash recovery");
             return ServingLock(None);
         }
     };

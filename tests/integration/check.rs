@@ -416,19 +416,13 @@ fn a_closed_stdout_is_not_a_panic() {
         &["check"],
         &["schema"],
     ] {
-        // As `tollgate tasks start ... --json | head -c1` with the reader
-        // gone before the first write.
-        let (reader, writer) = std::io::pipe().unwrap();
-        drop(reader);
-        let out = Command::new(env!("CARGO_BIN_EXE_tollgate-under-test"))
-            .arg("--data")
-            .arg(data.path())
-            .arg("--manifests")
-            .arg(&manifests)
-            .args(args)
-            .stdout(writer)
-            .output()
-            .unwrap();
+        // As `tollgate tasks start ... --json | head -c1`.
+        let out = tollgate_tests::run_with_closed_stdout(
+            env!("CARGO_BIN_EXE_tollgate-under-test"),
+            data.path(),
+            &manifests,
+            args,
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert_ne!(out.status.code(), Some(101), "{args:?}: {err}");
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");

@@ -193,19 +193,13 @@ fn a_closed_stdout_ends_the_command_quietly() {
     in_data(data.path(), &["agents", "issue-key", "support-bot"]);
     let manifests = workspace_root().join("manifests");
     for args in [&["tasks", "list", "--json"][..], &["agents", "list"]] {
-        // As `tollgate tasks list --json | head -c1`, with the reader gone
-        // before the first write: every write meets a broken pipe.
-        let (reader, writer) = std::io::pipe().unwrap();
-        drop(reader);
-        let out = Command::new(env!("CARGO_BIN_EXE_tollgate-under-test"))
-            .arg("--data")
-            .arg(data.path())
-            .arg("--manifests")
-            .arg(&manifests)
-            .args(args)
-            .stdout(writer)
-            .output()
-            .unwrap();
+        // As `tollgate tasks list --json | head -c1`.
+        let out = tollgate_tests::run_with_closed_stdout(
+            env!("CARGO_BIN_EXE_tollgate-under-test"),
+            data.path(),
+            &manifests,
+            args,
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");

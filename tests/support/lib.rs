@@ -637,3 +637,25 @@ pub fn run_cli(bin: &str, data: &Path, manifests: &Path, args: &[&str]) -> std::
         .output()
         .unwrap()
 }
+
+/// Runs the real CLI (`bin`) with its stdout a pipe whose reader is
+/// already gone, as `tollgate ... --json | head -c1` when `head` exits
+/// before the first write: every write meets a broken pipe.
+pub fn run_with_closed_stdout(
+    bin: &str,
+    data: &Path,
+    manifests: &Path,
+    args: &[&str],
+) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    std::process::Command::new(bin)
+        .arg("--data")
+        .arg(data)
+        .arg("--manifests")
+        .arg(manifests)
+        .args(args)
+        .stdout(writer)
+        .output()
+        .unwrap()
+}
