@@ -216,3 +216,82 @@ async fn a_call_the_grace_period_cuts_off_is_recorded_interrupted_before_exit() 
         "{records:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_only_listening_on_its_stream_does_not_hold_the_stop() {
+    let backend = Backend::start().await;
+    let dir = manifests(&backend);
+    let data = tempfile::tempdir().unwrap();
+    let key = key(data.path(), dir.path());
+    // A grace period far longer than `wait_exit` waits: only closing the
+    // listening stream at once lets the process exit in time.
+    let mut served = ServedBinary::start(
+        BIN,
+        data.path(),
+        dir.path(),
+        &[
+            ("TOLLGATE_SHUTDOWN_GRACE_SECS", "600"),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let post = |body: Value, session: Option<&str>| {
+        let mut r = http
+            .post(&served.url)
+            .bearer_auth(&key)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .json(&body);
+        if let Some(s) = session {
+            r = r.header("mcp-session-id", s);
+        }
+        r.send()
+    };
+    let init = post(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "listener", "version": "1"}}}),
+        None,
+    )
+    .await
+    .unwrap();
+    let session = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    drop(init.bytes().await.unwrap());
+    post(
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        Some(&session),
+    )
+    .await
+    .unwrap();
+    // The GET stream a client listens on for server messages; held open.
+    let stream = http
+        .get(&served.url)
+        .bearer_auth(&key)
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+
+    sigterm(&served);
+    assert_eq!(wait_exit(&mut served), Some(0), "{}", served.stderr());
+    assert!(
+        !served
+            .stderr()
+            .contains("still busy at the end of the shutdown grace"),
+        "{}",
+        served.stderr()
+    );
+    drop(stream);
+}
