@@ -1,8 +1,9 @@
 //! Connectors: how Tollgate reaches a backend once every governance stage has
 //! passed.
 //!
-//! This crate owns the [`Connector`] interface and its implementations (today
-//! only [`http::HttpConnector`]). A connector knows nothing about agents,
+//! This crate owns the [`Connector`] interface and its implementations:
+//! [`http::HttpConnector`] for HTTP APIs and [`mcp::McpConnector`] for
+//! upstream MCP servers. A connector knows nothing about agents,
 //! grants or audit: the gateway hands it a call that has already been
 //! authorized, and it returns either tool output or a [`ConnectorError`]
 //! classified by source so the gateway can tell the agent what went wrong
@@ -13,6 +14,7 @@
 //! and returns the running connector, and the call itself.
 
 pub mod http;
+pub mod mcp;
 
 use std::time::Duration;
 
@@ -20,7 +22,6 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 /// One tool call, already authorized, as the connector sees it.
-#[derive(Debug)]
 pub struct ConnectorCall<'a> {
     /// The tool's name inside its connector (without the connector prefix).
     pub tool: &'a str,
@@ -31,6 +32,19 @@ pub struct ConnectorCall<'a> {
     /// Trace context to send with the request; empty unless the gateway
     /// exports traces.
     pub trace: &'a TraceHeaders,
+    /// Where the backend's progress for this call goes, when the agent
+    /// asked for progress (upstream MCP servers report it).
+    pub progress: Option<&'a dyn mcp::ProgressRelay>,
+}
+
+impl std::fmt::Debug for ConnectorCall<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectorCall")
+            .field("tool", &self.tool)
+            .field("credential", &self.credential)
+            .field("progress", &self.progress.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The W3C trace-context headers (`traceparent`, `tracestate`) the gateway
@@ -183,6 +197,11 @@ pub struct ToolOutput {
     pub is_error: bool,
     /// The backend's own status (HTTP status code), for the audit record.
     pub backend_status: Option<u16>,
+    /// MCP content blocks (JSON) exactly as an upstream MCP server returned
+    /// them: text, images, audio, resource links, embedded resources. When
+    /// not empty they are what the agent gets, and `text` is only their
+    /// text for records.
+    pub content: Vec<Value>,
 }
 
 /// Why a connector could not produce tool output. Each variant is a failure
@@ -209,6 +228,11 @@ pub enum ConnectorError {
     /// make this unreachable; it is kept as a typed failure, not a panic.
     #[error("the backend request could not be built: {0}")]
     BadRequest(String),
+    /// The backend answered with something that breaks its own declared
+    /// contract (an upstream tool's structured content that does not
+    /// match its output schema).
+    #[error("the backend's answer is invalid: {0}")]
+    InvalidResponse(String),
     /// The tool is not known to this connector (the catalog and the
     /// connector disagree; a gateway bug, reported rather than ignored).
     #[error("tool `{0}` is not served by this connector")]
@@ -233,6 +257,7 @@ impl ConnectorError {
             ConnectorError::ResponseTooLarge { .. } => "backend_response_too_large",
             ConnectorError::BadRequest(_) => "backend_request_invalid",
             ConnectorError::UnknownTool(_) => "connector_unknown_tool",
+            ConnectorError::InvalidResponse(_) => "backend_output_invalid",
         }
     }
 }

@@ -42,6 +42,10 @@ pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Default period of the manifest reload watcher.
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Longest the start waits for upstream MCP servers' first tool lists
+/// (each is also bounded by its own `connect_timeout_ms`).
+const UPSTREAM_SETTLE: Duration = Duration::from_secs(60);
+
 /// Everything needed to assemble a gateway.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -250,8 +254,11 @@ impl App {
                 }
             })
         };
-        let mut options = manifest::LoadOptions::default();
-        let mut catalog = load(options)?;
+        let mut options = manifest::LoadOptions {
+            upstreams: Some(crate::upstream::Upstreams::new()),
+            ..manifest::LoadOptions::default()
+        };
+        let mut catalog = load(options.clone())?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data).await.map_err(
             |source| AppError::Store {
                 data: config.data.display().to_string(),
@@ -270,8 +277,23 @@ impl App {
             demo = listener;
             if at != declared {
                 options.demo_at = Some(at);
-                catalog = load(options)?;
+                catalog = load(options.clone())?;
                 tracing::info!(%declared, %at, "demo backend moved; connectors that name {declared} call {at}");
+            }
+        }
+        // Upstream MCP servers started with the first load: wait (bounded
+        // by their connect timeouts) for their tools, so the first
+        // `tools/list` is complete; one that is still not there is
+        // withdrawn and comes in later through the reload loop.
+        if let Some(upstreams) = options
+            .upstreams
+            .as_ref()
+            .filter(|_| !catalog.withdrawn.is_empty())
+        {
+            upstreams.settle(UPSTREAM_SETTLE).await;
+            catalog = load(options.clone())?;
+            for (name, w) in &catalog.withdrawn {
+                tracing::warn!(tool = %name, code = w.code, "tool withdrawn: {}", w.why);
             }
         }
         for w in &catalog.warnings {

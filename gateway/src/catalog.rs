@@ -56,6 +56,24 @@ pub struct Catalog {
     pub approvers: BTreeMap<String, Arc<ApproverEntry>>,
     /// Where approval requests and decisions are announced.
     pub webhooks: Vec<Arc<WebhookEntry>>,
+    /// Tools of `mcp` connectors that are declared but not served now
+    /// (upstream down, tool gone, pinned definition changed), by
+    /// agent-visible name. Not listed; a call is refused with the reason.
+    pub withdrawn: BTreeMap<String, Withdrawn>,
+}
+
+/// A declared tool that is not served now, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Withdrawn {
+    /// Connector id.
+    pub connector: String,
+    /// Name inside the connector.
+    pub tool: String,
+    /// Stable reason code (`upstream_unavailable`, `upstream_tool_missing`,
+    /// `tool_definition_changed`, `upstream_definition_invalid`).
+    pub code: &'static str,
+    /// What happened and what to do, for agents and operators.
+    pub why: String,
 }
 
 /// A person who may approve calls (see `ApproverManifest`).
@@ -141,6 +159,8 @@ pub struct ConnectorEntry {
     pub base_dir: PathBuf,
     /// All agents' calls to it together.
     pub rate: Option<crate::limits::RateSpec>,
+    /// For an `mcp` connector served here: its running upstream.
+    pub upstream: Option<Arc<tollgate_connectors::mcp::Upstream>>,
 }
 
 impl ConnectorEntry {
@@ -184,17 +204,20 @@ pub struct ToolEntry {
     pub sensitive: Vec<String>,
     /// How an agent waits for this tool's approvals (unless the agent says).
     pub approval_mode: Option<crate::manifest::types::ApprovalMode>,
+    /// Compiled output schema of an upstream tool: its structured content
+    /// is checked against it before the agent sees it.
+    pub output_validator: Option<Arc<jsonschema::Validator>>,
 }
 
 impl ToolEntry {
     pub(crate) fn new(
         c: &ConnectorManifest,
         t: &ToolManifest,
+        full_name: String,
         validator: jsonschema::Validator,
         connector: Arc<dyn Connector>,
         owners: Arc<ConnectorOwners>,
     ) -> Self {
-        let full_name = format!("{}.{}", c.id, t.name);
         let read_only = t.annotations.read_only.unwrap_or(false);
         let mut hints = ToolAnnotations::new()
             .read_only(read_only)
@@ -243,7 +266,82 @@ impl ToolEntry {
             hints: t.annotations.clone(),
             sensitive: t.sensitive.clone(),
             approval_mode: t.approval_mode,
+            output_validator: None,
         }
+    }
+
+    /// An upstream MCP tool as exposed: the upstream's schemas and hints,
+    /// the manifest's name, title, description and risk. The risk is never
+    /// below what the upstream's own hints imply (a tool not declared
+    /// read-only is at least `medium`, a destructive one at least `high`):
+    /// hints may raise Tollgate's judgement, never lower it.
+    pub(crate) fn from_upstream(
+        c: &ConnectorManifest,
+        t: &crate::manifest::types::ExposedTool,
+        full_name: String,
+        def: &Tool,
+        connector: Arc<dyn Connector>,
+        owners: Arc<ConnectorOwners>,
+    ) -> Result<Self, String> {
+        let validator = compile_input_schema(&def.input_schema)
+            .map_err(|e| format!("the upstream's definition of `{}`: {e}", def.name))?;
+        let output_validator = match &def.output_schema {
+            None => None,
+            Some(schema) => Some(Arc::new(
+                jsonschema::options()
+                    .build(&Value::Object((**schema).clone()))
+                    .map_err(|e| {
+                        format!(
+                            "the upstream's output schema of `{}` is not a valid JSON Schema: {e}",
+                            def.name
+                        )
+                    })?,
+            )),
+        };
+        let upstream_hints = def.annotations.clone().unwrap_or_default();
+        let read_only = upstream_hints.read_only_hint == Some(true);
+        let floor = if upstream_hints.destructive_hint == Some(true) && !read_only {
+            Risk::High
+        } else if read_only {
+            Risk::Low
+        } else {
+            Risk::Medium
+        };
+        let risk = t.risk.max(floor);
+        let hints = crate::manifest::types::ToolHints {
+            read_only: upstream_hints.read_only_hint,
+            destructive: upstream_hints.destructive_hint,
+            idempotent: upstream_hints.idempotent_hint,
+            open_world: upstream_hints.open_world_hint,
+        };
+        let mut meta = Map::new();
+        meta.insert("tollgate/risk".into(), Value::String(risk.as_str().into()));
+        meta.insert("tollgate/connector".into(), Value::String(c.id.clone()));
+        let mut tool = def.clone();
+        tool.name = full_name.clone().into();
+        tool.meta = Some(rmcp::model::MetaObject(meta));
+        if let Some(d) = &t.description {
+            tool.description = Some(d.clone().into());
+        }
+        if let Some(title) = &t.title {
+            tool.title = Some(title.clone());
+        }
+        Ok(Self {
+            full_name,
+            connector_id: c.id.clone(),
+            local_name: t.name.clone(),
+            risk,
+            tool,
+            validator,
+            connector,
+            owners,
+            scopes: t.scopes.clone(),
+            labels: t.labels.clone(),
+            hints,
+            sensitive: t.sensitive.clone(),
+            approval_mode: t.approval_mode,
+            output_validator,
+        })
     }
 }
 

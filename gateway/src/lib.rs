@@ -57,6 +57,7 @@ pub mod server;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod upstream;
 mod util;
 
 use std::sync::{Arc, RwLock};
@@ -88,6 +89,9 @@ pub struct Gateway {
     /// How manifests are loaded here, so a reload loads them the same way
     /// as the start did (the demo backend's real address).
     load_options: manifest::LoadOptions,
+    /// Bumped when a new catalog changes the tools an agent could see, so
+    /// connected clients get `notifications/tools/list_changed`.
+    tools_changed: tokio::sync::watch::Sender<u64>,
 }
 
 fn read<T: Clone>(lock: &RwLock<T>) -> T {
@@ -130,6 +134,7 @@ impl Gateway {
             metrics,
             audit,
             load_options: manifest::LoadOptions::default(),
+            tools_changed: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -141,7 +146,18 @@ impl Gateway {
 
     /// How this gateway loads its manifests.
     pub fn load_options(&self) -> manifest::LoadOptions {
-        self.load_options
+        self.load_options.clone()
+    }
+
+    /// The running upstream MCP servers, if this gateway serves any.
+    pub fn upstreams(&self) -> Option<&Arc<upstream::Upstreams>> {
+        self.load_options.upstreams.as_ref()
+    }
+
+    /// A receiver that changes whenever the served tools do (a reload, an
+    /// upstream's tools appearing, a pin withdrawing one).
+    pub fn tools_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tools_changed.subscribe()
     }
 
     /// Appends to audit chain `chain` (replicas sharing a store each need
@@ -193,7 +209,17 @@ impl Gateway {
         // Limits still declared keep their state (no free burst on reload);
         // the others are forgotten, so memory follows the manifests.
         self.limiter.retain(&catalog.rate_keys());
+        let before = read(&self.catalog);
+        let same_tools = before.tools.len() == catalog.tools.len()
+            && before
+                .tools
+                .iter()
+                .zip(catalog.tools.iter())
+                .all(|((a, ta), (b, tb))| a == b && ta.tool == tb.tool);
         write(&self.catalog, Arc::new(catalog));
+        if !same_tools {
+            self.tools_changed.send_modify(|n| *n += 1);
+        }
     }
 
     /// The store.

@@ -13,7 +13,7 @@ use rmcp::model::{
     ProgressNotificationParam, ProgressToken, ServerCapabilities, ServerConfig, Tool,
     ToolAnnotations,
 };
-use rmcp::service::{Peer, RequestContext};
+use rmcp::service::{NotificationContext, Peer, RequestContext};
 use rmcp::{RoleServer, ServerHandler};
 use serde_json::{Value, json};
 
@@ -225,10 +225,24 @@ fn gateway_tool(t: pipeline::builtin::GatewayTool) -> Tool {
 }
 
 fn output_result(out: tollgate_connectors::ToolOutput) -> CallToolResult {
-    let mut result = if out.is_error {
-        CallToolResult::error(vec![ContentBlock::text(out.text)])
+    // An upstream MCP server's content blocks go on as they came (images,
+    // audio, resource links, embedded resources); a block this rmcp cannot
+    // read is not dropped silently but shown as its JSON text.
+    let content = if out.content.is_empty() {
+        vec![ContentBlock::text(out.text)]
     } else {
-        CallToolResult::success(vec![ContentBlock::text(out.text)])
+        out.content
+            .into_iter()
+            .map(|v| {
+                serde_json::from_value::<ContentBlock>(v.clone())
+                    .unwrap_or_else(|_| ContentBlock::text(v.to_string()))
+            })
+            .collect()
+    };
+    let mut result = if out.is_error {
+        CallToolResult::error(content)
+    } else {
+        CallToolResult::success(content)
     };
     result.structured_content = out.structured;
     result
@@ -329,6 +343,32 @@ impl ServerHandler for McpFront {
             meta.as_ref().map(|m| &m.0.0),
         );
         reply_to_mcp(pipeline::call_tool(&self.gw, &who, request, &ctx.ct).await).map(Into::into)
+    }
+
+    /// A session client hears `notifications/tools/list_changed` whenever
+    /// the served tools change (a reload, an upstream's tools arriving, a
+    /// pin withdrawing one), for as long as its session lives.
+    async fn on_initialized(&self, ctx: NotificationContext<RoleServer>) {
+        let mut changed = self.gw.tools_changed();
+        changed.mark_unchanged();
+        let peer = ctx.peer;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+            loop {
+                tokio::select! {
+                    r = changed.changed() => {
+                        if r.is_err() || peer.notify_tool_list_changed().await.is_err() {
+                            break;
+                        }
+                    }
+                    _ = tick.tick() => {
+                        if peer.is_transport_closed() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// rmcp asks this (with no request context) to validate `Mcp-Param-*`

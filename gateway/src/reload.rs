@@ -232,6 +232,19 @@ pub async fn record_startup(gw: &Gateway) -> Result<(), StoreError> {
 
 /// Checks `dir` once against `last` and applies or rejects a change.
 pub async fn check_once(gw: &Gateway, dir: &Path, last: &mut Fingerprint) -> Reload {
+    check(gw, dir, last, false).await
+}
+
+/// [`check_once`], also rebuilding when the files did not change but
+/// what an upstream MCP server offers did (`upstream_changed`): its
+/// definitions are checked against the pins again, and the tools it
+/// withdraws or brings back are recorded.
+pub async fn check(
+    gw: &Gateway,
+    dir: &Path,
+    last: &mut Fingerprint,
+    upstream_changed: bool,
+) -> Reload {
     let now = match fingerprint(dir) {
         Ok(f) => f,
         Err(e) => {
@@ -241,16 +254,22 @@ pub async fn check_once(gw: &Gateway, dir: &Path, last: &mut Fingerprint) -> Rel
             return Reload::Unchanged;
         }
     };
-    if now == *last {
+    if now == *last && !upstream_changed {
         return Reload::Unchanged;
     }
-    let files = describe(last, &now);
+    let mut files = describe(last, &now);
     let (outcome, errors, result) = match manifest::load_dir_with(dir, gw.load_options()) {
         Ok(catalog) => {
+            if let Some(list) = files.as_array_mut() {
+                list.extend(withdrawn_changes(&gw.catalog(), &catalog, upstream_changed));
+            }
             let applied = fingerprint_of(&catalog.sources);
             let before = gw.catalog();
             log_policy_mode(Some(&before), &catalog);
             log_changes(&before, &catalog);
+            if let Some(upstreams) = gw.upstreams() {
+                upstreams.retain(&catalog.connectors.keys().cloned().collect());
+            }
             gw.replace_catalog(catalog);
             *last = applied;
             tracing::info!(dir = %dir.display(), "manifest change applied");
@@ -282,15 +301,56 @@ pub async fn check_once(gw: &Gateway, dir: &Path, last: &mut Fingerprint) -> Rel
     result
 }
 
-/// Watches `dir` every `every` until the task is dropped or aborted.
+/// The record's entries for tools withdrawn or restored by this change
+/// (and a marker when an upstream's offer caused it). Their `sha256` is
+/// null, so they never count as files.
+fn withdrawn_changes(
+    before: &Catalog,
+    after: &Catalog,
+    upstream_changed: bool,
+) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    if upstream_changed {
+        out.push(json!({ "path": "(upstream MCP servers)", "sha256": null, "change": "upstream_changed" }));
+    }
+    for (name, w) in &after.withdrawn {
+        if before.withdrawn.get(name) != Some(w) {
+            tracing::warn!(tool = %name, code = w.code, "tool withdrawn: {}", w.why);
+            out.push(json!({
+                "path": format!("(tool) {name}"),
+                "sha256": null,
+                "change": "withdrawn",
+                "code": w.code,
+                "reason": w.why,
+            }));
+        }
+    }
+    for name in before.withdrawn.keys() {
+        if after.tools.contains_key(name) {
+            tracing::info!(tool = %name, "tool served again");
+            out.push(
+                json!({ "path": format!("(tool) {name}"), "sha256": null, "change": "restored" }),
+            );
+        }
+    }
+    out
+}
+
+/// Watches `dir` every `every` until the task is dropped or aborted, and
+/// the upstream MCP servers' offers as often.
 pub fn spawn(gw: Arc<Gateway>, dir: PathBuf, every: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut last = fingerprint_of(&gw.catalog().sources);
+        let generation = |gw: &Gateway| gw.upstreams().map(|u| u.generation());
+        let mut seen = generation(&gw);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            check_once(&gw, &dir, &mut last).await;
+            // Read before the load: a change during it is seen next time.
+            let now = generation(&gw);
+            check(&gw, &dir, &mut last, now != seen).await;
+            seen = now;
         }
     })
 }

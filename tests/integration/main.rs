@@ -35,3 +35,4 @@ mod task_binding;
 mod tasks;
 mod trace_logs;
 mod traces;
+mod upstream;

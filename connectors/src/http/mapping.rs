@@ -203,6 +203,7 @@ pub(super) fn to_output(
             structured,
             is_error: false,
             backend_status: Some(status.as_u16()),
+            content: Vec::new(),
         };
     }
     let message = json
@@ -225,6 +226,7 @@ pub(super) fn to_output(
         structured: None,
         is_error: true,
         backend_status: Some(status.as_u16()),
+        content: Vec::new(),
     }
 }
 

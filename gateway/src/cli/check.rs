@@ -62,6 +62,7 @@ pub(super) fn check(default_dir: &Path, args: CheckArgs) -> anyhow::Result<ExitC
         if let Some(c) = &catalog {
             report["files"] = json!(c.sources.len());
             report["tools"] = json!(c.tools.keys().collect::<Vec<_>>());
+            report["upstream_tools"] = json!(c.withdrawn.keys().collect::<Vec<_>>());
             report["agents"] = json!(sorted(c.agents.keys()));
             report["policies"] = json!(c.policies.as_ref().map(|p| json!({
                 "files": p.files(),
@@ -142,6 +143,15 @@ fn summary(c: &Catalog, dir: &Path) -> anyhow::Result<()> {
         None => outln!(
             "policies: none; grants and tasks alone decide (add *.cedar files here to decide per call)"
         ),
+    }
+    if !c.withdrawn.is_empty() {
+        let connectors: std::collections::BTreeSet<&str> =
+            c.withdrawn.values().map(|w| w.connector.as_str()).collect();
+        outln!(
+            "upstream MCP tools: {} declared, not checked against their upstream here (`tollgate connectors status` starts {} and checks them)",
+            c.withdrawn.len(),
+            connectors.into_iter().collect::<Vec<_>>().join(", ")
+        );
     }
     Ok(())
 }

@@ -30,8 +30,13 @@ pub struct Source {
 }
 
 /// How a manifest set is loaded beyond what its files say.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
+    /// The running upstream MCP servers. With them, `mcp` connectors are
+    /// started (or kept) and their tools built from what the upstreams
+    /// offer; without (`tollgate check`), nothing is started and those
+    /// tools are checked for form only and withdrawn.
+    pub upstreams: Option<Arc<crate::upstream::Upstreams>>,
     /// Where the built-in demo backend really listens, when that differs
     /// from its manifest's `listen` (`serve --demo-listen`, or a port the
     /// OS picked): connectors whose `base_url` names the declared address
@@ -280,6 +285,53 @@ fn split_documents<'a>(file: &'a Path, text: &'a str) -> Vec<Doc<'a>> {
     docs
 }
 
+/// One `Connector` document as written: where it is, for tools that edit
+/// it (`tollgate connectors pin`).
+#[derive(Debug, Clone)]
+pub struct ConnectorDocument {
+    /// The file.
+    pub file: PathBuf,
+    /// Its first line in the file (0-based).
+    pub first_line: usize,
+    /// How many lines it spans.
+    pub lines: usize,
+    /// The parsed document.
+    pub manifest: ConnectorManifest,
+}
+
+/// Every `Connector` document in the manifest files of `dir` that parses.
+pub fn connector_documents(dir: &Path) -> std::io::Result<Vec<ConnectorDocument>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path)?;
+        for doc in split_documents(&path, &text) {
+            let is_connector = serde_yaml_ng::from_str::<KindProbe>(doc.text)
+                .ok()
+                .and_then(|k| k.kind)
+                .is_some_and(|k| k.as_str() == Some("Connector"));
+            if !is_connector {
+                continue;
+            }
+            if let Ok(manifest) = serde_yaml_ng::from_str::<ConnectorManifest>(doc.text) {
+                out.push(ConnectorDocument {
+                    file: path.clone(),
+                    first_line: doc.line_offset,
+                    lines: doc.text.lines().count(),
+                    manifest,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[derive(Deserialize)]
 struct KindProbe {
     kind: Option<serde_yaml_ng::Value>,
@@ -313,8 +365,10 @@ pub fn load_sources_with(
         let declared = declared.value.listen;
         if at != declared {
             for c in &mut docs.connectors {
-                if let Some(url) = redirect(&c.value.http.base_url, declared, at) {
-                    c.value.http.base_url = url;
+                if let Some(http) = c.value.http.as_mut()
+                    && let Some(url) = redirect(&http.base_url, declared, at)
+                {
+                    http.base_url = url;
                 }
             }
         }
@@ -333,6 +387,7 @@ pub fn load_sources_with(
     let mut tool_sites = BTreeMap::new();
     check_connectors(
         &docs.connectors,
+        options.upstreams.as_deref(),
         &mut catalog,
         &mut errors,
         &mut broken,
@@ -639,6 +694,7 @@ fn parse_documents<'a>(
 /// Connectors and their tools: ids, owners, schemas, HTTP mappings, auth.
 fn check_connectors(
     connectors: &[Parsed<ConnectorManifest>],
+    upstreams: Option<&crate::upstream::Upstreams>,
     catalog: &mut Catalog,
     errors: &mut Vec<ManifestError>,
     broken: &mut Broken,
@@ -676,6 +732,47 @@ fn check_connectors(
         }
         check_owner(doc, "owners.system", &c.owners.system, errors);
         check_owner(doc, "owners.security", &c.owners.security, errors);
+        let http = match (&c.http, &c.mcp) {
+            (Some(http), None) => http,
+            (None, Some(mcp)) => {
+                check_mcp_connector(doc, c, mcp, upstreams, catalog, errors, broken, tool_sites);
+                continue;
+            }
+            (None, None) => {
+                errors.push(doc.error(
+                    l,
+                    col,
+                    format!(
+                        "connector `{}` declares neither `http` (an HTTP API) nor `mcp` (an upstream MCP server)",
+                        c.id
+                    ),
+                ));
+                continue;
+            }
+            (Some(_), Some(_)) => {
+                errors.push(doc.error(
+                    l,
+                    col,
+                    format!(
+                        "connector `{}` declares both `http` and `mcp`; a connector reaches one backend",
+                        c.id
+                    ),
+                ));
+                continue;
+            }
+        };
+        if !c.expose.is_empty() {
+            let (el, ec) = doc.locate(None, "expose:");
+            errors.push(doc.error(
+                el,
+                ec,
+                format!(
+                    "connector `{}`: `expose` is for `mcp` connectors; an `http` connector declares `tools`",
+                    c.id
+                ),
+            ));
+            continue;
+        }
         if c.tools.is_empty() {
             errors.push(doc.error(l, col, format!("connector `{}` declares no tools", c.id)));
         }
@@ -736,7 +833,7 @@ fn check_connectors(
             broken.tools.remove(&format!("{}.{}", c.id, t.name));
         }
         let connector: Arc<dyn Connector> = match HttpConnector::build(
-            &c.http,
+            http,
             ok_tools
                 .iter()
                 .map(|(t, _, _, _)| (t.name.as_str(), &t.http, schema_properties(&t.input_schema))),
@@ -756,77 +853,27 @@ fn check_connectors(
                 continue;
             }
         };
-        let owners = Arc::new(c.owners.clone());
-        let base_dir = doc.file.parent().unwrap_or(Path::new(".")).to_path_buf();
-        if c.auth.is_none() {
-            catalog.warnings.push(
-                doc.error(
-                    l,
-                    col,
-                    format!(
-                        "connector `{}` has no `auth`: its backend gets no credential from Tollgate and cannot tell the gateway's calls from anyone else's",
-                        c.id
-                    ),
-                )
-                .with_code(Code::NoAuth)
-                .with_hint(Some(
-                    "add `auth: { gateway_jwt: {} }` (short-lived, task-scoped tokens) or another kind of `auth`".into(),
-                )),
-            );
-        }
-        if let Some(auth) = &c.auth {
-            let (al, ac) = doc.locate(None, "auth:");
-            match check_auth(auth, &base_dir) {
-                Ok(warnings) => {
-                    for (code, w) in warnings {
-                        catalog.warnings.push(
-                            doc.error(al, ac, format!("connector `{}`: {w}", c.id))
-                                .with_code(code),
-                        );
-                    }
-                }
-                Err(message) => {
-                    errors.push(doc.error(al, ac, format!("connector `{}`: {message}", c.id)));
-                    continue;
-                }
-            }
-        }
-        let rate = match c.limits.as_ref().and_then(|l| l.rate.as_ref()) {
-            None => None,
-            Some(r) => match RateSpec::parse(r) {
-                Ok(spec) => Some(spec),
-                Err(message) => {
-                    let (rl, rc) = doc.locate(Some("limits:"), &r.rate);
-                    errors.push(doc.error(rl, rc, format!("connector `{}`: {message}", c.id)));
-                    continue;
-                }
-            },
+        let Some(entry) = connector_entry(doc, c, catalog, errors) else {
+            continue;
         };
-        catalog.connectors.insert(
-            c.id.clone(),
-            Arc::new(ConnectorEntry {
-                id: c.id.clone(),
-                auth: c.auth.clone(),
-                base_dir,
-                rate,
-            }),
-        );
+        let owners = Arc::new(c.owners.clone());
+        catalog.connectors.insert(c.id.clone(), Arc::new(entry));
         for (t, validator, tl, tc) in ok_tools {
-            let entry = ToolEntry::new(c, t, validator, connector.clone(), owners.clone());
+            let full_name = tool_name(c, &t.name);
+            if claimed(catalog, &full_name, doc, tl, tc, errors) {
+                continue;
+            }
+            let entry = ToolEntry::new(
+                c,
+                t,
+                full_name,
+                validator,
+                connector.clone(),
+                owners.clone(),
+            );
             tool_sites.insert(
                 entry.full_name.clone(),
-                doc.error(
-                    tl,
-                    tc,
-                    format!(
-                        "no agent is granted tool `{}`: nothing can call it",
-                        entry.full_name
-                    ),
-                )
-                .with_code(Code::UnreachableTool)
-                .with_hint(Some(
-                    "grant it to the agent that needs it, or remove it from the connector".into(),
-                )),
+                unreachable_site(doc, tl, tc, &entry.full_name),
             );
             catalog
                 .tools
@@ -841,6 +888,342 @@ fn check_connectors(
                 .or_insert(first_error);
         }
     }
+}
+
+/// What agents call a connector's tool: `<connector>.<tool>`, or the bare
+/// name for a connector declared with `prefix: false`.
+fn tool_name(c: &ConnectorManifest, local: &str) -> String {
+    if c.prefix {
+        format!("{}.{}", c.id, local)
+    } else {
+        local.to_string()
+    }
+}
+
+/// True (and an error) when another connector already has `full_name`:
+/// possible only with `prefix: false`.
+fn claimed(
+    catalog: &Catalog,
+    full_name: &str,
+    doc: &Doc<'_>,
+    line: usize,
+    column: usize,
+    errors: &mut Vec<ManifestError>,
+) -> bool {
+    let owner = catalog
+        .tools
+        .get(full_name)
+        .map(|t| t.connector_id.clone())
+        .or_else(|| {
+            catalog
+                .withdrawn
+                .get(full_name)
+                .map(|w| w.connector.clone())
+        });
+    let Some(owner) = owner else {
+        return false;
+    };
+    errors.push(
+        doc.error(
+            line,
+            column,
+            format!("tool name `{full_name}` is already taken by connector `{owner}`"),
+        )
+        .with_code(Code::Duplicate)
+        .with_hint(Some(
+            "keep `prefix: true` (the default) on one of them, or rename the tool".into(),
+        )),
+    );
+    true
+}
+
+fn unreachable_site(doc: &Doc<'_>, line: usize, column: usize, full_name: &str) -> ManifestError {
+    doc.error(
+        line,
+        column,
+        format!("no agent is granted tool `{full_name}`: nothing can call it"),
+    )
+    .with_code(Code::UnreachableTool)
+    .with_hint(Some(
+        "grant it to the agent that needs it, or remove it from the connector".into(),
+    ))
+}
+
+/// The checks every connector kind shares (auth, limits), and its entry.
+fn connector_entry(
+    doc: &Doc<'_>,
+    c: &ConnectorManifest,
+    catalog: &mut Catalog,
+    errors: &mut Vec<ManifestError>,
+) -> Option<ConnectorEntry> {
+    let (l, col) = doc.locate(None, &c.id);
+    let base_dir = doc.file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    // A child process over stdio has no network identity to prove: its
+    // environment is what the manifest gives it.
+    let stdio = c.mcp.as_ref().is_some_and(|m| m.stdio.is_some());
+    if c.auth.is_none() && !stdio {
+        catalog.warnings.push(
+            doc.error(
+                l,
+                col,
+                format!(
+                    "connector `{}` has no `auth`: its backend gets no credential from Tollgate and cannot tell the gateway's calls from anyone else's",
+                    c.id
+                ),
+            )
+            .with_code(Code::NoAuth)
+            .with_hint(Some(
+                "add `auth: { gateway_jwt: {} }` (short-lived, task-scoped tokens) or another kind of `auth`".into(),
+            )),
+        );
+    }
+    if let Some(auth) = &c.auth {
+        let (al, ac) = doc.locate(None, "auth:");
+        match check_auth(auth, &base_dir) {
+            Ok(warnings) => {
+                for (code, w) in warnings {
+                    catalog.warnings.push(
+                        doc.error(al, ac, format!("connector `{}`: {w}", c.id))
+                            .with_code(code),
+                    );
+                }
+            }
+            Err(message) => {
+                errors.push(doc.error(al, ac, format!("connector `{}`: {message}", c.id)));
+                return None;
+            }
+        }
+    }
+    let rate = match c.limits.as_ref().and_then(|l| l.rate.as_ref()) {
+        None => None,
+        Some(r) => match RateSpec::parse(r) {
+            Ok(spec) => Some(spec),
+            Err(message) => {
+                let (rl, rc) = doc.locate(Some("limits:"), &r.rate);
+                errors.push(doc.error(rl, rc, format!("connector `{}`: {message}", c.id)));
+                return None;
+            }
+        },
+    };
+    Some(ConnectorEntry {
+        id: c.id.clone(),
+        auth: c.auth.clone(),
+        base_dir,
+        rate,
+        upstream: None,
+    })
+}
+
+/// An `mcp` connector: its upstream started (or kept) when `upstreams` is
+/// given, and each exposed tool built from the upstream's definition, or
+/// withdrawn with the reason (not connected, not offered, pin broken).
+#[allow(clippy::too_many_arguments)]
+fn check_mcp_connector(
+    doc: &Doc<'_>,
+    c: &ConnectorManifest,
+    mcp: &tollgate_connectors::mcp::McpConnectorConfig,
+    upstreams: Option<&crate::upstream::Upstreams>,
+    catalog: &mut Catalog,
+    errors: &mut Vec<ManifestError>,
+    broken: &mut Broken,
+    tool_sites: &mut BTreeMap<String, ManifestError>,
+) {
+    use crate::catalog::Withdrawn;
+    use tollgate_connectors::mcp::{Discovery, McpConnector};
+    let (l, col) = doc.locate(None, &c.id);
+    let (ml, mc) = doc.locate(None, "mcp:");
+    if let Err(message) = mcp.check() {
+        errors.push(doc.error(ml, mc, format!("connector `{}`: {message}", c.id)));
+        return;
+    }
+    if !c.tools.is_empty() {
+        let (tl, tc) = doc.locate(None, "tools:");
+        errors.push(
+            doc.error(
+                tl,
+                tc,
+                format!(
+                    "connector `{}` is an `mcp` connector: list the upstream tools it exposes under `expose` (their schemas come from the upstream), not `tools`",
+                    c.id
+                ),
+            ),
+        );
+        return;
+    }
+    if c.expose.is_empty() {
+        errors.push(
+            doc.error(
+                l,
+                col,
+                format!("connector `{}` exposes no tools", c.id),
+            )
+            .with_hint(Some(
+                "list the upstream tools agents may use under `expose:`; `tollgate connectors status` shows what the upstream offers".into(),
+            )),
+        );
+        return;
+    }
+    let mut ok = Vec::new();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for t in &c.expose {
+        let nth = seen.get(t.name.as_str()).copied().unwrap_or(0);
+        let (tl, tc) = doc.locate_nth(Some("expose:"), &t.name, nth);
+        broken
+            .tools
+            .entry(tool_name(c, &t.name))
+            .or_insert(errors.len());
+        if !valid_tool_name(&t.name) {
+            errors.push(doc.error(
+                tl,
+                tc,
+                format!(
+                    "tool name `{}` must be 1-128 of A-Z a-z 0-9 _ - (MCP's tool name characters)",
+                    t.name
+                ),
+            ));
+            continue;
+        }
+        if seen.insert(&t.name, nth + 1).is_some() {
+            errors.push(
+                doc.error(tl, tc, format!("tool `{}` is exposed twice", t.name))
+                    .with_code(Code::Duplicate),
+            );
+            continue;
+        }
+        if let Some(pin) = &t.pin
+            && !valid_pin(pin)
+        {
+            let (pl, pc) = doc.locate(Some(&t.name), pin);
+            errors.push(
+                doc.error(
+                    pl,
+                    pc,
+                    format!(
+                        "tool `{}`: pin `{pin}` is not `sha256:` and 64 hex digits",
+                        t.name
+                    ),
+                )
+                .with_hint(Some(format!(
+                    "`tollgate connectors pin {}` writes it",
+                    c.id
+                ))),
+            );
+            continue;
+        }
+        ok.push((t, tl, tc));
+    }
+    for (t, _, _) in &ok {
+        broken.tools.remove(&tool_name(c, &t.name));
+    }
+    let Some(mut entry) = connector_entry(doc, c, catalog, errors) else {
+        return;
+    };
+    let base_dir = entry.base_dir.clone();
+    let upstream = match upstreams.map(|u| u.ensure(&c.id, mcp, &base_dir)) {
+        Some(Ok(up)) => Some(up),
+        Some(Err(message)) => {
+            errors.push(doc.error(ml, mc, format!("connector `{}`: {message}", c.id)));
+            return;
+        }
+        None => None,
+    };
+    let discovery = upstream
+        .as_ref()
+        .map(|u| u.discovery())
+        .unwrap_or(Discovery::Failed("not contacted (checked offline)".into()));
+    let owners = Arc::new(c.owners.clone());
+    let connector: Option<Arc<dyn Connector>> = upstream.as_ref().map(|up| {
+        Arc::new(McpConnector::new(
+            up.clone(),
+            ok.iter()
+                .map(|(t, _, _)| (t.name.clone(), t.upstream_name().to_string())),
+        )) as Arc<dyn Connector>
+    });
+    entry.upstream = upstream;
+    catalog.connectors.insert(c.id.clone(), Arc::new(entry));
+    for (t, tl, tc) in ok {
+        let full_name = tool_name(c, &t.name);
+        if claimed(catalog, &full_name, doc, tl, tc, errors) {
+            continue;
+        }
+        tool_sites.insert(full_name.clone(), unreachable_site(doc, tl, tc, &full_name));
+        let withdrawn = |code: &'static str, why: String| Withdrawn {
+            connector: c.id.clone(),
+            tool: t.name.clone(),
+            code,
+            why,
+        };
+        let built = match (&discovery, &connector) {
+            (Discovery::Ready(defs), Some(connector)) => {
+                match defs.iter().find(|d| d.name == t.upstream_name()) {
+                    None => Err(withdrawn(
+                        "upstream_tool_missing",
+                        format!(
+                            "upstream `{}` does not offer a tool named `{}`",
+                            c.id,
+                            t.upstream_name()
+                        ),
+                    )),
+                    Some(def) => {
+                        let now = tollgate_connectors::mcp::definition_hash(def);
+                        match &t.pin {
+                            Some(pin) if *pin != now => Err(withdrawn(
+                                "tool_definition_changed",
+                                format!(
+                                    "the upstream changed the definition of `{}` since it was pinned ({pin}, now {now}); review it with `tollgate connectors diff {}` and pin it again",
+                                    t.upstream_name(),
+                                    c.id
+                                ),
+                            )),
+                            _ => ToolEntry::from_upstream(
+                                c,
+                                t,
+                                full_name.clone(),
+                                def,
+                                connector.clone(),
+                                owners.clone(),
+                            )
+                            .map_err(|why| withdrawn("upstream_definition_invalid", why)),
+                        }
+                    }
+                }
+            }
+            (Discovery::Pending, _) => Err(withdrawn(
+                "upstream_unavailable",
+                format!("upstream `{}` has not connected yet", c.id),
+            )),
+            (Discovery::Failed(why), _) => Err(withdrawn(
+                "upstream_unavailable",
+                format!("upstream `{}` is not available: {why}", c.id),
+            )),
+            (Discovery::Ready(_), None) => Err(withdrawn(
+                "upstream_unavailable",
+                format!("upstream `{}` is not running here", c.id),
+            )),
+        };
+        match built {
+            Ok(entry) => {
+                catalog.tools.insert(full_name, Arc::new(entry));
+            }
+            Err(w) => {
+                catalog.withdrawn.insert(full_name, w);
+            }
+        }
+    }
+}
+
+/// MCP's tool name characters (SEP-986), without the dot Tollgate uses
+/// for its prefix.
+fn valid_tool_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn valid_pin(pin: &str) -> bool {
+    pin.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Issuers of workload identities.
@@ -1032,9 +1415,13 @@ fn check_agents(
                     continue;
                 }
             };
+            // Withdrawn tools stay granted: they come back when their
+            // upstream does (or is pinned again), and meanwhile a call is
+            // refused with the reason rather than as unknown.
             let matched: Vec<&String> = catalog
                 .tools
                 .keys()
+                .chain(catalog.withdrawn.keys())
                 .filter(|name| glob.is_match(name.as_str()))
                 .collect();
             if matched.is_empty() {

@@ -29,7 +29,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use load::{
-    LoadOptions, Source, load_dir, load_dir_with, load_sources, load_sources_with, policy_facts,
+    ConnectorDocument, LoadOptions, Source, connector_documents, load_dir, load_dir_with,
+    load_sources, load_sources_with, policy_facts,
 };
 
 /// What kind of problem a diagnostic reports. The names (`as_str`) are

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tollgate_connectors::http::{HttpConnectorConfig, HttpToolConfig};
+use tollgate_connectors::mcp::McpConnectorConfig;
 
 /// Any document Tollgate accepts; the `kind` field tells them apart.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -92,18 +93,86 @@ pub struct ConnectorManifest {
     pub description: String,
     /// Who answers for this connector.
     pub owners: ConnectorOwners,
-    /// An HTTP API backend.
-    pub http: HttpConnectorConfig,
+    /// An HTTP API backend (its tools in `tools`). Exactly one of `http`
+    /// and `mcp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpConnectorConfig>,
+    /// An upstream MCP server (the tools it may expose in `expose`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpConnectorConfig>,
+    /// Whether agents see this connector's tools as `<id>.<tool>` (the
+    /// default) or by their bare names. Turn it off only when the names are
+    /// unique across every connector (the load refuses a collision), for
+    /// example to front an upstream whose clients expect its own names.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub prefix: bool,
     /// How the backend is authenticated. Credentials are issued per task
     /// (or per call outside a task), just before dispatch, and never shown
     /// to the agent. Without `auth`, requests carry no credential.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<BackendAuth>,
-    /// The tools this connector offers.
+    /// The tools an `http` connector offers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolManifest>,
+    /// The upstream tools an `mcp` connector exposes; any other tool of the
+    /// upstream stays hidden and is refused like an unknown tool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose: Vec<ExposedTool>,
     /// Limits that protect the backend from all agents together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<ConnectorLimits>,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// One upstream tool an `mcp` connector exposes, with Tollgate's own
+/// settings. Its schemas come from the upstream (and are pinned); its risk
+/// is Tollgate's: the upstream's annotations can raise it, never lower it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExposedTool {
+    /// The name agents see inside this connector (`[a-z][a-z0-9_-]*`
+    /// unless `prefix: false`, where the upstream's own name is kept).
+    pub name: String,
+    /// The upstream's name for it, when `name` renames it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// A title shown instead of the upstream's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// A description shown instead of the upstream's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// How much harm the tool can do, as Tollgate judges it. An upstream
+    /// that does not declare the tool read-only raises a `low` to
+    /// `medium`, and one that declares it destructive raises it to `high`.
+    pub risk: Risk,
+    /// The definition's digest (`sha256:...`, written by `tollgate
+    /// connectors pin`). When the upstream's definition no longer matches,
+    /// the tool is withdrawn until the manifest is updated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+    /// OAuth scopes the tool needs from the backend's authorization server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Free-form labels policies can test.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// Top-level arguments never shown in clear.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensitive: Vec<String>,
+    /// How an agent waits for an approval this tool needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_mode: Option<ApprovalMode>,
+}
+
+impl ExposedTool {
+    /// The upstream's name for the tool.
+    pub fn upstream_name(&self) -> &str {
+        self.upstream.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// How much harm a tool can do. Later stages (tasks, approvals) key off it.

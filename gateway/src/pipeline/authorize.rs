@@ -114,6 +114,20 @@ pub fn check_tool(
         };
     }
     let Some(tool) = catalog.tools.get(name) else {
+        // A withdrawn tool says why, but only to an agent granted it:
+        // anyone else cannot learn that it exists.
+        if let Some(w) = catalog.withdrawn.get(name)
+            && agent.granted.contains(name)
+        {
+            return Err(Box::new((
+                Denial::ToolWithdrawn {
+                    name: capped(name),
+                    code: w.code,
+                    why: w.why.clone(),
+                },
+                arguments,
+            )));
+        }
         return Err(Box::new((
             Denial::UnknownTool { name: capped(name) },
             arguments,

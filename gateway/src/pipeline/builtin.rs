@@ -194,6 +194,7 @@ fn output(text: String, structured: Value) -> ToolOutput {
         structured: Some(structured),
         is_error: false,
         backend_status: None,
+        content: Vec::new(),
     }
 }
 

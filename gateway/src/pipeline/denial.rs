@@ -49,6 +49,18 @@ pub enum Denial {
         /// Requested name.
         name: String,
     },
+    /// A granted tool of an upstream MCP server that is not served now
+    /// (the upstream is down, no longer offers it, or changed its pinned
+    /// definition).
+    #[error("tool `{name}` is withdrawn: {why}")]
+    ToolWithdrawn {
+        /// Requested name.
+        name: String,
+        /// Stable reason code (see `catalog::Withdrawn`).
+        code: &'static str,
+        /// What happened and what to do.
+        why: String,
+    },
     /// The tool exists but is not granted to this agent.
     #[error("tool `{name}` is not granted to this agent")]
     NotGranted {
@@ -264,6 +276,7 @@ impl Denial {
             Denial::NotAdmitted(NotAdmitted::Unavailable) => "lifecycle_unavailable",
             Denial::UnknownTool { .. } => "unknown_tool",
             Denial::NotGranted { .. } => "tool_not_granted",
+            Denial::ToolWithdrawn { code, .. } => code,
             Denial::InvalidArguments { .. } => "invalid_arguments",
             Denial::AuditUnavailable => "audit_unavailable",
             Denial::TaskRequired { .. } => "task_required",
@@ -368,6 +381,11 @@ impl Denial {
             ),
             Denial::OutsideTask { allowed, .. } => tool_error(
                 format!("{self} ({code}). This task allows: {}.", allowed.join(", ")),
+                code,
+                Map::new(),
+            ),
+            Denial::ToolWithdrawn { .. } => tool_error(
+                format!("{self} ({code}). The call was not run."),
                 code,
                 Map::new(),
             ),
@@ -545,6 +563,9 @@ pub fn failure_to_agent(tool: &str, error: &ConnectorError, retry_safe: bool) ->
         }
         ConnectorError::BadRequest(_) => "the backend request could not be built".to_string(),
         ConnectorError::UnknownTool(_) => "the connector does not serve this tool".to_string(),
+        ConnectorError::InvalidResponse(_) => {
+            "the backend's answer does not match the tool's declared output schema".to_string()
+        }
     };
     let advice = match error {
         ConnectorError::Timeout(_) | ConnectorError::Unreachable(_) if retry_safe => {

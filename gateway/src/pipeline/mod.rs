@@ -328,7 +328,8 @@ async fn run(
     // Dispatch: confirms once more, then the only step with an effect
     // outside the gateway.
     let t = Instant::now();
-    let (record, dispatched) = dispatch::dispatch(gw, credentialed, cancel).await;
+    let (record, dispatched) =
+        dispatch::dispatch(gw, credentialed, cancel, progress.as_deref()).await;
     let backend_latency = t.elapsed();
     stage(gw, "dispatch", t);
     // A call refused by dispatch's last confirmation never reached the

@@ -1,0 +1,916 @@
+//! The upstream-MCP connector: an MCP server behind Tollgate, reached with
+//! rmcp's client over stdio (a child process this module starts, watches
+//! and restarts) or Streamable HTTP.
+//!
+//! What it owns:
+//! - [`Upstream`]: one running upstream and its connection. It outlives
+//!   manifest reloads (the gateway keeps it while the `mcp:` block is
+//!   unchanged), so a reload neither restarts a child nor opens a session.
+//!   It lists the upstream's tools on connect and whenever the upstream
+//!   says its list changed, and publishes them as a [`Discovery`]; the
+//!   gateway decides what of that an agent may see (curation, pins).
+//! - [`McpConnector`]: the [`Connector`] the catalog calls, mapping the
+//!   curated (possibly renamed) tool names onto the upstream's.
+//! - [`definition_hash`]: the digest `tollgate connectors pin` writes and
+//!   the gateway compares, so a definition that changes under a pin is
+//!   noticed.
+//!
+//! Over HTTP the credential the gateway issued for the call's task is the
+//! only one sent, as a header on a session opened with it; sessions are
+//! kept per credential and reused, never opened per call. A call that is
+//! dropped (the agent cancelled or went away) sends
+//! `notifications/cancelled` to the upstream; the upstream's progress for a
+//! call goes to the call's [`ProgressRelay`].
+
+mod config;
+
+pub use config::{McpConnectorConfig, StdioConfig};
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CancelledNotification, CancelledNotificationParam,
+    ClientCapabilities, ClientConfig, ClientNotification, ClientRequest, Implementation,
+    ProgressNotificationParam, ProgressToken, ProtocolVersion, RequestId, ServerResult, Tool,
+};
+use rmcp::service::{
+    ClientLifecycleMode, ClientServiceExt, NotificationContext, Peer, PeerRequestOptions,
+    RunningService,
+};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ClientHandler, RoleClient};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::{BackendCredential, Connector, ConnectorCall, ConnectorError, ToolOutput};
+
+/// Shortest and longest wait before a dead stdio upstream is started again.
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// An upstream that stayed up this long starts its next backoff afresh.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+/// Sessions kept per HTTP upstream (one per live credential).
+const MAX_SESSIONS: usize = 64;
+/// How often an upstream's tools are listed again without being told.
+const RELIST_EVERY: Duration = Duration::from_secs(60);
+/// Longest stderr line logged whole.
+const MAX_STDERR_LINE: usize = 4096;
+
+/// What the upstream currently offers.
+#[derive(Debug, Clone)]
+pub enum Discovery {
+    /// Not connected yet.
+    Pending,
+    /// Its tools, as the upstream defines them.
+    Ready(Arc<Vec<Tool>>),
+    /// It could not be started or listed; why (for operators).
+    Failed(String),
+}
+
+/// How the upstream is doing, for `tollgate connectors status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Health {
+    /// `starting`, `up`, `restarting`, `failed`, `stopped`.
+    pub state: &'static str,
+    /// Times it was started again after dying.
+    pub restarts: u64,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+    /// The protocol revision negotiated.
+    pub protocol: Option<String>,
+    /// The upstream's own name and version.
+    pub server: Option<String>,
+    /// Sessions open (HTTP with credentials).
+    pub sessions: usize,
+}
+
+/// Where one call's progress goes (the agent's client, when it asked).
+#[async_trait]
+pub trait ProgressRelay: Send + Sync {
+    /// One progress notification from the upstream.
+    async fn progress(&self, progress: f64, total: Option<f64>, message: Option<String>);
+}
+
+/// Progress notifications kept for a token nobody has claimed yet (the
+/// upstream can answer before the call registers its token).
+const EARLY_PROGRESS: usize = 64;
+
+struct Shared {
+    id: String,
+    config: McpConnectorConfig,
+    base_dir: PathBuf,
+    /// Bumped (pool-wide) whenever what the upstream offers changes.
+    generation: Arc<AtomicU64>,
+    discovery: RwLock<Discovery>,
+    health: RwLock<Health>,
+    /// The connection calls use: the child's, or the HTTP upstream's
+    /// session without credential.
+    primary: watch::Sender<Option<Peer<RoleClient>>>,
+    /// HTTP sessions by credential digest.
+    sessions: tokio::sync::Mutex<HashMap<String, Session>>,
+    progress: Mutex<Progress>,
+    relist: Notify,
+    stop: CancellationToken,
+    http: reqwest::Client,
+}
+
+/// An HTTP session opened with one credential, and when it was last used.
+type Session = (Instant, RunningService<RoleClient, Handler>);
+
+#[derive(Default)]
+struct Progress {
+    claimed: HashMap<ProgressToken, mpsc::UnboundedSender<ProgressNotificationParam>>,
+    early: Vec<ProgressNotificationParam>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("id", &self.id)
+            .field("target", &self.config.target())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One upstream MCP server, connected (or being connected) in the
+/// background. Dropping the last handle stops it (and its child).
+#[derive(Debug)]
+pub struct Upstream {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.shared.stop.cancel();
+    }
+}
+
+impl Upstream {
+    /// Starts connecting to the upstream in the background (needs a tokio
+    /// runtime). `generation` is bumped each time its tool list changes.
+    pub fn start(
+        id: &str,
+        config: McpConnectorConfig,
+        base_dir: &Path,
+        generation: Arc<AtomicU64>,
+    ) -> Result<Arc<Self>, String> {
+        config.check()?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        let shared = Arc::new(Shared {
+            id: id.to_string(),
+            config,
+            base_dir: base_dir.to_path_buf(),
+            generation,
+            discovery: RwLock::new(Discovery::Pending),
+            health: RwLock::new(Health {
+                state: "starting",
+                restarts: 0,
+                last_error: None,
+                protocol: None,
+                server: None,
+                sessions: 0,
+            }),
+            primary: watch::Sender::new(None),
+            sessions: tokio::sync::Mutex::new(HashMap::new()),
+            progress: Mutex::new(Progress::default()),
+            relist: Notify::new(),
+            stop: CancellationToken::new(),
+            http,
+        });
+        tokio::spawn(supervise(shared.clone()));
+        Ok(Arc::new(Self { shared }))
+    }
+
+    /// The configuration it was started with.
+    pub fn config(&self) -> &McpConnectorConfig {
+        &self.shared.config
+    }
+
+    /// What the upstream offers now.
+    pub fn discovery(&self) -> Discovery {
+        read(&self.shared.discovery).clone()
+    }
+
+    /// How it is doing.
+    pub fn health(&self) -> Health {
+        read(&self.shared.health).clone()
+    }
+
+    /// Waits until the first discovery has an answer (tools or failure),
+    /// or `within` passes.
+    pub async fn settled(&self, within: Duration) -> Discovery {
+        let deadline = Instant::now() + within;
+        loop {
+            let d = self.discovery();
+            if !matches!(d, Discovery::Pending) || Instant::now() >= deadline {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the upstream (its child, its sessions).
+    pub fn stop(&self) {
+        self.shared.stop.cancel();
+    }
+
+    /// Calls upstream tool `name`.
+    async fn call(
+        &self,
+        name: &str,
+        call: ConnectorCall<'_>,
+    ) -> Result<ToolOutput, ConnectorError> {
+        let shared = &self.shared;
+        let timeout = shared.config.timeout();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let peer = tokio::time::timeout_at(deadline, self.peer_for(call.credential))
+            .await
+            .map_err(|_| ConnectorError::Timeout(timeout))??;
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(
+            CallToolRequestParams::new(name.to_string()).with_arguments(call.arguments.clone()),
+        ));
+        let handle = peer
+            .send_request_with_option(request, PeerRequestOptions::no_options())
+            .await
+            .map_err(|e| unreachable(&shared.id, &e))?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut guard = InFlight {
+            shared: shared.clone(),
+            peer: peer.clone(),
+            id: handle.id.clone(),
+            token: handle.progress_token.clone(),
+            done: false,
+        };
+        claim_progress(shared, &guard.token, tx);
+        let response = handle.await_response();
+        tokio::pin!(response);
+        let result = loop {
+            tokio::select! {
+                r = &mut response => break r,
+                Some(p) = rx.recv() => {
+                    if let Some(relay) = call.progress {
+                        relay.progress(p.progress, p.total, p.message).await;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    // The guard tells the upstream the call is abandoned.
+                    return Err(ConnectorError::Timeout(timeout));
+                }
+            }
+        };
+        guard.done = true;
+        // rmcp hands notifications to the handler on tasks of their own, so
+        // progress sent just before the result may still be on its way:
+        // let those tasks run, then pass on what arrived.
+        for _ in 0..8 {
+            tokio::task::yield_now().await;
+        }
+        while let Ok(p) = rx.try_recv() {
+            if let Some(relay) = call.progress {
+                relay.progress(p.progress, p.total, p.message).await;
+            }
+        }
+        let result = match result {
+            Ok(ServerResult::CallToolResult(r)) => r,
+            Ok(other) => {
+                return Err(ConnectorError::Unreachable(format!(
+                    "upstream `{}` answered tools/call with {}",
+                    shared.id,
+                    kind_of(&other)
+                )));
+            }
+            Err(rmcp::ServiceError::McpError(e)) => {
+                // A protocol-level error from the upstream (for example
+                // unknown arguments): the agent sees its message as a tool
+                // error, as it would talking to the upstream directly.
+                return Ok(ToolOutput {
+                    text: e.message.to_string(),
+                    structured: None,
+                    is_error: true,
+                    backend_status: None,
+                    content: Vec::new(),
+                });
+            }
+            Err(e) => return Err(unreachable(&shared.id, &e)),
+        };
+        let mut content = Vec::with_capacity(result.content.len());
+        let mut text = String::new();
+        for block in &result.content {
+            if let rmcp::model::ContentBlock::Text(t) = block {
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str(&t.text);
+            }
+            content.push(serde_json::to_value(block).unwrap_or(Value::Null));
+        }
+        Ok(ToolOutput {
+            text,
+            structured: result.structured_content,
+            is_error: result.is_error.unwrap_or(false),
+            backend_status: None,
+            content,
+        })
+    }
+
+    /// The connection for a call: the upstream's own (stdio, or HTTP with
+    /// no credential), or the session opened with this credential.
+    async fn peer_for(
+        &self,
+        credential: Option<&BackendCredential>,
+    ) -> Result<Peer<RoleClient>, ConnectorError> {
+        let shared = &self.shared;
+        match (credential, shared.config.url.as_ref()) {
+            (Some(cred), Some(_)) => session_for(shared, cred).await,
+            _ => {
+                let mut rx = shared.primary.subscribe();
+                // A restarting upstream is waited for (within the call's
+                // timeout), so a call right after a crash still works.
+                let peer = rx
+                    .wait_for(|p| p.as_ref().is_some_and(|p| !p.is_transport_closed()))
+                    .await
+                    .map_err(|_| {
+                        ConnectorError::Unreachable(format!("upstream `{}` stopped", shared.id))
+                    })?;
+                peer.clone().ok_or_else(|| {
+                    ConnectorError::Unreachable(format!("upstream `{}` is not up", shared.id))
+                })
+            }
+        }
+    }
+}
+
+/// A call on the wire: when dropped before its answer arrived (the agent
+/// cancelled, the call timed out), the upstream is told.
+struct InFlight {
+    shared: Arc<Shared>,
+    peer: Peer<RoleClient>,
+    id: RequestId,
+    token: ProgressToken,
+    done: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.shared.progress.lock() {
+            p.claimed.remove(&self.token);
+        }
+        if self.done {
+            return;
+        }
+        let peer = self.peer.clone();
+        let id = self.id.clone();
+        let connector = self.shared.id.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let note = CancelledNotification::new(CancelledNotificationParam::new(
+                    Some(id),
+                    Some("cancelled by the agent or timed out at the gateway".into()),
+                ));
+                if let Err(e) = peer
+                    .send_notification(ClientNotification::CancelledNotification(note))
+                    .await
+                {
+                    tracing::debug!(connector = %connector, error = %e, "cannot relay a cancellation upstream");
+                }
+            });
+        }
+    }
+}
+
+fn claim_progress(
+    shared: &Shared,
+    token: &ProgressToken,
+    tx: mpsc::UnboundedSender<ProgressNotificationParam>,
+) {
+    if let Ok(mut p) = shared.progress.lock() {
+        let early = std::mem::take(&mut p.early);
+        for n in early {
+            if &n.progress_token == token {
+                let _ = tx.send(n);
+            } else {
+                p.early.push(n);
+            }
+        }
+        p.claimed.insert(token.clone(), tx);
+    }
+}
+
+fn kind_of(r: &ServerResult) -> String {
+    serde_json::to_value(r)
+        .ok()
+        .and_then(|v| {
+            v.as_object()
+                .map(|o| o.keys().take(3).cloned().collect::<Vec<_>>().join(","))
+        })
+        .map(|k| format!("an unexpected result ({k})"))
+        .unwrap_or_else(|| "an unexpected result".into())
+}
+
+fn unreachable(id: &str, e: &rmcp::ServiceError) -> ConnectorError {
+    ConnectorError::Unreachable(format!("upstream `{id}`: {e}"))
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The client side Tollgate presents to an upstream: no sampling, no
+/// elicitation, no roots (nothing ungoverned flows back); progress, list
+/// changes and log messages are taken.
+#[derive(Clone)]
+struct Handler {
+    shared: Arc<Shared>,
+}
+
+impl ClientHandler for Handler {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("tollgate", env!("CARGO_PKG_VERSION")),
+        )
+    }
+
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let Ok(mut p) = self.shared.progress.lock() else {
+            return;
+        };
+        match p.claimed.get(&params.progress_token) {
+            Some(tx) => {
+                let _ = tx.send(params);
+            }
+            None => {
+                if p.early.len() >= EARLY_PROGRESS {
+                    p.early.remove(0);
+                }
+                p.early.push(params);
+            }
+        }
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.shared.relist.notify_one();
+    }
+
+    // Logging is deprecated in the newest revision (SEP-2577) but still
+    // what handshake-era upstreams send.
+    #[allow(deprecated)]
+    async fn on_logging_message(
+        &self,
+        params: rmcp::model::LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        tracing::info!(
+            target: "tollgate::upstream",
+            connector = %self.shared.id,
+            level = ?params.level,
+            logger = params.logger.as_deref().unwrap_or(""),
+            data = %params.data,
+            "upstream log message"
+        );
+    }
+}
+
+/// Opens a connection: the child process or the HTTP endpoint, then the
+/// MCP handshake (2026-07-28 discovery where the upstream speaks it, else
+/// `initialize`).
+async fn connect(
+    shared: &Arc<Shared>,
+    credential: Option<&BackendCredential>,
+) -> Result<
+    (
+        RunningService<RoleClient, Handler>,
+        Option<tokio::process::Child>,
+    ),
+    String,
+> {
+    let handler = Handler {
+        shared: shared.clone(),
+    };
+    let lifecycle = ClientLifecycleMode::Auto {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        legacy_version: None,
+    };
+    let within = shared.config.connect_timeout();
+    if let Some(url) = &shared.config.url {
+        let mut cfg = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+        if let Some(c) = credential {
+            cfg.custom_headers
+                .insert(c.header().clone(), c.value().clone());
+        }
+        let transport = StreamableHttpClientTransport::with_client(shared.http.clone(), cfg);
+        let service =
+            tokio::time::timeout(within, handler.serve_with_lifecycle(transport, lifecycle))
+                .await
+                .map_err(|_| format!("no MCP handshake within {within:?}"))?
+                .map_err(|e| format!("MCP handshake failed: {e}"))?;
+        return Ok((service, None));
+    }
+    let Some(s) = &shared.config.stdio else {
+        return Err("no transport configured".into());
+    };
+    let mut cmd = tokio::process::Command::new(&s.command);
+    cmd.args(&s.args)
+        .env_clear()
+        .current_dir(match &s.cwd {
+            Some(dir) => shared.base_dir.join(dir),
+            None => shared.base_dir.clone(),
+        })
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for name in &s.inherit_env {
+        if let Some(v) = std::env::var_os(name) {
+            cmd.env(name, v);
+        }
+    }
+    cmd.envs(&s.env);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start `{}`: {e}", s.command))?;
+    let (Some(stdout), Some(stdin)) = (child.stdout.take(), child.stdin.take()) else {
+        return Err("the child's stdio is not piped".into());
+    };
+    if let Some(stderr) = child.stderr.take() {
+        let id = shared.id.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(mut line)) = lines.next_line().await {
+                if line.len() > MAX_STDERR_LINE {
+                    let mut cut = MAX_STDERR_LINE;
+                    while !line.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    line.truncate(cut);
+                    line.push_str(" [...]");
+                }
+                tracing::info!(target: "tollgate::upstream", connector = %id, "stderr: {line}");
+            }
+        });
+    }
+    match tokio::time::timeout(
+        within,
+        handler.serve_with_lifecycle((stdout, stdin), lifecycle),
+    )
+    .await
+    {
+        Ok(Ok(service)) => Ok((service, Some(child))),
+        Ok(Err(e)) => {
+            let _ = child.start_kill();
+            Err(format!("MCP handshake failed: {e}"))
+        }
+        Err(_) => {
+            let _ = child.start_kill();
+            Err(format!("no MCP handshake within {within:?}"))
+        }
+    }
+}
+
+/// On the stateless revision (2026-07-28) list changes come only on a
+/// `subscriptions/listen` stream: open one and turn each
+/// `tools/list_changed` into a new listing. Handshake-era upstreams send
+/// the notification unasked ([`Handler::on_tool_list_changed`]).
+fn listen_for_changes(
+    shared: &Arc<Shared>,
+    peer: &Peer<RoleClient>,
+) -> tokio::task::JoinHandle<()> {
+    let shared = shared.clone();
+    let peer = peer.clone();
+    tokio::spawn(async move {
+        let stateless = peer
+            .peer_info()
+            .is_some_and(|i| i.protocol_version == ProtocolVersion::V_2026_07_28);
+        if !stateless {
+            return;
+        }
+        let filter = rmcp::model::SubscriptionFilter::builder()
+            .tools_list_changed()
+            .build();
+        let mut sub = match peer.listen(filter).await {
+            Ok(sub) => sub,
+            Err(e) => {
+                tracing::debug!(target: "tollgate::upstream", connector = %shared.id, error = %e, "the upstream takes no subscriptions; relisting periodically");
+                return;
+            }
+        };
+        while let Ok(Some(_)) = sub.next().await {
+            shared.relist.notify_one();
+        }
+    })
+}
+
+/// Lists the upstream's tools and publishes them if they changed.
+async fn discover(shared: &Arc<Shared>, peer: &Peer<RoleClient>) {
+    let listed = tokio::time::timeout(shared.config.connect_timeout(), peer.list_all_tools()).await;
+    let next = match listed {
+        Ok(Ok(tools)) => Discovery::Ready(Arc::new(tools)),
+        Ok(Err(e)) => Discovery::Failed(format!("tools/list failed: {e}")),
+        Err(_) => Discovery::Failed("tools/list did not answer in time".into()),
+    };
+    publish(shared, next);
+}
+
+fn publish(shared: &Shared, next: Discovery) {
+    let changed = {
+        let mut d = write(&shared.discovery);
+        let changed = match (&*d, &next) {
+            (Discovery::Ready(a), Discovery::Ready(b)) => a != b,
+            (Discovery::Failed(a), Discovery::Failed(b)) => a != b,
+            (Discovery::Pending, Discovery::Pending) => false,
+            _ => true,
+        };
+        *d = next;
+        changed
+    };
+    if changed {
+        shared.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn set_health(shared: &Shared, f: impl FnOnce(&mut Health)) {
+    f(&mut write(&shared.health));
+}
+
+/// Keeps the upstream's primary connection up: connects, lists, waits for
+/// it to end, and starts it again with backoff. Over HTTP a lost session
+/// is reopened the same way.
+async fn supervise(shared: Arc<Shared>) {
+    let mut backoff = MIN_BACKOFF;
+    let mut first = true;
+    loop {
+        if shared.stop.is_cancelled() {
+            break;
+        }
+        let started = Instant::now();
+        match connect(&shared, None).await {
+            Ok((service, child)) => {
+                let peer = service.peer().clone();
+                let info = peer.peer_info();
+                set_health(&shared, |h| {
+                    h.state = "up";
+                    h.protocol = info.as_ref().map(|i| i.protocol_version.to_string());
+                    h.server = info.as_ref().and_then(|i| {
+                        i.server_info
+                            .as_ref()
+                            .map(|s| format!("{} {}", s.name, s.version))
+                    });
+                });
+                tracing::info!(target: "tollgate::upstream", connector = %shared.id, restarts = read(&shared.health).restarts, "upstream connected");
+                discover(&shared, &peer).await;
+                shared.primary.send_replace(Some(peer.clone()));
+                let listening = listen_for_changes(&shared, &peer);
+                let ct = service.cancellation_token();
+                let mut waiting = tokio::spawn(service.waiting());
+                // Upstreams that never announce a change are listed again
+                // now and then, so a changed pin is still noticed.
+                let mut relist = tokio::time::interval(RELIST_EVERY);
+                relist.tick().await;
+                let stopped = loop {
+                    tokio::select! {
+                        _ = shared.stop.cancelled() => {
+                            ct.cancel();
+                            let _ = (&mut waiting).await;
+                            break true;
+                        }
+                        _ = shared.relist.notified() => discover(&shared, &peer).await,
+                        _ = relist.tick() => discover(&shared, &peer).await,
+                        _ = &mut waiting => break false,
+                    }
+                };
+                listening.abort();
+                shared.primary.send_replace(None);
+                if let Some(mut child) = child {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                }
+                if stopped {
+                    break;
+                }
+                let why = "the upstream closed its connection (exited or crashed)".to_string();
+                tracing::warn!(target: "tollgate::upstream", connector = %shared.id, "{why}; starting it again");
+                set_health(&shared, |h| {
+                    h.state = "restarting";
+                    h.restarts += 1;
+                    h.last_error = Some(why);
+                });
+            }
+            Err(why) => {
+                tracing::warn!(target: "tollgate::upstream", connector = %shared.id, error = %why, retry_in = ?backoff, "upstream not available");
+                if first {
+                    publish(&shared, Discovery::Failed(why.clone()));
+                }
+                set_health(&shared, |h| {
+                    h.state = if first { "failed" } else { "restarting" };
+                    h.last_error = Some(why);
+                });
+            }
+        }
+        first = false;
+        if started.elapsed() >= HEALTHY_RUN {
+            backoff = MIN_BACKOFF;
+        }
+        tokio::select! {
+            _ = shared.stop.cancelled() => break,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    set_health(&shared, |h| h.state = "stopped");
+    shared.primary.send_replace(None);
+    let mut sessions = shared.sessions.lock().await;
+    for (_, (_, s)) in sessions.drain() {
+        let _ = s.cancel().await;
+    }
+}
+
+/// The HTTP session opened with `credential`, reused while it lives.
+async fn session_for(
+    shared: &Arc<Shared>,
+    credential: &BackendCredential,
+) -> Result<Peer<RoleClient>, ConnectorError> {
+    let key = {
+        let mut h = Sha256::new();
+        h.update(credential.header().as_str().as_bytes());
+        h.update([0]);
+        h.update(credential.value().as_bytes());
+        hex::encode(h.finalize())
+    };
+    let mut sessions = shared.sessions.lock().await;
+    if let Some((used, s)) = sessions.get_mut(&key)
+        && !s.is_transport_closed()
+    {
+        *used = Instant::now();
+        return Ok(s.peer().clone());
+    }
+    sessions.retain(|_, (_, s)| !s.is_transport_closed());
+    if sessions.len() >= MAX_SESSIONS {
+        // The least recently used session goes (its credential has most
+        // likely expired with its task).
+        if let Some(oldest) = sessions
+            .iter()
+            .min_by_key(|(_, (used, _))| *used)
+            .map(|(k, _)| k.clone())
+            && let Some((_, s)) = sessions.remove(&oldest)
+        {
+            tokio::spawn(async move {
+                let _ = s.cancel().await;
+            });
+        }
+    }
+    let (service, _) = connect(shared, Some(credential))
+        .await
+        .map_err(|e| ConnectorError::Unreachable(format!("upstream `{}`: {e}", shared.id)))?;
+    let peer = service.peer().clone();
+    sessions.insert(key, (Instant::now(), service));
+    let open = sessions.len();
+    set_health(shared, |h| h.sessions = open);
+    Ok(peer)
+}
+
+/// The connector the catalog calls: curated local names mapped onto the
+/// upstream's.
+#[derive(Debug)]
+pub struct McpConnector {
+    upstream: Arc<Upstream>,
+    names: HashMap<String, String>,
+}
+
+impl McpConnector {
+    /// A connector over `upstream` serving `names` (local name, upstream name).
+    pub fn new(upstream: Arc<Upstream>, names: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self {
+            upstream,
+            names: names.into_iter().collect(),
+        }
+    }
+}
+
+#[async_trait]
+impl Connector for McpConnector {
+    async fn call(&self, call: ConnectorCall<'_>) -> Result<ToolOutput, ConnectorError> {
+        let Some(name) = self.names.get(call.tool) else {
+            return Err(ConnectorError::UnknownTool(call.tool.to_string()));
+        };
+        self.upstream.call(name, call).await
+    }
+
+    fn target(&self) -> String {
+        self.upstream.config().target()
+    }
+}
+
+/// The digest of a tool definition as pinned: `sha256:` and the hex
+/// SHA-256 of its canonical JSON (keys sorted) over name, title,
+/// description, input and output schemas and annotations. Anything else
+/// (icons, `_meta`) may change without withdrawing the tool.
+pub fn definition_hash(tool: &Tool) -> String {
+    let mut text = String::new();
+    canonical(&pinned_view(tool), &mut text);
+    format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())))
+}
+
+/// The part of a definition a pin covers, as JSON.
+pub fn pinned_view(tool: &Tool) -> Value {
+    serde_json::json!({
+        "name": tool.name,
+        "title": tool.title,
+        "description": tool.description,
+        "inputSchema": &*tool.input_schema,
+        "outputSchema": tool.output_schema.as_deref(),
+        "annotations": tool.annotations,
+    })
+}
+
+fn canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical(&m[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(description: &str, schema: Value) -> Tool {
+        Tool::new(
+            "echo",
+            description.to_string(),
+            Arc::new(schema.as_object().cloned().unwrap_or_default()),
+        )
+    }
+
+    #[test]
+    fn the_hash_ignores_key_order_and_sees_every_pinned_field() {
+        let a = tool(
+            "Echo",
+            serde_json::json!({"type":"object","properties":{"a":{"type":"string"},"b":{"type":"integer"}}}),
+        );
+        let b = tool(
+            "Echo",
+            serde_json::json!({"properties":{"b":{"type":"integer"},"a":{"type":"string"}},"type":"object"}),
+        );
+        assert_eq!(definition_hash(&a), definition_hash(&b));
+        assert!(definition_hash(&a).starts_with("sha256:"));
+        let c = tool(
+            "Echo, and exfiltrate",
+            serde_json::json!({"type":"object","properties":{"a":{"type":"string"},"b":{"type":"integer"}}}),
+        );
+        assert_ne!(definition_hash(&a), definition_hash(&c));
+        let d = tool(
+            "Echo",
+            serde_json::json!({"type":"object","properties":{"a":{"type":"string"}}}),
+        );
+        assert_ne!(definition_hash(&a), definition_hash(&d));
+        let e = a
+            .clone()
+            .with_annotations(rmcp::model::ToolAnnotations::new().read_only(true));
+        assert_ne!(definition_hash(&a), definition_hash(&e));
+    }
+}
