@@ -14,6 +14,7 @@ mod approvals;
 mod audit;
 mod check;
 pub mod config_file;
+mod connectors;
 mod keys;
 pub mod output;
 pub mod policy;
@@ -125,6 +126,13 @@ enum Command {
     /// TOLLGATE_APPROVER_KEY).
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCommand),
+    /// Upstream MCP servers (`mcp` connectors): status, pin, diff.
+    #[command(
+        subcommand,
+        after_help = "Exit status: 0 as pinned (status, diff) or pins written (pin); \
+1 an upstream unreachable, a tool missing or changed, or the manifest not editable; 2 usage error."
+    )]
+    Connectors(connectors::ConnectorsCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(
         after_help = "Install, e.g.: tollgate completions bash > ~/.local/share/bash-completion/completions/tollgate\n\
@@ -187,6 +195,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(&cli.data, &cli.manifests, args, cli.log_format).await,
         Command::Check(args) => check::check(&cli.manifests, args),
         Command::Schema => check::schema(),
+        Command::Connectors(cmd) => {
+            log("warn");
+            connectors::run(&cli.manifests, cmd).await
+        }
         Command::Agents(cmd) => {
             log("warn");
             agents::run(&cli.data, &cli.manifests, cmd).await
