@@ -13,6 +13,8 @@
     reason = "the 2025 scenarios call logging, sampling and elicitation"
 )]
 
+mod mrtr;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -61,6 +63,7 @@ struct Args {
 struct Upstream {
     subscriptions: Arc<Mutex<HashSet<String>>>,
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
+    states: mrtr::States,
 }
 
 fn object(value: Value) -> JsonObject {
@@ -139,11 +142,14 @@ fn tools() -> Vec<Tool> {
         tool(
             "json_schema_2020_12_tool",
             "Tool with JSON Schema 2020-12 features",
+            // The suite's schema (0.2: SEP-2106 adds $anchor, allOf/anyOf
+            // and if/then/else to 0.1's $schema/$defs/additionalProperties).
             object(json!({
                 "$schema": "https://json-schema.org/draft/2020-12/schema",
                 "type": "object",
                 "$defs": {
                     "address": {
+                        "$anchor": "addressDef",
                         "type": "object",
                         "properties": {
                             "street": { "type": "string" },
@@ -153,8 +159,18 @@ fn tools() -> Vec<Tool> {
                 },
                 "properties": {
                     "name": { "type": "string" },
-                    "address": { "$ref": "#/$defs/address" }
+                    "address": { "$ref": "#/$defs/address" },
+                    "contactMethod": { "type": "string", "enum": ["phone", "email"] },
+                    "phone": { "type": "string" },
+                    "email": { "type": "string" }
                 },
+                "allOf": [{ "anyOf": [{ "required": ["phone"] }, { "required": ["email"] }] }],
+                "if": {
+                    "properties": { "contactMethod": { "const": "phone" } },
+                    "required": ["contactMethod"]
+                },
+                "then": { "required": ["phone"] },
+                "else": { "required": ["email"] },
                 "additionalProperties": false
             })),
         ),
@@ -257,7 +273,13 @@ impl ServerHandler for Upstream {
         _request: Option<PaginatedRequestParams>,
         _ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(tools()))
+        let mut tools = tools();
+        tools.extend(
+            mrtr::TOOLS
+                .iter()
+                .map(|(name, description)| tool(name, description, no_args())),
+        );
+        Ok(ListToolsResult::with_all_items(tools))
     }
 
     async fn call_tool(
@@ -265,6 +287,16 @@ impl ServerHandler for Upstream {
         request: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        let client = ctx.client_capabilities();
+        if let Some(reply) = mrtr::call_tool(
+            &self.states,
+            &request.name,
+            request.input_responses.as_ref(),
+            request.request_state.as_deref(),
+            client.as_ref(),
+        ) {
+            return reply;
+        }
         let args = request.arguments.clone().unwrap_or_default();
         let arg = |name: &str| args.get(name).and_then(Value::as_str).map(str::to_owned);
         match request.name.as_ref() {
@@ -552,6 +584,11 @@ impl ServerHandler for Upstream {
                 Some("A prompt with an image"),
                 None,
             ),
+            Prompt::new(
+                mrtr::PROMPT,
+                Some("A prompt that first asks the client for context"),
+                None,
+            ),
         ]))
     }
 
@@ -567,6 +604,9 @@ impl ServerHandler for Upstream {
                 .unwrap_or_default()
                 .to_owned()
         };
+        if request.name == mrtr::PROMPT {
+            return mrtr::get_prompt(request.input_responses.as_ref());
+        }
         let messages = match request.name.as_str() {
             "test_simple_prompt" => vec![PromptMessage::new_text(
                 Role::User,
