@@ -31,9 +31,10 @@ use rmcp::model::{
     PaginatedRequestParams, ProgressNotificationParam, Prompt, PromptArgument, PromptMessage,
     ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Reference, Resource,
     ResourceContents, ResourceTemplate, Role, ServerCapabilities, ServerConfig, ServerRequest,
-    SetLevelRequestParams, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
+    SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
+    UnsubscribeRequestParams,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{RequestContext, SubscriptionContext, SubscriptionSink};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{RoleServer, ServerHandler, ServiceExt as _};
@@ -64,6 +65,8 @@ struct Upstream {
     subscriptions: Arc<Mutex<HashSet<String>>>,
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
     states: mrtr::States,
+    /// The open `subscriptions/listen` streams (2026-07-28).
+    listeners: Arc<Mutex<Vec<SubscriptionSink>>>,
 }
 
 fn object(value: Value) -> JsonObject {
@@ -179,6 +182,32 @@ fn tools() -> Vec<Tool> {
             "A call that takes a moment (SSE polling tests)",
             no_args(),
         ),
+        // The 2026-07-28 server-stateless scenario's diagnostic tools.
+        tool(
+            "test_missing_capability",
+            "Needs the client's sampling capability (-32021 without it)",
+            no_args(),
+        ),
+        tool(
+            "test_streaming_elicitation",
+            "Asks for input through an InputRequiredResult, never a request on the stream",
+            no_args(),
+        ),
+        tool(
+            "test_logging_tool",
+            "Logs only when the request's _meta asks for a log level",
+            no_args(),
+        ),
+        tool(
+            "test_trigger_tool_change",
+            "Sends notifications/tools/list_changed to the listen streams",
+            no_args(),
+        ),
+        tool(
+            "test_trigger_prompt_change",
+            "Sends notifications/prompts/list_changed to the listen streams",
+            no_args(),
+        ),
     ]
 }
 
@@ -257,6 +286,8 @@ impl ServerHandler for Upstream {
                 .enable_prompts()
                 .enable_resources()
                 .enable_resources_subscribe()
+                .enable_tool_list_changed()
+                .enable_prompts_list_changed()
                 .enable_logging()
                 .enable_completions()
                 .build(),
@@ -448,6 +479,57 @@ impl ServerHandler for Upstream {
                 let name = arg("name").unwrap_or_else(|| "world".into());
                 ok(vec![text(format!("Hello, {name}!"))])
             }
+            "test_missing_capability" => {
+                let declared = ctx
+                    .client_capabilities()
+                    .is_some_and(|c| c.sampling.is_some());
+                if declared {
+                    ok(vec![text("The client declared sampling")])
+                } else {
+                    let required = serde_json::from_value(json!({ "sampling": {} }))
+                        .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+                    Err(ErrorData::missing_required_client_capability(required))
+                }
+            }
+            "test_streaming_elicitation" => mrtr::call_tool(
+                &self.states,
+                "test_input_required_result_elicitation",
+                request.input_responses.as_ref(),
+                None,
+                None,
+            )
+            .unwrap_or_else(|| tool_error("no elicitation tool")),
+            "test_logging_tool" => {
+                // 2026-07-28: no notifications/message unless the request
+                // names a level in _meta (io.modelcontextprotocol/logLevel).
+                if ctx.meta.log_level().is_some() {
+                    self.log(&ctx, "Logging tool ran").await;
+                }
+                ok(vec![text("Logging tool completed")])
+            }
+            "test_trigger_tool_change" | "test_trigger_prompt_change" => {
+                let sinks = self.listeners.lock().map(|l| l.clone()).unwrap_or_default();
+                let tools = request.name == "test_trigger_tool_change";
+                let mut sent = 0;
+                for sink in sinks {
+                    let accepted = sink.accepted();
+                    let wanted = if tools {
+                        accepted.tools_list_changed == Some(true)
+                    } else {
+                        accepted.prompts_list_changed == Some(true)
+                    };
+                    if !wanted {
+                        continue;
+                    }
+                    let result = if tools {
+                        sink.notify_tool_list_changed().await
+                    } else {
+                        sink.notify_prompt_list_changed().await
+                    };
+                    sent += usize::from(result.is_ok());
+                }
+                ok(vec![text(format!("Notified {sent} listen stream(s)"))])
+            }
             "test_reconnection" => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 ok(vec![text("Reconnection test completed")])
@@ -457,6 +539,26 @@ impl ServerHandler for Upstream {
                 None,
             )),
         }
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(requested.clone())
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let sink = context.sink().clone();
+        let id = sink.id().clone();
+        if let Ok(mut listeners) = self.listeners.lock() {
+            listeners.push(sink);
+        }
+        context.cancelled().await;
+        if let Ok(mut listeners) = self.listeners.lock() {
+            listeners.retain(|s| *s.id() != id);
+        }
+        Ok(())
     }
 
     async fn list_resources(
