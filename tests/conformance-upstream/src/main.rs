@@ -182,6 +182,20 @@ fn tools() -> Vec<Tool> {
             "A call that takes a moment (SSE polling tests)",
             no_args(),
         ),
+        // SEP-2243 (2026-07-28): `region` travels in an Mcp-Param-Region
+        // header too; rmcp checks the header against the body, given the
+        // schema through get_tool.
+        tool(
+            "test_custom_header",
+            "Echoes a parameter that is mirrored into the Mcp-Param-Region header",
+            object(json!({
+                "type": "object",
+                "properties": {
+                    "region": { "type": "string", "description": "Any text", "x-mcp-header": "Region" }
+                },
+                "required": ["region"]
+            })),
+        ),
         // The 2026-07-28 server-stateless scenario's diagnostic tools.
         tool(
             "test_missing_capability",
@@ -209,6 +223,16 @@ fn tools() -> Vec<Tool> {
             no_args(),
         ),
     ]
+}
+
+fn all_tools() -> Vec<Tool> {
+    let mut all = tools();
+    all.extend(
+        mrtr::TOOLS
+            .iter()
+            .map(|(name, description)| tool(name, description, no_args())),
+    );
+    all
 }
 
 fn text(s: impl Into<String>) -> ContentBlock {
@@ -299,18 +323,18 @@ impl ServerHandler for Upstream {
         .with_instructions("MCP conformance suite upstream for Tollgate's tests")
     }
 
+    // The schema lets rmcp's Streamable HTTP server validate SEP-2243
+    // Mcp-Param-* headers against the call's arguments.
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        all_tools().into_iter().find(|t| t.name == name)
+    }
+
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
         _ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let mut tools = tools();
-        tools.extend(
-            mrtr::TOOLS
-                .iter()
-                .map(|(name, description)| tool(name, description, no_args())),
-        );
-        Ok(ListToolsResult::with_all_items(tools))
+        Ok(ListToolsResult::with_all_items(all_tools()))
     }
 
     async fn call_tool(
@@ -529,6 +553,10 @@ impl ServerHandler for Upstream {
                     sent += usize::from(result.is_ok());
                 }
                 ok(vec![text(format!("Notified {sent} listen stream(s)"))])
+            }
+            "test_custom_header" => {
+                let region = arg("region").unwrap_or_default();
+                ok(vec![text(format!("region={region}"))])
             }
             "test_reconnection" => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
