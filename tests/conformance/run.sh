@@ -23,6 +23,9 @@ set -euo pipefail
 LATEST_VERSION=0.2.0-alpha.12
 LATEST_SPEC=2026-07-28
 NODE_FOR_LATEST=node@22
+# A bound on the whole run (seconds): a server that stops answering must not
+# hang CI. Both suites take a few seconds against a healthy server.
+TIMEOUT=${CONFORMANCE_TIMEOUT:-600}
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -69,7 +72,7 @@ echo "conformance: suite $suite ($([ "$suite" = latest ] && echo "$LATEST_VERSIO
 echo "conformance: results in $out"
 start=$(date +%s)
 set +e
-"${cmd[@]}" -o "$out/checks" >"$out/suite.log" 2>&1
+timeout "$TIMEOUT" "${cmd[@]}" -o "$out/checks" >"$out/suite.log" 2>&1
 suite_rc=$?
 set -e
 elapsed=$(($(date +%s) - start))
@@ -87,7 +90,8 @@ fi
 results="$out/results.txt"
 : >"$results"
 for s in "${scenarios[@]}"; do
-    f=$(ls -d "$out/checks/server-$s-"*/checks.json "$out/checks/$s-"*/checks.json 2>/dev/null | head -n 1 || true)
+    # <out>/checks/server-<scenario>-<ISO timestamp>/checks.json
+    f=$(ls -d "$out/checks/server-$s-"[0-9][0-9][0-9][0-9]-*/checks.json 2>/dev/null | head -n 1 || true)
     if [ -z "$f" ]; then
         verdict=FAIL
         why="no checks.json (the scenario crashed or timed out)"
@@ -139,6 +143,10 @@ done
 cat "$results"
 echo "conformance: suite $suite: $passed passed, $failed failed of ${#scenarios[@]} scenarios in ${elapsed}s (suite exit $suite_rc)"
 rc=0
+if [ "$suite_rc" -eq 124 ]; then
+    echo "conformance: TIMED OUT after ${TIMEOUT}s (CONFORMANCE_TIMEOUT); scenarios not reached are missing above"
+    rc=1
+fi
 if [ ${#unexpected[@]} -gt 0 ]; then
     echo "conformance: UNEXPECTED FAILURES (not in $(basename "$baseline")):"
     printf '  %s\n' "${unexpected[@]}"
