@@ -31,19 +31,21 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
 usage() {
-    echo "usage: $0 URL [--suite 0.1.12|latest] [--out DIR]" >&2
+    echo "usage: $0 URL [--suite 0.1.12|latest] [--out DIR] [--baseline FILE]" >&2
     exit 2
 }
 
 url=
 suite=0.1.12
 out=
+baseline=
 while [ $# -gt 0 ]; do
     case "$1" in
     --suite) suite=${2:-}; shift 2 || usage ;;
     --suite=*) suite=${1#--suite=}; shift ;;
     --out) out=${2:-}; shift 2 || usage ;;
     --out=*) out=${1#--out=}; shift ;;
+    --baseline) baseline=${2:-}; shift 2 || usage ;;
     -h | --help) usage ;;
     -*) echo "unknown option: $1" >&2; usage ;;
     *) [ -z "$url" ] || usage; url=$1; shift ;;
@@ -62,7 +64,7 @@ latest)
 *) echo "unknown suite: $suite (0.1.12 or latest)" >&2; exit 2 ;;
 esac
 
-baseline="$here/baseline-$suite.txt"
+baseline=${baseline:-$here/baseline-$suite.txt}
 [ -f "$baseline" ] || { echo "missing baseline $baseline" >&2; exit 2; }
 out=${out:-$root/target/conformance/$suite}
 rm -rf "$out"

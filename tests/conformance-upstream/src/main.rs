@@ -46,6 +46,8 @@ const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z
 /// A WAV header with no samples (44.1 kHz, mono, 16 bit).
 const WAV: &str = "UklGRiQAAABXQVZFZm10IBAAAAABAAEARKwAAIhYAQACABAAZGF0YQAAAAA=";
 
+mod proxy;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "tollgate-conformance-upstream",
@@ -58,6 +60,11 @@ struct Args {
     /// Serve one session on stdin/stdout instead of HTTP.
     #[arg(long)]
     stdio: bool,
+    /// Instead of serving MCP, forward every request to this base URL
+    /// (e.g. a Tollgate at http://127.0.0.1:8930) with the agent key in
+    /// TOLLGATE_AGENT_KEY as its bearer token.
+    #[arg(long, value_name = "URL", conflicts_with = "stdio")]
+    proxy_to: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -848,6 +855,9 @@ async fn serve_stdio() -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(target) = args.proxy_to {
+        return proxy::serve(args.listen, target).await;
+    }
     if args.stdio {
         serve_stdio().await
     } else {
