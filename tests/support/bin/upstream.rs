@@ -360,6 +360,10 @@ async fn main() -> anyhow::Result<()> {
     println!("listening on http://{}/mcp", listener.local_addr()?);
     use std::io::Write;
     std::io::stdout().flush()?;
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await?;
     Ok(())
 }
