@@ -215,3 +215,119 @@ async fn http_at_trace_level_logs_no_key_token_or_backend_secret() {
         ],
     );
 }
+
+/// The same over an upstream MCP server reached over HTTP (an `mcp`
+/// connector): its static credential, the agent key and the task token
+/// stay out of the trace-level logs, while the upstream receives the
+/// credential (and only it).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_upstream_mcp_server_at_trace_level_leaks_nothing() {
+    use std::io::BufRead;
+    let events = tempfile::tempdir().unwrap();
+    let events_file = events.path().join("events.jsonl");
+    let mut upstream = std::process::Command::new(env!("CARGO_BIN_EXE_test-upstream"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("UPSTREAM_EVENTS", &events_file)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(upstream.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().trim_start_matches("listening on ").to_string();
+    let manifests = tempfile::tempdir().unwrap();
+    std::fs::write(
+        manifests.path().join("test.yaml"),
+        format!(
+            r#"kind: Connector
+id: up
+description: An upstream MCP server
+owners:
+  system: {{ name: sys, contact: sys@example.com }}
+  security: {{ name: secops, contact: secops@example.com }}
+mcp:
+  url: {url}
+auth:
+  static: {{ header: authorization, value: {{ file: up.secret }} }}
+expose:
+  - {{ name: whoami, risk: low }}
+---
+kind: Agent
+id: tester
+description: Test agent
+owners:
+  business: {{ name: biz, contact: biz@example.com }}
+  system: {{ name: sys, contact: sys@example.com }}
+  security: {{ name: sec, contact: sec@example.com }}
+deployment: {{ approved_by: ciso, approved_at: 2026-01-01 }}
+review_by: 2099-01-01
+tools: [up.whoami]
+"#
+        ),
+    )
+    .unwrap();
+    let secret = format!("Bearer {CANARY}");
+    std::fs::write(manifests.path().join("up.secret"), &secret).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let out = run_cli(
+        BIN,
+        data.path(),
+        manifests.path(),
+        &["agents", "issue-key", "tester"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut served =
+        ServedBinary::start(BIN, data.path(), manifests.path(), &[("RUST_LOG", "trace")]);
+    let client = served.client(&key).await;
+    let started = client
+        .call_tool(call(
+            "tollgate.start_task",
+            json!({ "purpose": "trace test", "tools": ["up.whoami"], "ttl_seconds": 300 }),
+        ))
+        .await
+        .unwrap();
+    ok(&started);
+    let token = started.structured_content.as_ref().unwrap()["task_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for _ in 0..2 {
+        let r = client
+            .call_tool(call("up.whoami", json!({})))
+            .await
+            .unwrap();
+        ok(&r);
+        // The upstream's echo of its headers is redacted on the way back.
+        let text = r.content[0].as_text().unwrap().text.clone();
+        assert!(
+            !text.contains(CANARY),
+            "the agent saw the credential: {text}"
+        );
+    }
+    let in_task = served.client(&token).await;
+    ok(&in_task
+        .call_tool(call("up.whoami", json!({})))
+        .await
+        .unwrap());
+    in_task.cancel().await.unwrap();
+    client.cancel().await.unwrap();
+    let logs = served.kill();
+    let _ = upstream.kill();
+    let _ = upstream.wait();
+    let received = std::fs::read_to_string(&events_file).unwrap();
+    assert!(received.contains(CANARY), "the upstream got its credential");
+    assert!(
+        !received.contains(&key) && !received.contains(&token),
+        "the upstream never sees the agent's credentials"
+    );
+    assert_clean(
+        &logs,
+        &[
+            ("agent key", &key),
+            ("task token", &token),
+            ("upstream credential", CANARY),
+        ],
+    );
+}

@@ -318,13 +318,17 @@ impl Upstream {
             }
             content.push(serde_json::to_value(block).unwrap_or(Value::Null));
         }
-        Ok(ToolOutput {
+        let mut out = ToolOutput {
             text,
             structured: result.structured_content,
             is_error: result.is_error.unwrap_or(false),
             backend_status: None,
             content,
-        })
+        };
+        if let Some(cred) = call.credential {
+            redact(&mut out, cred);
+        }
+        Ok(out)
     }
 
     /// The connection for a call: the upstream's own (stdio, or HTTP with
@@ -389,6 +393,26 @@ impl Drop for InFlight {
                 }
             });
         }
+    }
+}
+
+/// An upstream that echoes the credential it was sent (in any content
+/// block, the structured content or the text) does not hand it to the
+/// agent: every copy becomes [`crate::REDACTED`], as the HTTP connector
+/// does with response bodies.
+fn redact(out: &mut ToolOutput, cred: &BackendCredential) {
+    if let Some(r) = cred.redact_in(out.text.as_bytes()) {
+        out.text = String::from_utf8_lossy(&r).into_owned();
+    }
+    let json = |v: &mut Value| {
+        let text = v.to_string();
+        if let Some(r) = cred.redact_in(text.as_bytes()) {
+            *v = serde_json::from_slice(&r).unwrap_or(Value::String(crate::REDACTED.into()));
+        }
+    };
+    out.content.iter_mut().for_each(json);
+    if let Some(v) = out.structured.as_mut() {
+        json(v);
     }
 }
 
