@@ -58,6 +58,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// An upstream that stayed up this long starts its next backoff afresh.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
+/// A session not used for this long is closed when the next one opens.
+const SESSION_IDLE: Duration = Duration::from_secs(600);
 /// Sessions kept per HTTP upstream (one per live credential).
 const MAX_SESSIONS: usize = 64;
 /// How often an upstream's tools are listed again without being told.
@@ -789,7 +791,20 @@ async fn session_for(
         *used = Instant::now();
         return Ok(s.peer().clone());
     }
-    sessions.retain(|_, (_, s)| !s.is_transport_closed());
+    // Sessions whose credential has not been used for a while (its task
+    // ended, or the broker issued a fresh one) are closed at the upstream.
+    let stale: Vec<String> = sessions
+        .iter()
+        .filter(|(_, (used, s))| s.is_transport_closed() || used.elapsed() >= SESSION_IDLE)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in stale {
+        if let Some((_, s)) = sessions.remove(&k) {
+            tokio::spawn(async move {
+                let _ = s.cancel().await;
+            });
+        }
+    }
     if sessions.len() >= MAX_SESSIONS {
         // The least recently used session goes (its credential has most
         // likely expired with its task).
