@@ -11,7 +11,6 @@
 //! calls from `BENCH_CONCURRENCY` clients (throughput); medians over
 //! `BENCH_ROUNDS` rounds are printed with the ratios. See BENCHMARKS.md.
 
-use std::io::BufRead;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -118,16 +117,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() {
     let rounds = env("BENCH_ROUNDS", 3);
-    let mut upstream = std::process::Command::new(env!("CARGO_BIN_EXE_test-upstream"))
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("the test upstream starts");
-    let mut line = String::new();
-    std::io::BufReader::new(upstream.stdout.take().expect("piped"))
-        .read_line(&mut line)
-        .expect("its URL");
-    let url = line.trim().trim_start_matches("listening on ").to_string();
+    let upstream = tollgate_tests::Listening::start(
+        std::process::Command::new(env!("CARGO_BIN_EXE_test-upstream"))
+            .args(["--listen", "127.0.0.1:0"]),
+    );
+    let url = upstream.url.clone();
     let manifests = format!(
         r#"kind: Connector
 id: up
@@ -186,8 +180,7 @@ tools: [up.echo]
         tp99 / dp99,
         tthr / dthr
     );
-    let _ = upstream.kill();
-    let _ = upstream.wait();
+    drop(upstream);
     drop(gw);
     tokio::time::sleep(Duration::from_millis(50)).await;
 }

@@ -82,23 +82,28 @@ fn ok(r: &CallToolResult) {
 /// Starts a task in band and calls the connector within it; returns the
 /// task token from the result.
 async fn start_task_and_call(client: &RunningService<RoleClient, ()>) -> String {
-    let started = client
-        .call_tool(call(
-            "tollgate.start_task",
-            json!({ "purpose": "trace test", "tools": ["zeta.read"], "ttl_seconds": 300 }),
-        ))
-        .await
-        .unwrap();
-    ok(&started);
-    let token = started.structured_content.as_ref().unwrap()["task_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = start_task(client, "zeta.read").await;
     ok(&client
         .call_tool(call("zeta.read", json!({ "id": "1" })))
         .await
         .unwrap());
     token
+}
+
+/// Starts a task for `tool` in band; returns its task token.
+async fn start_task(client: &RunningService<RoleClient, ()>, tool: &str) -> String {
+    let started = client
+        .call_tool(call(
+            "tollgate.start_task",
+            json!({ "purpose": "trace test", "tools": [tool], "ttl_seconds": 300 }),
+        ))
+        .await
+        .unwrap();
+    ok(&started);
+    started.structured_content.as_ref().unwrap()["task_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn assert_clean(logs: &str, secrets: &[(&str, &str)]) {
@@ -222,20 +227,14 @@ async fn http_at_trace_level_logs_no_key_token_or_backend_secret() {
 /// credential (and only it).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_http_upstream_mcp_server_at_trace_level_leaks_nothing() {
-    use std::io::BufRead;
     let events = tempfile::tempdir().unwrap();
     let events_file = events.path().join("events.jsonl");
-    let mut upstream = std::process::Command::new(env!("CARGO_BIN_EXE_test-upstream"))
-        .args(["--listen", "127.0.0.1:0"])
-        .env("UPSTREAM_EVENTS", &events_file)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(upstream.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().trim_start_matches("listening on ").to_string();
+    let upstream = tollgate_tests::Listening::start(
+        std::process::Command::new(env!("CARGO_BIN_EXE_test-upstream"))
+            .args(["--listen", "127.0.0.1:0"])
+            .env("UPSTREAM_EVENTS", &events_file),
+    );
+    let url = upstream.url.clone();
     let manifests = tempfile::tempdir().unwrap();
     std::fs::write(
         manifests.path().join("test.yaml"),
@@ -281,18 +280,7 @@ tools: [up.whoami]
     let mut served =
         ServedBinary::start(BIN, data.path(), manifests.path(), &[("RUST_LOG", "trace")]);
     let client = served.client(&key).await;
-    let started = client
-        .call_tool(call(
-            "tollgate.start_task",
-            json!({ "purpose": "trace test", "tools": ["up.whoami"], "ttl_seconds": 300 }),
-        ))
-        .await
-        .unwrap();
-    ok(&started);
-    let token = started.structured_content.as_ref().unwrap()["task_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = start_task(&client, "up.whoami").await;
     for _ in 0..2 {
         let r = client
             .call_tool(call("up.whoami", json!({})))
@@ -314,8 +302,7 @@ tools: [up.whoami]
     in_task.cancel().await.unwrap();
     client.cancel().await.unwrap();
     let logs = served.kill();
-    let _ = upstream.kill();
-    let _ = upstream.wait();
+    drop(upstream);
     let received = std::fs::read_to_string(&events_file).unwrap();
     assert!(received.contains(CANARY), "the upstream got its credential");
     assert!(

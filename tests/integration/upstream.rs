@@ -480,12 +480,12 @@ async fn progress_reaches_the_agent_and_its_cancellation_reaches_the_upstream() 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_http_upstream_gets_the_gateways_credential_never_the_agents_and_one_session() {
     let up = Upstream::new();
-    let child = std::process::Command::new(UPSTREAM)
-        .args(["--listen", "127.0.0.1:0"])
-        .env("UPSTREAM_EVENTS", up.events_path())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop_guard();
-    let url = child.url();
+    let child = tollgate_tests::Listening::start(
+        std::process::Command::new(UPSTREAM)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("UPSTREAM_EVENTS", up.events_path()),
+    );
+    let url = child.url.clone();
     let manifest = format!(
         r#"kind: Connector
 id: up
@@ -547,46 +547,6 @@ expose:
     assert_eq!(calls, 5);
     assert_eq!(handshakes, 1, "{:#?}", up.events());
     drop(child);
-}
-
-/// A child process killed when the test ends, with the URL it printed.
-struct Served {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Served {
-    fn url(&self) -> String {
-        self.url.clone()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-trait SpawnServed {
-    fn kill_on_drop_guard(&mut self) -> Served;
-}
-
-impl SpawnServed for std::process::Command {
-    fn kill_on_drop_guard(&mut self) -> Served {
-        use std::io::BufRead;
-        let mut child = self.spawn().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap()
-            .to_string();
-        Served { child, url }
-    }
 }
 
 /// The MCP reference server (npm `@modelcontextprotocol/server-everything`,

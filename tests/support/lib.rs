@@ -659,3 +659,37 @@ pub fn run_with_closed_stdout(
         .output()
         .unwrap()
 }
+
+/// A server process that prints `listening on URL` as its first line
+/// (the test upstream, the conformance upstream), killed when dropped.
+#[derive(Debug)]
+pub struct Listening {
+    child: std::process::Child,
+    /// The URL it printed.
+    pub url: String,
+}
+
+impl Listening {
+    /// Starts `cmd` (stdout is taken) and reads the URL it prints.
+    pub fn start(cmd: &mut std::process::Command) -> Self {
+        use std::io::BufRead;
+        let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("expected `listening on URL`, got {line:?}"))
+            .to_string();
+        Self { child, url }
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

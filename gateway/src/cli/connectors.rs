@@ -118,6 +118,18 @@ async fn probe(doc: &ConnectorDocument) -> anyhow::Result<(Arc<Upstream>, Discov
     Ok((up, d))
 }
 
+/// The upstream's tool definitions now, or why there are none.
+async fn definitions(doc: &ConnectorDocument) -> anyhow::Result<Arc<Vec<Tool>>> {
+    let id = &doc.manifest.id;
+    let (up, discovery) = probe(doc).await?;
+    up.stop();
+    match discovery {
+        Discovery::Ready(defs) => Ok(defs),
+        Discovery::Failed(why) => bail!("upstream `{id}` is not available: {why}"),
+        Discovery::Pending => bail!("upstream `{id}` did not answer in time"),
+    }
+}
+
 /// Where an exposed tool stands against the upstream's definition.
 fn tool_state(pin: Option<&str>, def: Option<&Tool>) -> (&'static str, Option<String>) {
     match (def, pin) {
@@ -252,13 +264,7 @@ async fn pin(
             bail!("connector `{id}` does not expose a tool named `{name}`");
         }
     }
-    let (up, discovery) = probe(doc).await?;
-    up.stop();
-    let defs = match discovery {
-        Discovery::Ready(defs) => defs,
-        Discovery::Failed(why) => bail!("upstream `{id}` is not available: {why}"),
-        Discovery::Pending => bail!("upstream `{id}` did not answer in time"),
-    };
+    let defs = definitions(doc).await?;
     let mut text = std::fs::read_to_string(&doc.file)
         .with_context(|| format!("cannot read {}", doc.file.display()))?;
     let mut stored: BTreeMap<String, Value> = std::fs::read_to_string(pins_file(manifests, id))
@@ -408,9 +414,10 @@ fn set_pin(
     let expose = (first..end)
         .find(|&i| all[i].trim_start().starts_with("expose:"))
         .context("no `expose:` in the connector")?;
+    // `name: x`, `name: "x"`, `name: x   # a comment`.
     let names = |v: &str| {
-        let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
-        v == name
+        let v = v.split(" #").next().unwrap_or("");
+        v.trim().trim_matches(|c| c == '"' || c == '\'') == name
     };
     let quoted = format!("\"{hash}\"");
     for i in expose + 1..end {
@@ -491,13 +498,7 @@ async fn diff(
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
     let id = &doc.manifest.id;
-    let (up, discovery) = probe(doc).await?;
-    up.stop();
-    let defs = match discovery {
-        Discovery::Ready(defs) => defs,
-        Discovery::Failed(why) => bail!("upstream `{id}` is not available: {why}"),
-        Discovery::Pending => bail!("upstream `{id}` did not answer in time"),
-    };
+    let defs = definitions(doc).await?;
     let stored: BTreeMap<String, Value> = std::fs::read_to_string(pins_file(manifests, id))
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
