@@ -46,6 +46,10 @@ pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// (each is also bounded by its own `connect_timeout_ms`).
 const UPSTREAM_SETTLE: Duration = Duration::from_secs(60);
 
+/// Longest a stopping gateway waits for its upstream MCP servers' child
+/// processes to be killed and reaped.
+const UPSTREAM_STOP: Duration = Duration::from_secs(5);
+
 /// Everything needed to assemble a gateway.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -416,6 +420,9 @@ impl App {
         let ServingLock(lock) = std::mem::replace(&mut self._serving, ServingLock(None));
         drop(lock);
         close_unfinished(&self.gw, &self.config.data).await;
+        if let Some(upstreams) = self.gw.upstreams() {
+            upstreams.shutdown(UPSTREAM_STOP).await;
+        }
         served
     }
 
@@ -443,6 +450,9 @@ impl App {
             .map_err(|e| AppError::Stdio(format!("could not start: {e}")))?;
         let waited = service.waiting().await;
         self.gw.audit().flush().await;
+        if let Some(upstreams) = self.gw.upstreams() {
+            upstreams.shutdown(UPSTREAM_STOP).await;
+        }
         waited.map_err(|e| AppError::Stdio(format!("failed: {e}")))?;
         Ok(())
     }

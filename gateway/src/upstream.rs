@@ -97,11 +97,23 @@ impl Upstreams {
         }
     }
 
-    /// Stops them all (graceful shutdown).
-    pub fn stop_all(&self) {
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        for (_, up) in running.values() {
+    /// Stops them all and waits (at most `within`) until each has ended
+    /// its child process and sessions, so a stopping gateway leaves no
+    /// upstream running behind it.
+    pub async fn shutdown(&self, within: Duration) {
+        let all = self.all();
+        for (_, up) in &all {
             up.stop();
+        }
+        let deadline = Instant::now() + within;
+        for (id, up) in all {
+            while up.health().state != "stopped" {
+                if Instant::now() >= deadline {
+                    tracing::warn!(connector = %id, "an upstream MCP server did not stop in time");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
     }
 }

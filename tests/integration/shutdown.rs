@@ -295,3 +295,76 @@ async fn a_client_only_listening_on_its_stream_does_not_hold_the_stop() {
     );
     drop(stream);
 }
+
+/// A stopping gateway kills its upstream MCP servers' child processes,
+/// even one that would not exit on its own when its stdin closes
+/// (`UPSTREAM_LINGER`): none is left running after the gateway exits.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_stop_leaves_no_upstream_child_running() {
+    let events = tempfile::tempdir().unwrap();
+    let events_file = events.path().join("events.jsonl");
+    let manifests = tempfile::tempdir().unwrap();
+    std::fs::write(
+        manifests.path().join("test.yaml"),
+        format!(
+            r#"kind: Connector
+id: up
+description: A stdio upstream that lingers
+owners:
+  system: {{ name: sys, contact: sys@example.com }}
+  security: {{ name: sec, contact: sec@example.com }}
+mcp:
+  stdio:
+    command: {}
+    args: [--stdio]
+    env: {{ UPSTREAM_EVENTS: {}, UPSTREAM_LINGER: "1" }}
+expose:
+  - {{ name: echo, risk: low }}
+---
+kind: Agent
+id: tester
+description: Test agent
+owners:
+  business: {{ name: biz, contact: biz@example.com }}
+  system: {{ name: sys, contact: sys@example.com }}
+  security: {{ name: sec, contact: sec@example.com }}
+deployment: {{ approved_by: ciso, approved_at: 2026-01-01 }}
+review_by: 2099-01-01
+tools: [up.echo]
+"#,
+            env!("CARGO_BIN_EXE_test-upstream"),
+            events_file.display()
+        ),
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut served = ServedBinary::start(BIN, data.path(), manifests.path(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pid = loop {
+        let started = std::fs::read_to_string(&events_file).unwrap_or_default();
+        if let Some(pid) = started
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["event"] == "started")
+            .and_then(|e| e["pid"].as_u64())
+        {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the upstream never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let alive = |pid: u64| {
+        std::process::Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(alive(pid));
+    sigterm(&served);
+    assert_eq!(wait_exit(&mut served), Some(0), "{}", served.stderr());
+    // Reaped by the gateway before it exited (a zombie would still answer
+    // `kill -0`; an orphan would linger for two minutes).
+    assert!(!alive(pid), "the upstream child outlived the gateway");
+}

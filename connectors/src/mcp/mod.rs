@@ -691,7 +691,13 @@ async fn supervise(shared: Arc<Shared>) {
             break;
         }
         let started = Instant::now();
-        match connect(&shared, None).await {
+        // A stop during the start or handshake drops the child (it is
+        // killed on drop) rather than waiting out the connect timeout.
+        let connected = tokio::select! {
+            c = connect(&shared, None) => c,
+            _ = shared.stop.cancelled() => break,
+        };
+        match connected {
             Ok((service, child)) => {
                 let peer = service.peer().clone();
                 let info = peer.peer_info();
@@ -764,12 +770,13 @@ async fn supervise(shared: Arc<Shared>) {
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
-    set_health(&shared, |h| h.state = "stopped");
     shared.primary.send_replace(None);
     let mut sessions = shared.sessions.lock().await;
     for (_, (_, s)) in sessions.drain() {
         let _ = s.cancel().await;
     }
+    // Last: "stopped" means the child is reaped and the sessions closed.
+    set_health(&shared, |h| h.state = "stopped");
 }
 
 /// The HTTP session opened with `credential`, reused while it lives.

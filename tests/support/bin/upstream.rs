@@ -4,6 +4,9 @@
 //! object per line, so a test checks what the upstream really got (every
 //! JSON-RPC method and the headers over HTTP, cancellations, crashes).
 //!
+//! `UPSTREAM_LINGER`, when set, keeps a stdio server alive for two
+//! minutes after its client closed the connection.
+//!
 //! `UPSTREAM_DESC_FILE`, when set, is the description of tool `mutable`,
 //! read at every `tools/list`; when the file changes the server sends
 //! `notifications/tools/list_changed` (a definition changing under a pin).
@@ -314,6 +317,12 @@ async fn main() -> anyhow::Result<()> {
     if args.iter().any(|a| a == "--stdio") {
         eprintln!("test upstream on stdio");
         up.serve(rmcp::transport::stdio()).await?.waiting().await?;
+        // A server that does not exit when its client goes (the gateway
+        // must kill it).
+        if std::env::var("UPSTREAM_LINGER").is_ok() {
+            event(json!({ "event": "lingering" }));
+            tokio::time::sleep(Duration::from_secs(120)).await;
+        }
         return Ok(());
     }
     let listen = args
