@@ -64,6 +64,9 @@ pub struct Metrics {
     pending_approvals: Gauge,
     active_tasks: Gauge,
     store_ok: Gauge,
+    upstream_up: Family<Vec<(&'static str, String)>, Gauge>,
+    upstream_restarts: Family<Vec<(&'static str, String)>, Gauge>,
+    withdrawn_tools: Gauge,
     /// Backend latency above which a call is logged as slow, in ms.
     slow_call_ms: AtomicU64,
 }
@@ -129,6 +132,24 @@ impl Metrics {
             "1 if the last scrape read the store's counts in time, else 0",
             store_ok.clone(),
         );
+        let upstream_up = Family::<Vec<(&'static str, String)>, Gauge>::default();
+        registry.register(
+            "upstream_up",
+            "1 if the connector's upstream MCP server is connected, else 0",
+            upstream_up.clone(),
+        );
+        let upstream_restarts = Family::<Vec<(&'static str, String)>, Gauge>::default();
+        registry.register(
+            "upstream_restarts",
+            "Times the connector's upstream MCP server was started again after it died",
+            upstream_restarts.clone(),
+        );
+        let withdrawn_tools = Gauge::default();
+        registry.register(
+            "withdrawn_tools",
+            "Upstream MCP tools declared but not served (upstream down, tool gone, pin broken)",
+            withdrawn_tools.clone(),
+        );
         Self {
             registry,
             calls,
@@ -140,6 +161,9 @@ impl Metrics {
             pending_approvals,
             active_tasks,
             store_ok,
+            upstream_up,
+            upstream_restarts,
+            withdrawn_tools,
             slow_call_ms: AtomicU64::new(millis(DEFAULT_SLOW_CALL)),
         }
     }
@@ -203,6 +227,26 @@ impl Metrics {
     pub fn set_slow_call(&self, threshold: Duration) {
         self.slow_call_ms
             .store(millis(threshold), Ordering::Relaxed);
+    }
+
+    /// Sets the upstream MCP servers' gauges: each connector's health
+    /// (`up`, restarts) and how many declared tools are withdrawn.
+    pub fn set_upstreams<'a>(
+        &self,
+        health: impl IntoIterator<Item = (&'a str, &'a tollgate_connectors::mcp::Health)>,
+        withdrawn: usize,
+    ) {
+        for (connector, h) in health {
+            let labels = vec![("connector", connector.to_string())];
+            self.upstream_up
+                .get_or_create(&labels)
+                .set(i64::from(h.state == "up"));
+            self.upstream_restarts
+                .get_or_create(&labels)
+                .set(i64::try_from(h.restarts).unwrap_or(i64::MAX));
+        }
+        self.withdrawn_tools
+            .set(i64::try_from(withdrawn).unwrap_or(i64::MAX));
     }
 
     /// Reads the gauges that live in the store (pending approvals, active

@@ -401,7 +401,16 @@ async fn a_changed_pinned_definition_withdraws_the_tool_and_is_recorded() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_crash_mid_call_is_a_clear_error_and_it_restarts() {
     let up = Upstream::new();
-    let gw = TestGateway::start(&up.stdio_connector(EXPOSE)).await;
+    let gw = TestGateway::start_with(
+        &up.stdio_connector(EXPOSE),
+        tollgate::server::HttpOptions {
+            metrics_token: Some(tollgate::secrets::SecretString::new(
+                "scrape-token-0123456789",
+            )),
+            ..tollgate::server::HttpOptions::default()
+        },
+    )
+    .await;
     let key = gw.issue_key("tester").await;
     let client = gw.client(&key).await;
     let r = client.call_tool(call("up.crash", json!({}))).await.unwrap();
@@ -422,6 +431,25 @@ async fn an_upstream_crash_mid_call_is_a_clear_error_and_it_restarts() {
     let d = gw.decisions().await;
     let crash = d.iter().find(|r| r.tool == "up.crash").unwrap();
     assert_eq!(crash.outcome.as_deref(), Some("failed"));
+    // The operator sees it: up again, one restart.
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", gw.base()))
+        .bearer_auth("scrape-token-0123456789")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"tollgate_upstream_up{connector="up"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"tollgate_upstream_restarts{connector="up"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tollgate_withdrawn_tools 0"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

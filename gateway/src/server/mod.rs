@@ -283,6 +283,17 @@ fn token_digest(token: &str) -> [u8; 32] {
 }
 
 async fn metrics_response(gw: &Gateway) -> Response {
+    if let Some(upstreams) = gw.upstreams() {
+        let all = upstreams.all();
+        let health: Vec<(String, tollgate_connectors::mcp::Health)> = all
+            .iter()
+            .map(|(id, up)| (id.clone(), up.health()))
+            .collect();
+        gw.metrics().set_upstreams(
+            health.iter().map(|(id, h)| (id.as_str(), h)),
+            gw.catalog().withdrawn.len(),
+        );
+    }
     let body = gw.metrics().render(gw.store()).await;
     (
         StatusCode::OK,
