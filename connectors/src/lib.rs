@@ -202,6 +202,10 @@ pub struct ToolOutput {
     /// not empty they are what the agent gets, and `text` is only their
     /// text for records.
     pub content: Vec<Value>,
+    /// The whole result of an operation that is not a tool call (an
+    /// upstream's `prompts/get` or `resources/read`), as JSON, for the
+    /// front end to hand on; `text` is its summary for records.
+    pub raw: Option<Value>,
 }
 
 /// Why a connector could not produce tool output. Each variant is a failure

@@ -60,6 +60,32 @@ pub struct Catalog {
     /// (upstream down, tool gone, pinned definition changed), by
     /// agent-visible name. Not listed; a call is refused with the reason.
     pub withdrawn: BTreeMap<String, Withdrawn>,
+    /// Exposed upstream resources: URI -> catalog name (`resource:...`).
+    pub resource_uris: HashMap<String, String>,
+}
+
+/// What a catalog entry is, and so which MCP method reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ToolKind {
+    /// A tool (`tools/call`).
+    #[default]
+    Tool,
+    /// An upstream's prompt (`prompts/get`), named `prompt:<connector>.<name>`.
+    Prompt,
+    /// An upstream's resource (`resources/read`), named
+    /// `resource:<connector>.<name>`.
+    Resource,
+}
+
+impl ToolKind {
+    /// The prefix of its catalog names (and grants).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            ToolKind::Tool => "",
+            ToolKind::Prompt => "prompt:",
+            ToolKind::Resource => "resource:",
+        }
+    }
 }
 
 /// A declared tool that is not served now, and why.
@@ -207,6 +233,12 @@ pub struct ToolEntry {
     /// Compiled output schema of an upstream tool: its structured content
     /// is checked against it before the agent sees it.
     pub output_validator: Option<Arc<jsonschema::Validator>>,
+    /// Tool, prompt or resource.
+    pub kind: ToolKind,
+    /// For a prompt: its definition as agents list it.
+    pub prompt: Option<rmcp::model::Prompt>,
+    /// For a resource: its definition as agents list it.
+    pub resource: Option<rmcp::model::Resource>,
 }
 
 impl ToolEntry {
@@ -267,6 +299,9 @@ impl ToolEntry {
             sensitive: t.sensitive.clone(),
             approval_mode: t.approval_mode,
             output_validator: None,
+            kind: ToolKind::Tool,
+            prompt: None,
+            resource: None,
         }
     }
 
@@ -341,6 +376,58 @@ impl ToolEntry {
             sensitive: t.sensitive.clone(),
             approval_mode: t.approval_mode,
             output_validator,
+            kind: ToolKind::Tool,
+            prompt: None,
+            resource: None,
+        })
+    }
+
+    /// An upstream's prompt or resource as a catalog entry, so that getting
+    /// or reading it goes through every stage a call does. `schema` is
+    /// what its arguments must be (a prompt's declared arguments; nothing
+    /// for a resource).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn upstream_extra(
+        c: &ConnectorManifest,
+        kind: ToolKind,
+        full_name: String,
+        local_name: String,
+        description: String,
+        schema: Map<String, Value>,
+        risk: Risk,
+        labels: Vec<String>,
+        listing: (Option<rmcp::model::Prompt>, Option<rmcp::model::Resource>),
+        connector: Arc<dyn Connector>,
+        owners: Arc<ConnectorOwners>,
+    ) -> Result<Self, String> {
+        let validator = compile_input_schema(&schema)?;
+        let mut meta = Map::new();
+        meta.insert("tollgate/risk".into(), Value::String(risk.as_str().into()));
+        meta.insert("tollgate/connector".into(), Value::String(c.id.clone()));
+        let tool = Tool::new(full_name.clone(), description, Arc::new(schema))
+            .with_annotations(ToolAnnotations::new().read_only(true))
+            .with_meta(rmcp::model::MetaObject(meta));
+        Ok(Self {
+            full_name,
+            connector_id: c.id.clone(),
+            local_name,
+            risk,
+            tool,
+            validator,
+            connector,
+            owners,
+            scopes: Vec::new(),
+            labels,
+            hints: crate::manifest::types::ToolHints {
+                read_only: Some(true),
+                ..Default::default()
+            },
+            sensitive: Vec::new(),
+            approval_mode: None,
+            output_validator: None,
+            kind,
+            prompt: listing.0,
+            resource: listing.1,
         })
     }
 }
@@ -392,6 +479,7 @@ impl AgentEntry {
         let listed = granted
             .iter()
             .filter_map(|n| tools.get(n))
+            .filter(|t| t.kind == ToolKind::Tool)
             .map(|t| t.tool.clone())
             .collect();
         Self {

@@ -1,23 +1,27 @@
 //! The MCP front end: an rmcp [`ServerHandler`] over the catalog. It owns
 //! the protocol surface only: who the caller is comes from the edge (HTTP
-//! auth layer or the stdio key), and every `tools/call` goes to
-//! [`pipeline::call_tool`]. Methods not implemented here (resources,
-//! prompts, ...) keep rmcp's "method not found" default: nothing is passed
+//! auth layer or the stdio key), and every `tools/call`, `prompts/get` and
+//! `resources/read` goes to [`pipeline::call_tool`] (prompts and resources
+//! are upstream MCP servers' catalog entries of their own kind). Methods
+//! not implemented here (resource templates and subscriptions, completion,
+//! logging, ...) keep rmcp's "method not found" default: nothing is passed
 //! through ungoverned.
 
 use std::sync::Arc;
 
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
-    ErrorData, Implementation, ListToolsResult, MetaObject, PaginatedRequestParams,
-    ProgressNotificationParam, ProgressToken, ServerCapabilities, ServerConfig, Tool,
-    ToolAnnotations,
+    ErrorData, GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation,
+    ListPromptsResult, ListResourcesResult, ListToolsResult, MetaObject, PaginatedRequestParams,
+    ProgressNotificationParam, ProgressToken, ReadResourceRequestParams, ReadResourceResponse,
+    ReadResourceResult, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext};
 use rmcp::{RoleServer, ServerHandler};
 use serde_json::{Value, json};
 
 use crate::Gateway;
+use crate::catalog::ToolKind;
 use crate::pipeline::{
     self, AgentView, Authenticated, CallReply, ToolRequest, Transport, authenticate,
     denial::{self, codes},
@@ -145,7 +149,47 @@ impl McpFront {
             connection: self.connection(ctx),
             progress,
             trace_parent,
+            kind: ToolKind::Tool,
         }
+    }
+
+    /// An upstream prompt or resource through the pipeline: the same stages
+    /// and record as a call, under its catalog name; the upstream's result
+    /// as it came, or the refusal as a JSON-RPC error.
+    async fn fetch(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        kind: ToolKind,
+        name: String,
+        arguments: Option<serde_json::Map<String, Value>>,
+    ) -> Result<Value, ErrorData> {
+        let who = self.who(ctx).await?;
+        let mut request = self.request(ctx, name, arguments, None);
+        request.kind = kind;
+        let out = match pipeline::call_tool(&self.gw, &who, request, &ctx.ct).await {
+            CallReply::Output(out) | CallReply::Approved { output: out, .. } => out,
+            CallReply::Refused(view) => return Err(view_to_error(view)),
+        };
+        match out.raw {
+            Some(raw) if !out.is_error => Ok(raw),
+            _ => Err(ErrorData::internal_error(out.text, None)),
+        }
+    }
+
+    /// The agent's granted entries of `kind` (prompts or resources).
+    async fn granted(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        kind: ToolKind,
+    ) -> Result<Vec<Arc<crate::catalog::ToolEntry>>, ErrorData> {
+        let who = self.who(ctx).await?;
+        let probe = self.request(ctx, String::new(), None, None);
+        let list = pipeline::list_tools(&self.gw, &who, probe.connection, probe.task_hint)
+            .await
+            .map_err(|d| view_to_error(d.to_agent()))?;
+        // Visible to this agent, possible under its policies, within its
+        // task: the same filter as `tools/list`.
+        Ok(list.tools.into_iter().filter(|t| t.kind == kind).collect())
     }
 }
 
@@ -293,7 +337,14 @@ fn reply_to_mcp(reply: CallReply) -> Result<CallToolResult, ErrorData> {
 
 impl ServerHandler for McpFront {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .enable_prompts()
+                .enable_resources()
+                .build(),
+        )
             .with_server_info(Implementation::new("tollgate", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "Tollgate is a governed tool gateway: every tool call is checked against your grants and \
@@ -314,7 +365,12 @@ impl ServerHandler for McpFront {
             .await
             .map_err(|d| view_to_error(d.to_agent()))?;
         let agent = who.agent();
-        let mut tools: Vec<Tool> = list.tools.iter().map(|t| t.tool.clone()).collect();
+        let mut tools: Vec<Tool> = list
+            .tools
+            .iter()
+            .filter(|t| t.kind == ToolKind::Tool)
+            .map(|t| t.tool.clone())
+            .collect();
         tools.extend(
             pipeline::builtin::tools(list.task.is_some(), agent.tasks.max_ttl_seconds)
                 .into_iter()
@@ -343,6 +399,82 @@ impl ServerHandler for McpFront {
             meta.as_ref().map(|m| &m.0.0),
         );
         reply_to_mcp(pipeline::call_tool(&self.gw, &who, request, &ctx.ct).await).map(Into::into)
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let prompts = self
+            .granted(&ctx, ToolKind::Prompt)
+            .await?
+            .iter()
+            .filter_map(|t| t.prompt.clone())
+            .collect();
+        Ok(ListPromptsResult::with_all_items(prompts).with_cache_scope(CacheScope::Private))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let name = format!("{}{}", ToolKind::Prompt.prefix(), request.name);
+        let raw = self
+            .fetch(&ctx, ToolKind::Prompt, name, request.arguments)
+            .await?;
+        let result: GetPromptResult = serde_json::from_value(raw).map_err(|e| {
+            ErrorData::internal_error(format!("the upstream's prompt is unreadable: {e}"), None)
+        })?;
+        Ok(result.into())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let resources = self
+            .granted(&ctx, ToolKind::Resource)
+            .await?
+            .iter()
+            .filter_map(|t| t.resource.clone())
+            .collect();
+        Ok(ListResourcesResult::with_all_items(resources).with_cache_scope(CacheScope::Private))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        // By URI; one nobody exposed goes through the pipeline too (as an
+        // unknown name), so the attempt is recorded like a call's.
+        let name = self
+            .gw
+            .catalog()
+            .resource_uris
+            .get(&request.uri)
+            .cloned()
+            .unwrap_or_else(|| format!("{}{}", ToolKind::Resource.prefix(), request.uri));
+        let raw = self
+            .fetch(&ctx, ToolKind::Resource, name, None)
+            .await
+            .map_err(|e| {
+                if e.code == ErrorCode(codes::INVALID_PARAMS) {
+                    ErrorData::resource_not_found(
+                        format!("Resource not found: {}", request.uri),
+                        Some(json!({ "uri": request.uri })),
+                    )
+                } else {
+                    e
+                }
+            })?;
+        let result: ReadResourceResult = serde_json::from_value(raw).map_err(|e| {
+            ErrorData::internal_error(format!("the upstream's resource is unreadable: {e}"), None)
+        })?;
+        Ok(result.into())
     }
 
     /// A session client hears `notifications/tools/list_changed` whenever

@@ -38,7 +38,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$work/manifests" "$work/data"
 
-connector() { # $1: the expose list (YAML lines)
+connector() { # $1: the expose list (YAML lines); $2: prompts and resources (YAML)
     cat >"$work/manifests/conformance.yaml" <<YAML
 kind: Connector
 id: conformance
@@ -51,6 +51,7 @@ mcp:
 prefix: false
 expose:
 $1
+${2:-}
 ---
 kind: Agent
 id: conformance
@@ -67,12 +68,18 @@ YAML
 
 # Every tool the upstream offers, as `tollgate connectors status` sees it.
 connector "  - { name: test_simple_text, risk: low }"
-names=$("$tollgate" --manifests "$work/manifests" connectors status conformance --json 2>/dev/null |
-    node -e 'const r=JSON.parse(require("fs").readFileSync(0,"utf8"))[0];
+status=$("$tollgate" --manifests "$work/manifests" connectors status conformance --json 2>/dev/null)
+names=$(printf '%s' "$status" | node -e 'const r=JSON.parse(require("fs").readFileSync(0,"utf8"))[0];
              console.log([...r.tools.map(t=>t.upstream), ...r.hidden].join("\n"))')
 expose=$(printf '%s\n' "$names" | sed 's/.*/  - { name: &, risk: low }/')
-connector "$expose"
-echo "through-tollgate: exposing $(printf '%s\n' "$names" | wc -l) upstream tools"
+# Its prompts and resources too (resources named r0, r1, ... by position).
+extras=$(printf '%s' "$status" | node -e 'const r=JSON.parse(require("fs").readFileSync(0,"utf8"))[0];
+    const out=[];
+    if (r.upstream_prompts.length) { out.push("prompts:"); for (const p of r.upstream_prompts) out.push(`  - { name: ${p}, risk: low }`); }
+    if (r.upstream_resources.length) { out.push("resources:"); r.upstream_resources.forEach((u,i)=>out.push(`  - { name: r${i}, uri: ${JSON.stringify(u)}, risk: low }`)); }
+    console.log(out.join("\n"))')
+connector "$expose" "$extras"
+echo "through-tollgate: exposing $(printf '%s\n' "$names" | wc -l) upstream tools and its prompts and resources"
 
 port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 gw_port=$(port)

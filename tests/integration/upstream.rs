@@ -671,6 +671,49 @@ async fn the_reference_server_works_behind_the_gateway_with_the_example_manifest
         (listener.progress.lock().unwrap().len() == 2).then_some(())
     })
     .await;
+    // A prompt (renamed, with its argument) and a resource, each through
+    // the pipeline; the resource not granted stays out.
+    let prompts = client.list_all_prompts().await.unwrap();
+    let mut pnames: Vec<&str> = prompts.iter().map(|p| p.name.as_str()).collect();
+    pnames.sort();
+    assert_eq!(pnames, ["everything.city", "everything.simple-prompt"]);
+    let got = client
+        .get_prompt(
+            rmcp::model::GetPromptRequestParams::new("everything.city")
+                .with_arguments(args(json!({ "city": "Lisbon" }))),
+        )
+        .await
+        .unwrap();
+    assert!(
+        serde_json::to_string(&got.messages)
+            .unwrap()
+            .contains("Lisbon"),
+        "{got:?}"
+    );
+    let uris: Vec<String> = client
+        .list_all_resources()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.uri)
+        .collect();
+    assert_eq!(uris, ["demo://resource/static/document/architecture.md"]);
+    let read = client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "demo://resource/static/document/architecture.md",
+        ))
+        .await
+        .unwrap();
+    assert!(!read.contents.is_empty());
+    assert!(
+        client
+            .read_resource(rmcp::model::ReadResourceRequestParams::new(
+                "demo://resource/static/document/features.md",
+            ))
+            .await
+            .is_err(),
+        "exposed but not granted"
+    );
     // A tool the manifest leaves out stays out, and `get-env` (every
     // environment variable of the server) is not reachable by any name.
     assert!(
@@ -685,4 +728,143 @@ async fn the_reference_server_works_behind_the_gateway_with_the_example_manifest
         .filter(|r| r.tool.starts_with("everything.") && r.outcome.as_deref() == Some("ok"))
         .count();
     assert_eq!(ok, 6, "every call recorded");
+    for name in ["prompt:everything.city", "resource:everything.architecture"] {
+        assert!(
+            d.iter()
+                .any(|r| r.tool == name && r.outcome.as_deref() == Some("ok")),
+            "{name} recorded"
+        );
+    }
+    assert!(
+        d.iter()
+            .any(|r| r.tool == "resource:everything.features" && r.outcome.is_none()),
+        "the refused read is recorded"
+    );
+}
+
+/// An upstream's prompts and resources: only the exposed ones, only to an
+/// agent granted them (by their own names, `prompt:...` and
+/// `resource:...`), through the same stages as a call and recorded like
+/// one; never reachable through `tools/call`.
+#[tokio::test(flavor = "multi_thread")]
+async fn prompts_and_resources_are_curated_granted_and_recorded() {
+    let up = Upstream::new();
+    let expose = "expose:\n  - { name: echo, risk: low }\nprompts:\n  - { name: greet, risk: low }\n  - { name: hello, upstream: greet, risk: low }\nresources:\n  - { name: readme, uri: \"file:///srv/readme.txt\", risk: low }\n";
+    let manifests = up.stdio_connector(expose).replace(
+        r#"tools: ["up.*"]"#,
+        r#"tools: ["up.*", "prompt:up.greet", "resource:up.*"]"#,
+    );
+    let gw = TestGateway::start(&manifests).await;
+    let key = gw.issue_key("tester").await;
+    let client = gw.client(&key).await;
+
+    // Listed: what is exposed and granted (`hello` is exposed, not granted;
+    // the upstream's `secret-prompt` and `private.txt` are not exposed).
+    let prompts = client.list_all_prompts().await.unwrap();
+    let names: Vec<&str> = prompts.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["up.greet"]);
+    assert_eq!(prompts[0].arguments.as_ref().unwrap()[0].name, "who");
+    let resources = client.list_all_resources().await.unwrap();
+    let uris: Vec<&str> = resources.iter().map(|r| r.uri.as_str()).collect();
+    assert_eq!(uris, ["file:///srv/readme.txt"]);
+    // Not among the tools.
+    let tool_names: Vec<String> = tools(&client)
+        .await
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(
+        tool_names
+            .iter()
+            .all(|n| !n.contains("greet") && !n.contains("readme")),
+        "{tool_names:?}"
+    );
+
+    let got = client
+        .get_prompt(
+            rmcp::model::GetPromptRequestParams::new("up.greet")
+                .with_arguments(args(json!({ "who": "Ada" }))),
+        )
+        .await
+        .unwrap();
+    assert!(
+        serde_json::to_string(&got.messages)
+            .unwrap()
+            .contains("Say hello to Ada.")
+    );
+    // Arguments are checked against the prompt's declared ones first.
+    let missing = client
+        .get_prompt(rmcp::model::GetPromptRequestParams::new("up.greet"))
+        .await;
+    assert!(missing.is_err());
+    let read = client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "file:///srv/readme.txt",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        serde_json::to_string(&read.contents)
+            .unwrap()
+            .contains("contents of file:///srv/readme.txt")
+    );
+
+    // Not granted, not exposed, or through the wrong method: refused, and
+    // nothing reaches the upstream.
+    assert!(
+        client
+            .get_prompt(rmcp::model::GetPromptRequestParams::new("up.hello"))
+            .await
+            .is_err()
+    );
+    assert!(
+        client
+            .get_prompt(rmcp::model::GetPromptRequestParams::new("up.secret-prompt"))
+            .await
+            .is_err()
+    );
+    let private = client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "file:///srv/private.txt",
+        ))
+        .await
+        .unwrap_err();
+    assert!(private.to_string().contains("not found"), "{private}");
+    assert!(
+        client
+            .call_tool(call("prompt:up.greet", json!({ "who": "x" })))
+            .await
+            .is_err()
+    );
+    let upstream_gets = up
+        .events()
+        .iter()
+        .filter(|e| e["method"] == "prompts/get")
+        .count();
+    let upstream_reads = up
+        .events()
+        .iter()
+        .filter(|e| e["method"] == "resources/read")
+        .count();
+    assert_eq!(
+        (upstream_gets, upstream_reads),
+        (1, 1),
+        "{:#?}",
+        up.events()
+    );
+
+    // Recorded like calls, under their own names.
+    let d = gw.decisions().await;
+    let row = |tool: &str| {
+        d.iter()
+            .find(|r| r.tool == tool)
+            .map(|r| (r.decision.clone(), r.outcome.clone()))
+    };
+    assert_eq!(row("prompt:up.greet").unwrap().1.as_deref(), Some("ok"));
+    assert_eq!(row("resource:up.readme").unwrap().1.as_deref(), Some("ok"));
+    assert!(
+        d.iter()
+            .any(|r| r.tool == "prompt:up.hello" && r.outcome.is_none()),
+        "refused and recorded"
+    );
 }

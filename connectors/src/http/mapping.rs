@@ -204,6 +204,7 @@ pub(super) fn to_output(
             is_error: false,
             backend_status: Some(status.as_u16()),
             content: Vec::new(),
+            raw: None,
         };
     }
     let message = json
@@ -227,6 +228,7 @@ pub(super) fn to_output(
         is_error: true,
         backend_status: Some(status.as_u16()),
         content: Vec::new(),
+        raw: None,
     }
 }
 

@@ -78,6 +78,26 @@ pub enum Discovery {
     Failed(String),
 }
 
+/// The upstream's prompts and resources (empty when it offers none).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extras {
+    /// Its prompts.
+    pub prompts: Vec<rmcp::model::Prompt>,
+    /// Its resources.
+    pub resources: Vec<rmcp::model::Resource>,
+}
+
+/// What the gateway asks of an upstream for one exposed name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    /// `tools/call` of this upstream tool.
+    Tool(String),
+    /// `prompts/get` of this upstream prompt.
+    Prompt(String),
+    /// `resources/read` of this URI.
+    Resource(String),
+}
+
 /// How the upstream is doing, for `tollgate connectors status`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Health {
@@ -113,6 +133,7 @@ struct Shared {
     /// Bumped (pool-wide) whenever what the upstream offers changes.
     generation: Arc<AtomicU64>,
     discovery: RwLock<Discovery>,
+    extras: RwLock<Arc<Extras>>,
     health: RwLock<Health>,
     /// The connection calls use: the child's, or the HTTP upstream's
     /// session without credential.
@@ -178,6 +199,7 @@ impl Upstream {
             base_dir: base_dir.to_path_buf(),
             generation,
             discovery: RwLock::new(Discovery::Pending),
+            extras: RwLock::new(Arc::default()),
             health: RwLock::new(Health {
                 state: "starting",
                 restarts: 0,
@@ -207,6 +229,11 @@ impl Upstream {
         read(&self.shared.discovery).clone()
     }
 
+    /// Its prompts and resources now.
+    pub fn extras(&self) -> Arc<Extras> {
+        read(&self.shared.extras).clone()
+    }
+
     /// How it is doing.
     pub fn health(&self) -> Health {
         read(&self.shared.health).clone()
@@ -228,6 +255,76 @@ impl Upstream {
     /// Stops the upstream (its child, its sessions).
     pub fn stop(&self) {
         self.shared.stop.cancel();
+    }
+
+    /// `prompts/get` or `resources/read`: no progress to relay; the whole
+    /// result goes back as `raw`.
+    async fn fetch(
+        &self,
+        op: &Operation,
+        call: ConnectorCall<'_>,
+    ) -> Result<ToolOutput, ConnectorError> {
+        let shared = &self.shared;
+        let timeout = shared.config.timeout();
+        let work = async {
+            let peer = self.peer_for(call.credential).await?;
+            let unreachable = |e: rmcp::ServiceError| match e {
+                rmcp::ServiceError::McpError(e) => Ok(ToolOutput {
+                    text: e.message.to_string(),
+                    structured: None,
+                    is_error: true,
+                    backend_status: None,
+                    content: Vec::new(),
+                    raw: None,
+                }),
+                e => Err(unreachable(&shared.id, &e)),
+            };
+            let (text, raw) = match op {
+                Operation::Prompt(name) => {
+                    let mut params = rmcp::model::GetPromptRequestParams::new(name.clone());
+                    if !call.arguments.is_empty() {
+                        params = params.with_arguments(call.arguments.clone());
+                    }
+                    match peer.get_prompt(params).await {
+                        Ok(r) => (
+                            r.description.clone().unwrap_or_default(),
+                            serde_json::to_value(&r).unwrap_or(Value::Null),
+                        ),
+                        Err(e) => return unreachable(e),
+                    }
+                }
+                Operation::Resource(uri) => {
+                    match peer
+                        .read_resource(rmcp::model::ReadResourceRequestParams::new(uri.clone()))
+                        .await
+                    {
+                        Ok(r) => (
+                            format!("{} content item(s) of {uri}", r.contents.len()),
+                            serde_json::to_value(&r).unwrap_or(Value::Null),
+                        ),
+                        Err(e) => return unreachable(e),
+                    }
+                }
+                Operation::Tool(_) => {
+                    return Err(ConnectorError::BadRequest("not a fetch".into()));
+                }
+            };
+            let mut out = ToolOutput {
+                text,
+                structured: None,
+                is_error: false,
+                backend_status: None,
+                content: Vec::new(),
+                raw: Some(raw),
+            };
+            if let Some(cred) = call.credential {
+                redact(&mut out, cred);
+            }
+            Ok(out)
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| ConnectorError::Timeout(timeout))?
     }
 
     /// Calls upstream tool `name`.
@@ -305,6 +402,7 @@ impl Upstream {
                     is_error: true,
                     backend_status: None,
                     content: Vec::new(),
+                    raw: None,
                 });
             }
             Err(e) => return Err(unreachable(&shared.id, &e)),
@@ -326,6 +424,7 @@ impl Upstream {
             is_error: result.is_error.unwrap_or(false),
             backend_status: None,
             content,
+            raw: None,
         };
         if let Some(cred) = call.credential {
             redact(&mut out, cred);
@@ -414,6 +513,9 @@ fn redact(out: &mut ToolOutput, cred: &BackendCredential) {
     };
     out.content.iter_mut().for_each(json);
     if let Some(v) = out.structured.as_mut() {
+        json(v);
+    }
+    if let Some(v) = out.raw.as_mut() {
         json(v);
     }
 }
@@ -656,6 +758,30 @@ async fn discover(shared: &Arc<Shared>, peer: &Peer<RoleClient>) {
         Ok(Err(e)) => Discovery::Failed(format!("tools/list failed: {e}")),
         Err(_) => Discovery::Failed("tools/list did not answer in time".into()),
     };
+    // Prompts and resources, from an upstream that declares them. A list
+    // that fails is empty: their entries are withdrawn, the tools stay.
+    let caps = peer.peer_info().map(|i| i.capabilities.clone());
+    let within = shared.config.connect_timeout();
+    let mut extras = Extras::default();
+    if caps.as_ref().is_some_and(|c| c.prompts.is_some())
+        && let Ok(Ok(p)) = tokio::time::timeout(within, peer.list_all_prompts()).await
+    {
+        extras.prompts = p;
+    }
+    if caps.as_ref().is_some_and(|c| c.resources.is_some())
+        && let Ok(Ok(r)) = tokio::time::timeout(within, peer.list_all_resources()).await
+    {
+        extras.resources = r;
+    }
+    let extras_changed = {
+        let mut e = write(&shared.extras);
+        let changed = **e != extras;
+        *e = Arc::new(extras);
+        changed
+    };
+    if extras_changed {
+        shared.generation.fetch_add(1, Ordering::SeqCst);
+    }
     publish(shared, next);
 }
 
@@ -841,12 +967,16 @@ async fn session_for(
 #[derive(Debug)]
 pub struct McpConnector {
     upstream: Arc<Upstream>,
-    names: HashMap<String, String>,
+    names: HashMap<String, Operation>,
 }
 
 impl McpConnector {
-    /// A connector over `upstream` serving `names` (local name, upstream name).
-    pub fn new(upstream: Arc<Upstream>, names: impl IntoIterator<Item = (String, String)>) -> Self {
+    /// A connector over `upstream` serving `names` (local name, what it
+    /// asks of the upstream).
+    pub fn new(
+        upstream: Arc<Upstream>,
+        names: impl IntoIterator<Item = (String, Operation)>,
+    ) -> Self {
         Self {
             upstream,
             names: names.into_iter().collect(),
@@ -857,10 +987,11 @@ impl McpConnector {
 #[async_trait]
 impl Connector for McpConnector {
     async fn call(&self, call: ConnectorCall<'_>) -> Result<ToolOutput, ConnectorError> {
-        let Some(name) = self.names.get(call.tool) else {
-            return Err(ConnectorError::UnknownTool(call.tool.to_string()));
-        };
-        self.upstream.call(name, call).await
+        match self.names.get(call.tool) {
+            Some(Operation::Tool(name)) => self.upstream.call(name, call).await,
+            Some(op) => self.upstream.fetch(op, call).await,
+            None => Err(ConnectorError::UnknownTool(call.tool.to_string())),
+        }
     }
 
     fn target(&self) -> String {

@@ -148,7 +148,7 @@ fn summary(c: &Catalog, dir: &Path) -> anyhow::Result<()> {
         let connectors: std::collections::BTreeSet<&str> =
             c.withdrawn.values().map(|w| w.connector.as_str()).collect();
         outln!(
-            "upstream MCP tools: {} declared, not checked against their upstream here (`tollgate connectors status` starts {} and checks them)",
+            "upstream MCP tools, prompts and resources: {} declared, not checked against their upstream here (`tollgate connectors status` starts {} and checks them)",
             c.withdrawn.len(),
             connectors.into_iter().collect::<Vec<_>>().join(", ")
         );

@@ -185,7 +185,10 @@ async fn status(docs: &[&ConnectorDocument], as_json: bool) -> anyhow::Result<Ex
             .filter(|d| !exposed.contains(&d.name.as_ref()))
             .map(|d| d.name.to_string())
             .collect();
+        let extras = up.extras();
         reports.push(json!({
+            "upstream_prompts": extras.prompts.iter().map(|p| &p.name).collect::<Vec<_>>(),
+            "upstream_resources": extras.resources.iter().map(|r| &r.uri).collect::<Vec<_>>(),
             "connector": doc.manifest.id,
             "target": doc.manifest.mcp.as_ref().map(|m| m.target()),
             "state": if defs.is_some() { "up" } else { "unreachable" },

@@ -761,6 +761,17 @@ fn check_connectors(
                 continue;
             }
         };
+        if !c.prompts.is_empty() || !c.resources.is_empty() {
+            errors.push(doc.error(
+                l,
+                col,
+                format!(
+                    "connector `{}`: `prompts` and `resources` are for `mcp` connectors",
+                    c.id
+                ),
+            ));
+            continue;
+        }
         if !c.expose.is_empty() {
             let (el, ec) = doc.locate(None, "expose:");
             errors.push(doc.error(
@@ -1029,7 +1040,7 @@ fn check_mcp_connector(
     tool_sites: &mut BTreeMap<String, ManifestError>,
 ) {
     use crate::catalog::Withdrawn;
-    use tollgate_connectors::mcp::{Discovery, McpConnector};
+    use tollgate_connectors::mcp::{Discovery, McpConnector, Operation};
     let (l, col) = doc.locate(None, &c.id);
     let (ml, mc) = doc.locate(None, "mcp:");
     if let Err(message) = mcp.check() {
@@ -1133,12 +1144,30 @@ fn check_mcp_connector(
         .unwrap_or(Discovery::Failed("not contacted (checked offline)".into()));
     let owners = Arc::new(c.owners.clone());
     let connector: Option<Arc<dyn Connector>> = upstream.as_ref().map(|up| {
+        let tools = ok.iter().map(|(t, _, _)| {
+            (
+                t.name.clone(),
+                Operation::Tool(t.upstream_name().to_string()),
+            )
+        });
+        let prompts = c.prompts.iter().map(|p| {
+            (
+                format!("prompt:{}", p.name),
+                Operation::Prompt(p.upstream.clone().unwrap_or_else(|| p.name.clone())),
+            )
+        });
+        let resources = c.resources.iter().map(|r| {
+            (
+                format!("resource:{}", r.name),
+                Operation::Resource(r.uri.clone()),
+            )
+        });
         Arc::new(McpConnector::new(
             up.clone(),
-            ok.iter()
-                .map(|(t, _, _)| (t.name.clone(), t.upstream_name().to_string())),
+            tools.chain(prompts).chain(resources),
         )) as Arc<dyn Connector>
     });
+    let extras = upstream.as_ref().map(|u| u.extras());
     entry.upstream = upstream;
     catalog.connectors.insert(c.id.clone(), Arc::new(entry));
     for (t, tl, tc) in ok {
@@ -1209,6 +1238,189 @@ fn check_mcp_connector(
                 catalog.withdrawn.insert(full_name, w);
             }
         }
+    }
+    check_mcp_extras(
+        doc,
+        c,
+        &discovery,
+        extras.as_deref(),
+        connector,
+        &owners,
+        catalog,
+        errors,
+        tool_sites,
+    );
+}
+
+/// An `mcp` connector's exposed prompts and resources: each a catalog entry
+/// (`prompt:...`, `resource:...`) built from what the upstream offers, or
+/// withdrawn with the reason.
+#[allow(clippy::too_many_arguments)]
+fn check_mcp_extras(
+    doc: &Doc<'_>,
+    c: &ConnectorManifest,
+    discovery: &tollgate_connectors::mcp::Discovery,
+    extras: Option<&tollgate_connectors::mcp::Extras>,
+    connector: Option<Arc<dyn Connector>>,
+    owners: &Arc<crate::manifest::types::ConnectorOwners>,
+    catalog: &mut Catalog,
+    errors: &mut Vec<ManifestError>,
+    tool_sites: &mut BTreeMap<String, ManifestError>,
+) {
+    use crate::catalog::{ToolKind, Withdrawn};
+    use tollgate_connectors::mcp::Discovery;
+    let unavailable = |what: &str| match discovery {
+        Discovery::Pending => format!("upstream `{}` has not connected yet", c.id),
+        Discovery::Failed(why) => format!("upstream `{}` is not available: {why}", c.id),
+        Discovery::Ready(_) => format!("upstream `{}` does not offer {what}", c.id),
+    };
+    let mut declare = |kind: ToolKind,
+                       name: &str,
+                       built: Result<ToolEntry, (&'static str, String)>,
+                       catalog: &mut Catalog,
+                       errors: &mut Vec<ManifestError>| {
+        let (tl, tc) = doc.locate(
+            Some(if kind == ToolKind::Prompt {
+                "prompts:"
+            } else {
+                "resources:"
+            }),
+            name,
+        );
+        if !valid_tool_name(name) {
+            errors.push(doc.error(
+                tl,
+                tc,
+                format!("name `{name}` must be 1-128 of A-Z a-z 0-9 _ -"),
+            ));
+            return;
+        }
+        let full_name = format!("{}{}", kind.prefix(), tool_name(c, name));
+        if catalog.tools.contains_key(&full_name) || catalog.withdrawn.contains_key(&full_name) {
+            errors.push(
+                doc.error(tl, tc, format!("`{full_name}` is declared twice"))
+                    .with_code(Code::Duplicate),
+            );
+            return;
+        }
+        tool_sites.insert(full_name.clone(), unreachable_site(doc, tl, tc, &full_name));
+        match built {
+            Ok(mut entry) => {
+                entry.full_name = full_name.clone();
+                entry.tool.name = full_name.clone().into();
+                catalog.tools.insert(full_name, Arc::new(entry));
+            }
+            Err((code, why)) => {
+                catalog.withdrawn.insert(
+                    full_name,
+                    Withdrawn {
+                        connector: c.id.clone(),
+                        tool: name.to_string(),
+                        code,
+                        why,
+                    },
+                );
+            }
+        }
+    };
+    for p in &c.prompts {
+        let upstream_name = p.upstream.as_deref().unwrap_or(&p.name);
+        let def = extras.and_then(|e| e.prompts.iter().find(|d| d.name == upstream_name));
+        let built = match (def, &connector) {
+            (Some(def), Some(connector)) => {
+                let mut properties = serde_json::Map::new();
+                let mut required = Vec::new();
+                for a in def.arguments.iter().flatten() {
+                    let mut prop = serde_json::Map::new();
+                    prop.insert("type".into(), "string".into());
+                    if let Some(d) = &a.description {
+                        prop.insert("description".into(), d.clone().into());
+                    }
+                    properties.insert(a.name.clone(), prop.into());
+                    if a.required == Some(true) {
+                        required.push(serde_json::Value::String(a.name.clone()));
+                    }
+                }
+                let mut schema = serde_json::Map::new();
+                schema.insert("type".into(), "object".into());
+                schema.insert("properties".into(), properties.into());
+                schema.insert("required".into(), required.into());
+                schema.insert("additionalProperties".into(), false.into());
+                let mut listed = def.clone();
+                listed.name = tool_name(c, &p.name);
+                if let Some(d) = &p.description {
+                    listed.description = Some(d.clone());
+                }
+                ToolEntry::upstream_extra(
+                    c,
+                    ToolKind::Prompt,
+                    String::new(),
+                    format!("prompt:{}", p.name),
+                    listed.description.clone().unwrap_or_default(),
+                    schema,
+                    p.risk,
+                    p.labels.clone(),
+                    (Some(listed), None),
+                    connector.clone(),
+                    owners.clone(),
+                )
+                .map_err(|why| ("upstream_definition_invalid", why))
+            }
+            (None, _) if extras.is_some() && matches!(discovery, Discovery::Ready(_)) => Err((
+                "upstream_tool_missing",
+                unavailable(&format!("a prompt named `{upstream_name}`")),
+            )),
+            _ => Err(("upstream_unavailable", unavailable("prompts"))),
+        };
+        declare(ToolKind::Prompt, &p.name, built, catalog, errors);
+    }
+    for r in &c.resources {
+        let def = extras.and_then(|e| e.resources.iter().find(|d| d.uri == r.uri));
+        if let Some(other) = catalog.resource_uris.get(&r.uri) {
+            let (tl, tc) = doc.locate(Some("resources:"), &r.uri);
+            errors.push(
+                doc.error(
+                    tl,
+                    tc,
+                    format!("resource `{}` is already exposed as `{other}`", r.uri),
+                )
+                .with_code(Code::Duplicate),
+            );
+            continue;
+        }
+        let built = match (def, &connector) {
+            (Some(def), Some(connector)) => {
+                let mut listed = def.clone();
+                if let Some(d) = &r.description {
+                    listed.description = Some(d.clone());
+                }
+                let mut schema = serde_json::Map::new();
+                schema.insert("type".into(), "object".into());
+                schema.insert("additionalProperties".into(), false.into());
+                ToolEntry::upstream_extra(
+                    c,
+                    ToolKind::Resource,
+                    String::new(),
+                    format!("resource:{}", r.name),
+                    listed.description.clone().unwrap_or_else(|| r.uri.clone()),
+                    schema,
+                    r.risk,
+                    r.labels.clone(),
+                    (None, Some(listed)),
+                    connector.clone(),
+                    owners.clone(),
+                )
+                .map_err(|why| ("upstream_definition_invalid", why))
+            }
+            (None, _) if extras.is_some() && matches!(discovery, Discovery::Ready(_)) => Err((
+                "upstream_tool_missing",
+                unavailable(&format!("a resource `{}`", r.uri)),
+            )),
+            _ => Err(("upstream_unavailable", unavailable("resources"))),
+        };
+        let full_name = format!("resource:{}", tool_name(c, &r.name));
+        catalog.resource_uris.insert(r.uri.clone(), full_name);
+        declare(ToolKind::Resource, &r.name, built, catalog, errors);
     }
 }
 

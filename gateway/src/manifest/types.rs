@@ -118,6 +118,15 @@ pub struct ConnectorManifest {
     /// upstream stays hidden and is refused like an unknown tool.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expose: Vec<ExposedTool>,
+    /// The upstream prompts an `mcp` connector exposes (`prompts/get`).
+    /// Agents are granted them as `prompt:<connector>.<name>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompts: Vec<ExposedPrompt>,
+    /// The upstream resources an `mcp` connector exposes (`resources/read`,
+    /// by their upstream URI). Agents are granted them as
+    /// `resource:<connector>.<name>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<ExposedResource>,
     /// Limits that protect the backend from all agents together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<ConnectorLimits>,
@@ -166,6 +175,45 @@ pub struct ExposedTool {
     /// How an agent waits for an approval this tool needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_mode: Option<ApprovalMode>,
+}
+
+/// One upstream prompt an `mcp` connector exposes. Getting it goes
+/// through every stage a tool call does, and is recorded like one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExposedPrompt {
+    /// The name agents see inside this connector.
+    pub name: String,
+    /// The upstream's name for it, when `name` renames it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// A description shown instead of the upstream's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// How much harm getting it can do, as Tollgate judges it.
+    pub risk: Risk,
+    /// Free-form labels policies can test.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+}
+
+/// One upstream resource an `mcp` connector exposes, by its URI. Reading
+/// it goes through every stage a tool call does, and is recorded like one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExposedResource {
+    /// The name it is granted by (`resource:<connector>.<name>`).
+    pub name: String,
+    /// The upstream's URI for it (what agents read).
+    pub uri: String,
+    /// A description shown instead of the upstream's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// How much harm reading it can do, as Tollgate judges it.
+    pub risk: Risk,
+    /// Free-form labels policies can test.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 impl ExposedTool {

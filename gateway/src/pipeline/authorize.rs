@@ -17,7 +17,7 @@ use super::admit::Admitted;
 use super::authenticate::Authenticated;
 use super::denial::{Denial, capped};
 use crate::args::digest as args_digest;
-use crate::catalog::{AgentEntry, Catalog, ToolEntry};
+use crate::catalog::{AgentEntry, Catalog, ToolEntry, ToolKind};
 
 /// Most schema problems reported back for one call.
 const MAX_PROBLEMS: usize = 5;
@@ -185,12 +185,21 @@ pub fn authorize(
     digest_key: &[u8],
     admitted: Admitted,
     name: &str,
+    kind: ToolKind,
     arguments: Option<Map<String, Value>>,
 ) -> Result<Authorized, (Denial, String)> {
     let who = admitted.into_who();
     let digest = |a: &Map<String, Value>| args_digest(digest_key, a);
     let (target, arguments) =
         match check_tool(catalog, who.agent(), name, arguments.unwrap_or_default()) {
+            // A prompt or resource is reached only by its own method, and
+            // a tool only by `tools/call`: anything else is unknown.
+            Ok(Checked::Connector(tool, args)) if tool.kind != kind => {
+                return Err((Denial::UnknownTool { name: capped(name) }, digest(&args)));
+            }
+            Ok(Checked::Gateway(_, args)) if kind != ToolKind::Tool => {
+                return Err((Denial::UnknownTool { name: capped(name) }, digest(&args)));
+            }
             Ok(Checked::Connector(tool, args)) => (Target::Connector(tool), args),
             Ok(Checked::Gateway(builtin, args)) => (Target::Gateway(builtin), args),
             Err(e) => {

@@ -178,6 +178,7 @@ pub async fn run(
         connection: connection.map(str::to_string),
         progress: None,
         trace_parent: None,
+        kind: crate::catalog::ToolKind::Tool,
     };
     if name == START_TASK {
         start(gw, who, &request, current_task, args).await
@@ -195,6 +196,7 @@ fn output(text: String, structured: Value) -> ToolOutput {
         is_error: false,
         backend_status: None,
         content: Vec::new(),
+        raw: None,
     }
 }
 

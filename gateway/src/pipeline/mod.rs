@@ -82,6 +82,10 @@ pub struct ToolRequest {
     pub progress: Option<Arc<dyn Progress>>,
     /// The caller's trace context (`traceparent`), when traces are on.
     pub trace_parent: Option<crate::telemetry::RemoteParent>,
+    /// What is asked for: a tool (`tools/call`), or an upstream's prompt or
+    /// resource (`prompts/get`, `resources/read`), which go through the
+    /// same stages under their own names (`prompt:...`, `resource:...`).
+    pub kind: crate::catalog::ToolKind,
 }
 
 /// Where a waiting call reports progress: MCP progress notifications, when
@@ -159,6 +163,7 @@ async fn run(
         arguments,
         connection,
         progress,
+        kind,
         ..
     } = request;
     let refused = Refusal {
@@ -207,6 +212,7 @@ async fn run(
             key.digest_key(),
             admitted,
             &name,
+            kind,
             arguments.take(),
         );
         stage(gw, "authorize", t);

@@ -161,6 +161,8 @@ impl ServerHandler for Upstream {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_tool_list_changed()
+                .enable_prompts()
+                .enable_resources()
                 .build(),
         )
         .with_server_info(Implementation::new("tollgate-test-upstream", "1.0.0"))
@@ -185,6 +187,77 @@ impl ServerHandler for Upstream {
             s.retain(|x| *x.id() != id);
         }
         Ok(())
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, ErrorData> {
+        Ok(rmcp::model::ListPromptsResult::with_all_items(vec![
+            rmcp::model::Prompt::new(
+                "greet",
+                Some("Greets someone by name."),
+                Some(vec![
+                    rmcp::model::PromptArgument::new("who")
+                        .with_description("Whom to greet")
+                        .with_required(true),
+                ]),
+            ),
+            rmcp::model::Prompt::new("secret-prompt", Some("Not exposed."), None),
+        ]))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
+        event(
+            json!({ "method": "prompts/get", "name": request.name, "arguments": request.arguments }),
+        );
+        let who = request
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("who"))
+            .and_then(Value::as_str)
+            .unwrap_or("nobody")
+            .to_string();
+        Ok(
+            rmcp::model::GetPromptResult::new(vec![rmcp::model::PromptMessage::new_text(
+                rmcp::model::Role::User,
+                format!("Say hello to {who}."),
+            )])
+            .with_description("A greeting")
+            .into(),
+        )
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
+        Ok(rmcp::model::ListResourcesResult::with_all_items(vec![
+            rmcp::model::Resource::new("file:///srv/readme.txt", "readme")
+                .with_mime_type("text/plain"),
+            rmcp::model::Resource::new("file:///srv/private.txt", "private"),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
+        event(json!({ "method": "resources/read", "uri": request.uri }));
+        Ok(
+            rmcp::model::ReadResourceResult::new(vec![rmcp::model::ResourceContents::text(
+                format!("contents of {}", request.uri),
+                request.uri.clone(),
+            )])
+            .into(),
+        )
     }
 
     async fn on_initialized(&self, ctx: NotificationContext<RoleServer>) {
