@@ -62,6 +62,9 @@ pub struct Catalog {
     pub withdrawn: BTreeMap<String, Withdrawn>,
     /// Exposed upstream resources: URI -> catalog name (`resource:...`).
     pub resource_uris: HashMap<String, String>,
+    /// Exposed upstream resource templates: (URI template, catalog name),
+    /// tried in order for a URI that is not exposed exactly.
+    pub resource_templates: Vec<(String, String)>,
 }
 
 /// What a catalog entry is, and so which MCP method reaches it.
@@ -239,6 +242,8 @@ pub struct ToolEntry {
     pub prompt: Option<rmcp::model::Prompt>,
     /// For a resource: its definition as agents list it.
     pub resource: Option<rmcp::model::Resource>,
+    /// For a resource template: its definition as agents list it.
+    pub template: Option<rmcp::model::ResourceTemplate>,
 }
 
 impl ToolEntry {
@@ -302,6 +307,7 @@ impl ToolEntry {
             kind: ToolKind::Tool,
             prompt: None,
             resource: None,
+            template: None,
         }
     }
 
@@ -379,6 +385,7 @@ impl ToolEntry {
             kind: ToolKind::Tool,
             prompt: None,
             resource: None,
+            template: None,
         })
     }
 
@@ -428,6 +435,7 @@ impl ToolEntry {
             kind,
             prompt: listing.0,
             resource: listing.1,
+            template: None,
         })
     }
 }

@@ -3,8 +3,8 @@
 //! auth layer or the stdio key), and every `tools/call`, `prompts/get` and
 //! `resources/read` goes to [`pipeline::call_tool`] (prompts and resources
 //! are upstream MCP servers' catalog entries of their own kind). Methods
-//! not implemented here (resource templates and subscriptions, completion,
-//! logging, ...) keep rmcp's "method not found" default: nothing is passed
+//! not implemented here (resource subscriptions, completion, logging,
+//! ...) keep rmcp's "method not found" default: nothing is passed
 //! through ungoverned.
 
 use std::sync::Arc;
@@ -12,9 +12,10 @@ use std::sync::Arc;
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
     ErrorData, GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation,
-    ListPromptsResult, ListResourcesResult, ListToolsResult, MetaObject, PaginatedRequestParams,
-    ProgressNotificationParam, ProgressToken, ReadResourceRequestParams, ReadResourceResponse,
-    ReadResourceResult, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    MetaObject, PaginatedRequestParams, ProgressNotificationParam, ProgressToken,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ServerCapabilities,
+    ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext};
 use rmcp::{RoleServer, ServerHandler};
@@ -444,6 +445,21 @@ impl ServerHandler for McpFront {
         Ok(ListResourcesResult::with_all_items(resources).with_cache_scope(CacheScope::Private))
     }
 
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let templates = self
+            .granted(&ctx, ToolKind::Resource)
+            .await?
+            .iter()
+            .filter_map(|t| t.template.clone())
+            .collect();
+        Ok(ListResourceTemplatesResult::with_all_items(templates)
+            .with_cache_scope(CacheScope::Private))
+    }
+
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
@@ -451,15 +467,31 @@ impl ServerHandler for McpFront {
     ) -> Result<ReadResourceResponse, ErrorData> {
         // By URI; one nobody exposed goes through the pipeline too (as an
         // unknown name), so the attempt is recorded like a call's.
-        let name = self
-            .gw
-            .catalog()
-            .resource_uris
-            .get(&request.uri)
-            .cloned()
-            .unwrap_or_else(|| format!("{}{}", ToolKind::Resource.prefix(), request.uri));
+        let (name, arguments) = {
+            let catalog = self.gw.catalog();
+            match catalog.resource_uris.get(&request.uri) {
+                Some(name) => (name.clone(), None),
+                None => match catalog
+                    .resource_templates
+                    .iter()
+                    .find(|(t, _)| tollgate_connectors::mcp::template_matches(t, &request.uri))
+                {
+                    // Through a template: the URI is its argument, so task
+                    // constraints and policies can test it.
+                    Some((_, name)) => {
+                        let mut a = serde_json::Map::new();
+                        a.insert("uri".into(), Value::String(request.uri.clone()));
+                        (name.clone(), Some(a))
+                    }
+                    None => (
+                        format!("{}{}", ToolKind::Resource.prefix(), request.uri),
+                        None,
+                    ),
+                },
+            }
+        };
         let raw = self
-            .fetch(&ctx, ToolKind::Resource, name, None)
+            .fetch(&ctx, ToolKind::Resource, name, arguments)
             .await
             .map_err(|e| {
                 if e.code == ErrorCode(codes::INVALID_PARAMS) {

@@ -72,11 +72,13 @@ status=$("$tollgate" --manifests "$work/manifests" connectors status conformance
 names=$(printf '%s' "$status" | node -e 'const r=JSON.parse(require("fs").readFileSync(0,"utf8"))[0];
              console.log([...r.tools.map(t=>t.upstream), ...r.hidden].join("\n"))')
 expose=$(printf '%s\n' "$names" | sed 's/.*/  - { name: &, risk: low }/')
-# Its prompts and resources too (resources named r0, r1, ... by position).
+# Its prompts, resources and resource templates too (named r0, r1, ...
+# and t0, t1, ... by position).
 extras=$(printf '%s' "$status" | node -e 'const r=JSON.parse(require("fs").readFileSync(0,"utf8"))[0];
     const out=[];
     if (r.upstream_prompts.length) { out.push("prompts:"); for (const p of r.upstream_prompts) out.push(`  - { name: ${p}, risk: low }`); }
     if (r.upstream_resources.length) { out.push("resources:"); r.upstream_resources.forEach((u,i)=>out.push(`  - { name: r${i}, uri: ${JSON.stringify(u)}, risk: low }`)); }
+    if (r.upstream_templates.length) { out.push("resource_templates:"); r.upstream_templates.forEach((u,i)=>out.push(`  - { name: t${i}, template: ${JSON.stringify(u)}, risk: low }`)); }
     console.log(out.join("\n"))')
 connector "$expose" "$extras"
 echo "through-tollgate: exposing $(printf '%s\n' "$names" | wc -l) upstream tools and its prompts and resources"

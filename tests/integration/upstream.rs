@@ -749,7 +749,7 @@ async fn the_reference_server_works_behind_the_gateway_with_the_example_manifest
 #[tokio::test(flavor = "multi_thread")]
 async fn prompts_and_resources_are_curated_granted_and_recorded() {
     let up = Upstream::new();
-    let expose = "expose:\n  - { name: echo, risk: low }\nprompts:\n  - { name: greet, risk: low }\n  - { name: hello, upstream: greet, risk: low }\nresources:\n  - { name: readme, uri: \"file:///srv/readme.txt\", risk: low }\n";
+    let expose = "expose:\n  - { name: echo, risk: low }\nprompts:\n  - { name: greet, risk: low }\n  - { name: hello, upstream: greet, risk: low }\nresources:\n  - { name: readme, uri: \"file:///srv/readme.txt\", risk: low }\nresource_templates:\n  - { name: item, template: \"db://items/{id}\", risk: low }\n";
     let manifests = up.stdio_connector(expose).replace(
         r#"tools: ["up.*"]"#,
         r#"tools: ["up.*", "prompt:up.greet", "resource:up.*"]"#,
@@ -809,6 +809,29 @@ async fn prompts_and_resources_are_curated_granted_and_recorded() {
             .contains("contents of file:///srv/readme.txt")
     );
 
+    // Through a template: any expansion of it, and nothing else.
+    let templates = client.list_all_resource_templates().await.unwrap();
+    assert_eq!(templates.len(), 1);
+    assert_eq!(templates[0].uri_template, "db://items/{id}");
+    let item = client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new("db://items/42"))
+        .await
+        .unwrap();
+    assert!(
+        serde_json::to_string(&item.contents)
+            .unwrap()
+            .contains("contents of db://items/42")
+    );
+    assert!(
+        client
+            .read_resource(rmcp::model::ReadResourceRequestParams::new(
+                "db://items/42/../../secrets"
+            ))
+            .await
+            .is_err(),
+        "not an expansion of the template"
+    );
+
     // Not granted, not exposed, or through the wrong method: refused, and
     // nothing reaches the upstream.
     assert!(
@@ -848,7 +871,7 @@ async fn prompts_and_resources_are_curated_granted_and_recorded() {
         .count();
     assert_eq!(
         (upstream_gets, upstream_reads),
-        (1, 1),
+        (1, 2),
         "{:#?}",
         up.events()
     );
@@ -862,6 +885,7 @@ async fn prompts_and_resources_are_curated_granted_and_recorded() {
     };
     assert_eq!(row("prompt:up.greet").unwrap().1.as_deref(), Some("ok"));
     assert_eq!(row("resource:up.readme").unwrap().1.as_deref(), Some("ok"));
+    assert_eq!(row("resource:up.item").unwrap().1.as_deref(), Some("ok"));
     assert!(
         d.iter()
             .any(|r| r.tool == "prompt:up.hello" && r.outcome.is_none()),

@@ -85,6 +85,8 @@ pub struct Extras {
     pub prompts: Vec<rmcp::model::Prompt>,
     /// Its resources.
     pub resources: Vec<rmcp::model::Resource>,
+    /// Its resource templates.
+    pub templates: Vec<rmcp::model::ResourceTemplate>,
 }
 
 /// What the gateway asks of an upstream for one exposed name.
@@ -96,6 +98,40 @@ pub enum Operation {
     Prompt(String),
     /// `resources/read` of this URI.
     Resource(String),
+    /// `resources/read` of the URI in the call's `uri` argument, which
+    /// must match this URI template (RFC 6570, `{var}` and `{+var}`).
+    ResourceTemplate(String),
+}
+
+/// Whether `uri` is an expansion of `template` (RFC 6570 level 1 and
+/// reserved expansion: `{var}` stands for one or more characters other
+/// than `/`, `?` and `#`; `{+var}` for one or more of any).
+pub fn template_matches(template: &str, uri: &str) -> bool {
+    fn go(t: &[u8], u: &[u8]) -> bool {
+        match t.first() {
+            None => u.is_empty(),
+            Some(b'{') => {
+                let Some(end) = t.iter().position(|b| *b == b'}') else {
+                    return false;
+                };
+                let reserved = t.get(1) == Some(&b'+');
+                let rest = &t[end + 1..];
+                // One or more characters, then the rest must match.
+                for n in 1..=u.len() {
+                    let c = u[n - 1];
+                    if !reserved && matches!(c, b'/' | b'?' | b'#') {
+                        break;
+                    }
+                    if go(rest, &u[n..]) {
+                        return true;
+                    }
+                }
+                false
+            }
+            Some(c) => u.first() == Some(c) && go(&t[1..], &u[1..]),
+        }
+    }
+    go(template.as_bytes(), uri.as_bytes())
 }
 
 /// How the upstream is doing, for `tollgate connectors status`.
@@ -293,7 +329,27 @@ impl Upstream {
                         Err(e) => return unreachable(e),
                     }
                 }
-                Operation::Resource(uri) => {
+                Operation::Resource(_) | Operation::ResourceTemplate(_) => {
+                    let uri = match op {
+                        Operation::ResourceTemplate(template) => {
+                            let uri = call
+                                .arguments
+                                .get("uri")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default();
+                            // The front end matched it; checked again here
+                            // so nothing else can read outside the template.
+                            if !template_matches(template, uri) {
+                                return Err(ConnectorError::BadRequest(format!(
+                                    "`{uri}` does not match the resource template"
+                                )));
+                            }
+                            uri.to_string()
+                        }
+                        Operation::Resource(uri) => uri.clone(),
+                        _ => String::new(),
+                    };
+                    let uri = &uri;
                     match peer
                         .read_resource(rmcp::model::ReadResourceRequestParams::new(uri.clone()))
                         .await
@@ -768,10 +824,13 @@ async fn discover(shared: &Arc<Shared>, peer: &Peer<RoleClient>) {
     {
         extras.prompts = p;
     }
-    if caps.as_ref().is_some_and(|c| c.resources.is_some())
-        && let Ok(Ok(r)) = tokio::time::timeout(within, peer.list_all_resources()).await
-    {
-        extras.resources = r;
+    if caps.as_ref().is_some_and(|c| c.resources.is_some()) {
+        if let Ok(Ok(r)) = tokio::time::timeout(within, peer.list_all_resources()).await {
+            extras.resources = r;
+        }
+        if let Ok(Ok(t)) = tokio::time::timeout(within, peer.list_all_resource_templates()).await {
+            extras.templates = t;
+        }
     }
     let extras_changed = {
         let mut e = write(&shared.extras);
@@ -1061,6 +1120,29 @@ mod tests {
             description.to_string(),
             Arc::new(schema.as_object().cloned().unwrap_or_default()),
         )
+    }
+
+    #[test]
+    fn uri_templates_match_their_expansions_only() {
+        assert!(template_matches(
+            "test://template/{id}/data",
+            "test://template/123/data"
+        ));
+        assert!(!template_matches(
+            "test://template/{id}/data",
+            "test://template//data"
+        ));
+        assert!(!template_matches(
+            "test://template/{id}/data",
+            "test://template/1/2/data"
+        ));
+        assert!(!template_matches(
+            "test://template/{id}/data",
+            "test://template/1/data/x"
+        ));
+        assert!(template_matches("file:///{+path}", "file:///a/b/c.txt"));
+        assert!(!template_matches("file:///{path}", "file:///a/b"));
+        assert!(template_matches("db://{table}/{row}", "db://users/7"));
     }
 
     #[test]

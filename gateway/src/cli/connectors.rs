@@ -189,6 +189,7 @@ async fn status(docs: &[&ConnectorDocument], as_json: bool) -> anyhow::Result<Ex
         reports.push(json!({
             "upstream_prompts": extras.prompts.iter().map(|p| &p.name).collect::<Vec<_>>(),
             "upstream_resources": extras.resources.iter().map(|r| &r.uri).collect::<Vec<_>>(),
+            "upstream_templates": extras.templates.iter().map(|r| &r.uri_template).collect::<Vec<_>>(),
             "connector": doc.manifest.id,
             "target": doc.manifest.mcp.as_ref().map(|m| m.target()),
             "state": if defs.is_some() { "up" } else { "unreachable" },

@@ -761,7 +761,7 @@ fn check_connectors(
                 continue;
             }
         };
-        if !c.prompts.is_empty() || !c.resources.is_empty() {
+        if !c.prompts.is_empty() || !c.resources.is_empty() || !c.resource_templates.is_empty() {
             errors.push(doc.error(
                 l,
                 col,
@@ -1162,9 +1162,15 @@ fn check_mcp_connector(
                 Operation::Resource(r.uri.clone()),
             )
         });
+        let templates = c.resource_templates.iter().map(|r| {
+            (
+                format!("resource:{}", r.name),
+                Operation::ResourceTemplate(r.template.clone()),
+            )
+        });
         Arc::new(McpConnector::new(
             up.clone(),
-            tools.chain(prompts).chain(resources),
+            tools.chain(prompts).chain(resources).chain(templates),
         )) as Arc<dyn Connector>
     });
     let extras = upstream.as_ref().map(|u| u.extras());
@@ -1420,6 +1426,54 @@ fn check_mcp_extras(
         };
         let full_name = format!("resource:{}", tool_name(c, &r.name));
         catalog.resource_uris.insert(r.uri.clone(), full_name);
+        declare(ToolKind::Resource, &r.name, built, catalog, errors);
+    }
+    for r in &c.resource_templates {
+        let def = extras.and_then(|e| e.templates.iter().find(|d| d.uri_template == r.template));
+        let built = match (def, &connector) {
+            (Some(def), Some(connector)) => {
+                let mut listed = def.clone();
+                if let Some(d) = &r.description {
+                    listed.description = Some(d.clone());
+                }
+                let schema = serde_json::json!({
+                    "type": "object",
+                    "properties": { "uri": { "type": "string", "description": "The URI read" } },
+                    "required": ["uri"],
+                    "additionalProperties": false
+                });
+                ToolEntry::upstream_extra(
+                    c,
+                    ToolKind::Resource,
+                    String::new(),
+                    format!("resource:{}", r.name),
+                    listed
+                        .description
+                        .clone()
+                        .unwrap_or_else(|| r.template.clone()),
+                    schema.as_object().cloned().unwrap_or_default(),
+                    r.risk,
+                    r.labels.clone(),
+                    (None, None),
+                    connector.clone(),
+                    owners.clone(),
+                )
+                .map(|mut e| {
+                    e.template = Some(listed);
+                    e
+                })
+                .map_err(|why| ("upstream_definition_invalid", why))
+            }
+            (None, _) if extras.is_some() && matches!(discovery, Discovery::Ready(_)) => Err((
+                "upstream_tool_missing",
+                unavailable(&format!("a resource template `{}`", r.template)),
+            )),
+            _ => Err(("upstream_unavailable", unavailable("resource templates"))),
+        };
+        let full_name = format!("resource:{}", tool_name(c, &r.name));
+        catalog
+            .resource_templates
+            .push((r.template.clone(), full_name));
         declare(ToolKind::Resource, &r.name, built, catalog, errors);
     }
 }

@@ -127,6 +127,12 @@ pub struct ConnectorManifest {
     /// `resource:<connector>.<name>`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<ExposedResource>,
+    /// The upstream resource templates an `mcp` connector exposes: any URI
+    /// that expands the template is read through it. Granted as
+    /// `resource:<connector>.<name>`; the URI read is the entry's `uri`
+    /// argument, which policies can test.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_templates: Vec<ExposedTemplate>,
     /// Limits that protect the backend from all agents together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<ConnectorLimits>,
@@ -210,6 +216,24 @@ pub struct ExposedResource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// How much harm reading it can do, as Tollgate judges it.
+    pub risk: Risk,
+    /// Free-form labels policies can test.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+}
+
+/// One upstream resource template an `mcp` connector exposes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExposedTemplate {
+    /// The name it is granted by (`resource:<connector>.<name>`).
+    pub name: String,
+    /// The upstream's URI template (RFC 6570), exactly as it lists it.
+    pub template: String,
+    /// A description shown instead of the upstream's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// How much harm reading through it can do, as Tollgate judges it.
     pub risk: Risk,
     /// Free-form labels policies can test.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
