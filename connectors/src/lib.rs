@@ -197,11 +197,10 @@ pub struct ToolOutput {
     pub is_error: bool,
     /// The backend's own status (HTTP status code), for the audit record.
     pub backend_status: Option<u16>,
-    /// MCP content blocks (JSON) exactly as an upstream MCP server returned
-    /// them: text, images, audio, resource links, embedded resources. When
-    /// not empty they are what the agent gets, and `text` is only their
-    /// text for records.
-    pub content: Vec<Value>,
+    /// MCP content blocks exactly as an upstream MCP server returned them:
+    /// text, images, audio, resource links, embedded resources. When not
+    /// empty they are what the agent gets (and `text` is empty).
+    pub content: Vec<rmcp::model::ContentBlock>,
     /// The whole result of an operation that is not a tool call (an
     /// upstream's `prompts/get` or `resources/read`), as JSON, for the
     /// front end to hand on; `text` is its summary for records.

@@ -236,14 +236,20 @@ pub struct ToolEntry {
     /// Compiled output schema of an upstream tool: its structured content
     /// is checked against it before the agent sees it.
     pub output_validator: Option<Arc<jsonschema::Validator>>,
-    /// Tool, prompt or resource.
-    pub kind: ToolKind,
-    /// For a prompt: its definition as agents list it.
-    pub prompt: Option<rmcp::model::Prompt>,
-    /// For a resource: its definition as agents list it.
-    pub resource: Option<rmcp::model::Resource>,
-    /// For a resource template: its definition as agents list it.
-    pub template: Option<rmcp::model::ResourceTemplate>,
+    /// For an upstream's prompt or resource: how agents list it (its kind
+    /// follows from it). `None` for a tool.
+    pub listing: Option<Listing>,
+}
+
+/// How an upstream's prompt or resource is listed to agents.
+#[derive(Debug, Clone)]
+pub enum Listing {
+    /// In `prompts/list`.
+    Prompt(rmcp::model::Prompt),
+    /// In `resources/list`.
+    Resource(rmcp::model::Resource),
+    /// In `resources/templates/list`.
+    Template(rmcp::model::ResourceTemplate),
 }
 
 impl ToolEntry {
@@ -304,10 +310,7 @@ impl ToolEntry {
             sensitive: t.sensitive.clone(),
             approval_mode: t.approval_mode,
             output_validator: None,
-            kind: ToolKind::Tool,
-            prompt: None,
-            resource: None,
-            template: None,
+            listing: None,
         }
     }
 
@@ -382,28 +385,33 @@ impl ToolEntry {
             sensitive: t.sensitive.clone(),
             approval_mode: t.approval_mode,
             output_validator,
-            kind: ToolKind::Tool,
-            prompt: None,
-            resource: None,
-            template: None,
+            listing: None,
         })
+    }
+
+    /// What it is, and so which MCP method reaches it.
+    pub fn kind(&self) -> ToolKind {
+        match self.listing {
+            None => ToolKind::Tool,
+            Some(Listing::Prompt(_)) => ToolKind::Prompt,
+            Some(Listing::Resource(_) | Listing::Template(_)) => ToolKind::Resource,
+        }
     }
 
     /// An upstream's prompt or resource as a catalog entry, so that getting
     /// or reading it goes through every stage a call does. `schema` is
-    /// what its arguments must be (a prompt's declared arguments; nothing
-    /// for a resource).
+    /// what its arguments must be (a prompt's declared arguments, a
+    /// template's `uri`, nothing for a resource).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn upstream_extra(
         c: &ConnectorManifest,
-        kind: ToolKind,
         full_name: String,
         local_name: String,
         description: String,
         schema: Map<String, Value>,
         risk: Risk,
         labels: Vec<String>,
-        listing: (Option<rmcp::model::Prompt>, Option<rmcp::model::Resource>),
+        listing: Listing,
         connector: Arc<dyn Connector>,
         owners: Arc<ConnectorOwners>,
     ) -> Result<Self, String> {
@@ -432,10 +440,7 @@ impl ToolEntry {
             sensitive: Vec::new(),
             approval_mode: None,
             output_validator: None,
-            kind,
-            prompt: listing.0,
-            resource: listing.1,
-            template: None,
+            listing: Some(listing),
         })
     }
 }
@@ -487,7 +492,7 @@ impl AgentEntry {
         let listed = granted
             .iter()
             .filter_map(|n| tools.get(n))
-            .filter(|t| t.kind == ToolKind::Tool)
+            .filter(|t| t.kind() == ToolKind::Tool)
             .map(|t| t.tool.clone())
             .collect();
         Self {

@@ -22,7 +22,7 @@ use rmcp::{RoleServer, ServerHandler};
 use serde_json::{Value, json};
 
 use crate::Gateway;
-use crate::catalog::ToolKind;
+use crate::catalog::{Listing, ToolKind};
 use crate::pipeline::{
     self, AgentView, Authenticated, CallReply, ToolRequest, Transport, authenticate,
     denial::{self, codes},
@@ -190,7 +190,11 @@ impl McpFront {
             .map_err(|d| view_to_error(d.to_agent()))?;
         // Visible to this agent, possible under its policies, within its
         // task: the same filter as `tools/list`.
-        Ok(list.tools.into_iter().filter(|t| t.kind == kind).collect())
+        Ok(list
+            .tools
+            .into_iter()
+            .filter(|t| t.kind() == kind)
+            .collect())
     }
 }
 
@@ -271,18 +275,11 @@ fn gateway_tool(t: pipeline::builtin::GatewayTool) -> Tool {
 
 fn output_result(out: tollgate_connectors::ToolOutput) -> CallToolResult {
     // An upstream MCP server's content blocks go on as they came (images,
-    // audio, resource links, embedded resources); a block this rmcp cannot
-    // read is not dropped silently but shown as its JSON text.
+    // audio, resource links, embedded resources).
     let content = if out.content.is_empty() {
         vec![ContentBlock::text(out.text)]
     } else {
         out.content
-            .into_iter()
-            .map(|v| {
-                serde_json::from_value::<ContentBlock>(v.clone())
-                    .unwrap_or_else(|_| ContentBlock::text(v.to_string()))
-            })
-            .collect()
     };
     let mut result = if out.is_error {
         CallToolResult::error(content)
@@ -369,7 +366,7 @@ impl ServerHandler for McpFront {
         let mut tools: Vec<Tool> = list
             .tools
             .iter()
-            .filter(|t| t.kind == ToolKind::Tool)
+            .filter(|t| t.kind() == ToolKind::Tool)
             .map(|t| t.tool.clone())
             .collect();
         tools.extend(
@@ -411,7 +408,10 @@ impl ServerHandler for McpFront {
             .granted(&ctx, ToolKind::Prompt)
             .await?
             .iter()
-            .filter_map(|t| t.prompt.clone())
+            .filter_map(|t| match &t.listing {
+                Some(Listing::Prompt(p)) => Some(p.clone()),
+                _ => None,
+            })
             .collect();
         Ok(ListPromptsResult::with_all_items(prompts).with_cache_scope(CacheScope::Private))
     }
@@ -440,7 +440,10 @@ impl ServerHandler for McpFront {
             .granted(&ctx, ToolKind::Resource)
             .await?
             .iter()
-            .filter_map(|t| t.resource.clone())
+            .filter_map(|t| match &t.listing {
+                Some(Listing::Resource(r)) => Some(r.clone()),
+                _ => None,
+            })
             .collect();
         Ok(ListResourcesResult::with_all_items(resources).with_cache_scope(CacheScope::Private))
     }
@@ -454,7 +457,10 @@ impl ServerHandler for McpFront {
             .granted(&ctx, ToolKind::Resource)
             .await?
             .iter()
-            .filter_map(|t| t.template.clone())
+            .filter_map(|t| match &t.listing {
+                Some(Listing::Template(r)) => Some(r.clone()),
+                _ => None,
+            })
             .collect();
         Ok(ListResourceTemplatesResult::with_all_items(templates)
             .with_cache_scope(CacheScope::Private))

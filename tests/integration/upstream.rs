@@ -892,3 +892,78 @@ async fn prompts_and_resources_are_curated_granted_and_recorded() {
         "refused and recorded"
     );
 }
+
+/// `tollgate connectors pin|status|diff` on the real binary: pin writes
+/// the digests the gateway checks (keeping the manifest's comments), status
+/// says pinned (exit 0), and after the upstream changes a definition diff
+/// names the changed field and exits 1, as status does.
+#[tokio::test(flavor = "multi_thread")]
+async fn connectors_pin_status_and_diff_on_the_real_binary() {
+    let bin = env!("CARGO_BIN_EXE_tollgate-under-test");
+    let up = Upstream::new();
+    std::fs::write(up.desc_path(), "Version one.").unwrap();
+    let manifests = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let expose = "expose:\n  # the one tool that may change\n  - name: mutable   # pinned below\n    risk: low\n  - { name: echo, risk: low }\n";
+    let file = manifests.path().join("up.yaml");
+    std::fs::write(&file, up.stdio_connector(expose)).unwrap();
+    let cli = |args: &[&str]| tollgate_tests::run_cli(bin, data.path(), manifests.path(), args);
+
+    let out = cli(&["connectors", "pin", "up", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["pins"].as_array().unwrap().len(), 2);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("# the one tool that may change") && text.contains("# pinned below"));
+    let loaded = tollgate::manifest::connector_documents(manifests.path()).unwrap();
+    let pinned = |name: &str| {
+        loaded[0]
+            .manifest
+            .expose
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap()
+            .pin
+            .clone()
+            .unwrap()
+    };
+    assert_eq!(
+        Some(pinned("mutable").as_str()),
+        report["pins"][0]["pin"].as_str()
+    );
+    assert!(pinned("echo").starts_with("sha256:"));
+    assert!(manifests.path().join("pins/up.json").is_file());
+
+    let out = cli(&["connectors", "status", "up", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        status[0]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["state"] == "pinned")
+    );
+    assert_eq!(cli(&["connectors", "diff", "up"]).status.code(), Some(0));
+
+    std::fs::write(up.desc_path(), "Version two.").unwrap();
+    let out = cli(&["connectors", "diff", "up", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let diff: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mutable = diff["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tool"] == "mutable")
+        .unwrap();
+    assert_eq!(mutable["state"], "changed");
+    assert_eq!(mutable["changes"][0]["path"], "/description");
+    assert_eq!(mutable["changes"][0]["before"], "Version one.");
+    assert_eq!(mutable["changes"][0]["after"], "Version two.");
+    assert_eq!(cli(&["connectors", "status", "up"]).status.code(), Some(1));
+}

@@ -304,17 +304,6 @@ impl Upstream {
         let timeout = shared.config.timeout();
         let work = async {
             let peer = self.peer_for(call.credential).await?;
-            let unreachable = |e: rmcp::ServiceError| match e {
-                rmcp::ServiceError::McpError(e) => Ok(ToolOutput {
-                    text: e.message.to_string(),
-                    structured: None,
-                    is_error: true,
-                    backend_status: None,
-                    content: Vec::new(),
-                    raw: None,
-                }),
-                e => Err(unreachable(&shared.id, &e)),
-            };
             let (text, raw) = match op {
                 Operation::Prompt(name) => {
                     let mut params = rmcp::model::GetPromptRequestParams::new(name.clone());
@@ -326,7 +315,7 @@ impl Upstream {
                             r.description.clone().unwrap_or_default(),
                             serde_json::to_value(&r).unwrap_or(Value::Null),
                         ),
-                        Err(e) => return unreachable(e),
+                        Err(e) => return upstream_failure(&shared.id, e),
                     }
                 }
                 Operation::Resource(_) | Operation::ResourceTemplate(_) => {
@@ -358,7 +347,7 @@ impl Upstream {
                             format!("{} content item(s) of {uri}", r.contents.len()),
                             serde_json::to_value(&r).unwrap_or(Value::Null),
                         ),
-                        Err(e) => return unreachable(e),
+                        Err(e) => return upstream_failure(&shared.id, e),
                     }
                 }
                 Operation::Tool(_) => {
@@ -430,12 +419,13 @@ impl Upstream {
         guard.done = true;
         // rmcp hands notifications to the handler on tasks of their own, so
         // progress sent just before the result may still be on its way:
-        // let those tasks run, then pass on what arrived.
-        for _ in 0..8 {
-            tokio::task::yield_now().await;
-        }
-        while let Ok(p) = rx.try_recv() {
-            if let Some(relay) = call.progress {
+        // when the agent asked for progress, let those tasks run, then pass
+        // on what arrived. A call without progress pays nothing for this.
+        if let Some(relay) = call.progress {
+            for _ in 0..8 {
+                tokio::task::yield_now().await;
+            }
+            while let Ok(p) = rx.try_recv() {
                 relay.progress(p.progress, p.total, p.message).await;
             }
         }
@@ -448,38 +438,15 @@ impl Upstream {
                     kind_of(&other)
                 )));
             }
-            Err(rmcp::ServiceError::McpError(e)) => {
-                // A protocol-level error from the upstream (for example
-                // unknown arguments): the agent sees its message as a tool
-                // error, as it would talking to the upstream directly.
-                return Ok(ToolOutput {
-                    text: e.message.to_string(),
-                    structured: None,
-                    is_error: true,
-                    backend_status: None,
-                    content: Vec::new(),
-                    raw: None,
-                });
-            }
-            Err(e) => return Err(unreachable(&shared.id, &e)),
+            Err(e) => return upstream_failure(&shared.id, e),
         };
-        let mut content = Vec::with_capacity(result.content.len());
-        let mut text = String::new();
-        for block in &result.content {
-            if let rmcp::model::ContentBlock::Text(t) = block {
-                if !text.is_empty() {
-                    text.push('\n');
-                }
-                text.push_str(&t.text);
-            }
-            content.push(serde_json::to_value(block).unwrap_or(Value::Null));
-        }
+        // The blocks go on as they came: no text is derived from them.
         let mut out = ToolOutput {
-            text,
+            text: String::new(),
             structured: result.structured_content,
             is_error: result.is_error.unwrap_or(false),
             backend_status: None,
-            content,
+            content: result.content,
             raw: None,
         };
         if let Some(cred) = call.credential {
@@ -567,7 +534,13 @@ fn redact(out: &mut ToolOutput, cred: &BackendCredential) {
             *v = serde_json::from_slice(&r).unwrap_or(Value::String(crate::REDACTED.into()));
         }
     };
-    out.content.iter_mut().for_each(json);
+    for block in &mut out.content {
+        let text = serde_json::to_string(block).unwrap_or_default();
+        if let Some(r) = cred.redact_in(text.as_bytes()) {
+            *block = serde_json::from_slice(&r)
+                .unwrap_or_else(|_| rmcp::model::ContentBlock::text(crate::REDACTED));
+        }
+    }
     if let Some(v) = out.structured.as_mut() {
         json(v);
     }
@@ -607,6 +580,24 @@ fn kind_of(r: &ServerResult) -> String {
 
 fn unreachable(id: &str, e: &rmcp::ServiceError) -> ConnectorError {
     ConnectorError::Unreachable(format!("upstream `{id}`: {e}"))
+}
+
+/// A request the upstream failed. A protocol-level error from it (unknown
+/// arguments, an unknown prompt) is what the agent would have seen talking
+/// to it directly: a tool error with its message. Anything else (the
+/// connection lost) is the backend being unreachable.
+fn upstream_failure(id: &str, e: rmcp::ServiceError) -> Result<ToolOutput, ConnectorError> {
+    match e {
+        rmcp::ServiceError::McpError(e) => Ok(ToolOutput {
+            text: e.message.to_string(),
+            structured: None,
+            is_error: true,
+            backend_status: None,
+            content: Vec::new(),
+            raw: None,
+        }),
+        e => Err(unreachable(id, &e)),
+    }
 }
 
 fn read<T: Clone>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

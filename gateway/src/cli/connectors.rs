@@ -301,18 +301,17 @@ async fn pin(
         stored.insert(t.name.clone(), pinned_view(def));
         written.push(json!({ "tool": t.name, "pin": hash, "was": t.pin }));
     }
-    // The edited set must still load, and read back the new pins.
-    let check_dir = tempfile_dir(manifests, &doc.file, &text)?;
-    let reparsed = manifest::connector_documents(check_dir.path())?;
-    let _ = std::fs::remove_dir_all(check_dir.path());
-    let back = reparsed
-        .iter()
-        .find(|d| &d.manifest.id == id)
-        .context("the edited manifest no longer parses; nothing was written")?;
+    // The edited document must still parse, and read back the new pins
+    // (the file's other documents are untouched).
+    let lines: Vec<&str> = text.lines().collect();
+    let grown = lines.len().saturating_sub(original_lines);
+    let end = (doc.first_line + doc.lines + grown).min(lines.len());
+    let back: crate::manifest::types::ConnectorManifest =
+        serde_yaml_ng::from_str(&lines[doc.first_line.min(end)..end].join("\n"))
+            .context("the edited manifest no longer parses; nothing was written")?;
     for w in &written {
         let name = w["tool"].as_str().unwrap_or("");
         let ok = back
-            .manifest
             .expose
             .iter()
             .any(|t| t.name == name && t.pin.as_deref() == w["pin"].as_str());
@@ -356,43 +355,6 @@ async fn pin(
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A copy of the manifest directory's YAML with `file` replaced by `text`.
-fn tempfile_dir(manifests: &Path, file: &Path, text: &str) -> anyhow::Result<TempDir> {
-    let dir = std::env::temp_dir().join(format!("tollgate-pin-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir)?;
-    for entry in std::fs::read_dir(manifests)? {
-        let path = entry?.path();
-        if path.is_file()
-            && matches!(
-                path.extension().and_then(|e| e.to_str()),
-                Some("yaml" | "yml")
-            )
-            && let Some(name) = path.file_name()
-        {
-            if path == file {
-                std::fs::write(dir.join(name), text)?;
-            } else {
-                std::fs::copy(&path, dir.join(name))?;
-            }
-        }
-    }
-    Ok(TempDir(dir))
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

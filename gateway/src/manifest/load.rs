@@ -1258,9 +1258,9 @@ fn check_mcp_connector(
     );
 }
 
-/// An `mcp` connector's exposed prompts and resources: each a catalog entry
-/// (`prompt:...`, `resource:...`) built from what the upstream offers, or
-/// withdrawn with the reason.
+/// An `mcp` connector's exposed prompts, resources and resource templates:
+/// each a catalog entry (`prompt:...`, `resource:...`) built from what the
+/// upstream offers, or withdrawn with the reason.
 #[allow(clippy::too_many_arguments)]
 fn check_mcp_extras(
     doc: &Doc<'_>,
@@ -1273,33 +1273,60 @@ fn check_mcp_extras(
     errors: &mut Vec<ManifestError>,
     tool_sites: &mut BTreeMap<String, ManifestError>,
 ) {
-    use crate::catalog::{ToolKind, Withdrawn};
+    use crate::catalog::{Listing, ToolKind, Withdrawn};
+    use crate::manifest::types::Risk;
     use tollgate_connectors::mcp::Discovery;
-    let unavailable = |what: &str| match discovery {
-        Discovery::Pending => format!("upstream `{}` has not connected yet", c.id),
-        Discovery::Failed(why) => format!("upstream `{}` is not available: {why}", c.id),
-        Discovery::Ready(_) => format!("upstream `{}` does not offer {what}", c.id),
+    /// One exposed entry as found upstream: its listing, description and
+    /// argument schema.
+    struct Found {
+        listing: Listing,
+        description: String,
+        schema: serde_json::Value,
+    }
+    let object = |properties: serde_json::Value, required: Vec<String>| {
+        serde_json::json!({
+            "type": "object",
+            "properties": properties,
+            "required": required,
+            "additionalProperties": false
+        })
+    };
+    // Why an entry the upstream does not offer (now) is withdrawn.
+    let absent = |what: String| match discovery {
+        Discovery::Ready(_) if extras.is_some() => (
+            "upstream_tool_missing",
+            format!("upstream `{}` does not offer {what}", c.id),
+        ),
+        Discovery::Failed(why) => (
+            "upstream_unavailable",
+            format!("upstream `{}` is not available: {why}", c.id),
+        ),
+        _ => (
+            "upstream_unavailable",
+            format!("upstream `{}` has not connected yet", c.id),
+        ),
     };
     let mut declare = |kind: ToolKind,
                        name: &str,
-                       built: Result<ToolEntry, (&'static str, String)>,
+                       risk: Risk,
+                       labels: &[String],
+                       found: Result<Found, (&'static str, String)>,
                        catalog: &mut Catalog,
-                       errors: &mut Vec<ManifestError>| {
-        let (tl, tc) = doc.locate(
-            Some(if kind == ToolKind::Prompt {
-                "prompts:"
-            } else {
-                "resources:"
-            }),
-            name,
-        );
+                       errors: &mut Vec<ManifestError>|
+     -> Option<String> {
+        let section = if kind == ToolKind::Prompt {
+            "prompts:"
+        } else {
+            "resources:"
+        };
+        let (tl, tc) = doc.locate(Some(section), name);
         if !valid_tool_name(name) {
             errors.push(doc.error(
                 tl,
                 tc,
                 format!("name `{name}` must be 1-128 of A-Z a-z 0-9 _ -"),
             ));
-            return;
+            return None;
         }
         let full_name = format!("{}{}", kind.prefix(), tool_name(c, name));
         if catalog.tools.contains_key(&full_name) || catalog.withdrawn.contains_key(&full_name) {
@@ -1307,81 +1334,83 @@ fn check_mcp_extras(
                 doc.error(tl, tc, format!("`{full_name}` is declared twice"))
                     .with_code(Code::Duplicate),
             );
-            return;
+            return None;
         }
         tool_sites.insert(full_name.clone(), unreachable_site(doc, tl, tc, &full_name));
+        let built = found.and_then(|f| {
+            let Some(connector) = &connector else {
+                return Err(absent(String::new()));
+            };
+            ToolEntry::upstream_extra(
+                c,
+                full_name.clone(),
+                format!("{}{name}", kind.prefix()),
+                f.description,
+                f.schema.as_object().cloned().unwrap_or_default(),
+                risk,
+                labels.to_vec(),
+                f.listing,
+                connector.clone(),
+                owners.clone(),
+            )
+            .map_err(|why| ("upstream_definition_invalid", why))
+        });
         match built {
-            Ok(mut entry) => {
-                entry.full_name = full_name.clone();
-                entry.tool.name = full_name.clone().into();
-                catalog.tools.insert(full_name, Arc::new(entry));
+            Ok(entry) => {
+                catalog.tools.insert(full_name.clone(), Arc::new(entry));
             }
             Err((code, why)) => {
-                catalog.withdrawn.insert(
-                    full_name,
-                    Withdrawn {
-                        connector: c.id.clone(),
-                        tool: name.to_string(),
-                        code,
-                        why,
-                    },
-                );
+                let w = Withdrawn {
+                    connector: c.id.clone(),
+                    tool: name.to_string(),
+                    code,
+                    why,
+                };
+                catalog.withdrawn.insert(full_name.clone(), w);
             }
         }
+        Some(full_name)
     };
     for p in &c.prompts {
         let upstream_name = p.upstream.as_deref().unwrap_or(&p.name);
-        let def = extras.and_then(|e| e.prompts.iter().find(|d| d.name == upstream_name));
-        let built = match (def, &connector) {
-            (Some(def), Some(connector)) => {
+        let found = extras
+            .and_then(|e| e.prompts.iter().find(|d| d.name == upstream_name))
+            .map(|def| {
                 let mut properties = serde_json::Map::new();
                 let mut required = Vec::new();
                 for a in def.arguments.iter().flatten() {
-                    let mut prop = serde_json::Map::new();
-                    prop.insert("type".into(), "string".into());
+                    let mut prop = serde_json::json!({ "type": "string" });
                     if let Some(d) = &a.description {
-                        prop.insert("description".into(), d.clone().into());
+                        prop["description"] = d.clone().into();
                     }
-                    properties.insert(a.name.clone(), prop.into());
+                    properties.insert(a.name.clone(), prop);
                     if a.required == Some(true) {
-                        required.push(serde_json::Value::String(a.name.clone()));
+                        required.push(a.name.clone());
                     }
                 }
-                let mut schema = serde_json::Map::new();
-                schema.insert("type".into(), "object".into());
-                schema.insert("properties".into(), properties.into());
-                schema.insert("required".into(), required.into());
-                schema.insert("additionalProperties".into(), false.into());
                 let mut listed = def.clone();
                 listed.name = tool_name(c, &p.name);
                 if let Some(d) = &p.description {
                     listed.description = Some(d.clone());
                 }
-                ToolEntry::upstream_extra(
-                    c,
-                    ToolKind::Prompt,
-                    String::new(),
-                    format!("prompt:{}", p.name),
-                    listed.description.clone().unwrap_or_default(),
-                    schema,
-                    p.risk,
-                    p.labels.clone(),
-                    (Some(listed), None),
-                    connector.clone(),
-                    owners.clone(),
-                )
-                .map_err(|why| ("upstream_definition_invalid", why))
-            }
-            (None, _) if extras.is_some() && matches!(discovery, Discovery::Ready(_)) => Err((
-                "upstream_tool_missing",
-                unavailable(&format!("a prompt named `{upstream_name}`")),
-            )),
-            _ => Err(("upstream_unavailable", unavailable("prompts"))),
-        };
-        declare(ToolKind::Prompt, &p.name, built, catalog, errors);
+                Found {
+                    description: listed.description.clone().unwrap_or_default(),
+                    schema: object(properties.into(), required),
+                    listing: Listing::Prompt(listed),
+                }
+            })
+            .ok_or_else(|| absent(format!("a prompt named `{upstream_name}`")));
+        declare(
+            ToolKind::Prompt,
+            &p.name,
+            p.risk,
+            &p.labels,
+            found,
+            catalog,
+            errors,
+        );
     }
     for r in &c.resources {
-        let def = extras.and_then(|e| e.resources.iter().find(|d| d.uri == r.uri));
         if let Some(other) = catalog.resource_uris.get(&r.uri) {
             let (tl, tc) = doc.locate(Some("resources:"), &r.uri);
             errors.push(
@@ -1394,87 +1423,67 @@ fn check_mcp_extras(
             );
             continue;
         }
-        let built = match (def, &connector) {
-            (Some(def), Some(connector)) => {
+        let found = extras
+            .and_then(|e| e.resources.iter().find(|d| d.uri == r.uri))
+            .map(|def| {
                 let mut listed = def.clone();
                 if let Some(d) = &r.description {
                     listed.description = Some(d.clone());
                 }
-                let mut schema = serde_json::Map::new();
-                schema.insert("type".into(), "object".into());
-                schema.insert("additionalProperties".into(), false.into());
-                ToolEntry::upstream_extra(
-                    c,
-                    ToolKind::Resource,
-                    String::new(),
-                    format!("resource:{}", r.name),
-                    listed.description.clone().unwrap_or_else(|| r.uri.clone()),
-                    schema,
-                    r.risk,
-                    r.labels.clone(),
-                    (None, Some(listed)),
-                    connector.clone(),
-                    owners.clone(),
-                )
-                .map_err(|why| ("upstream_definition_invalid", why))
-            }
-            (None, _) if extras.is_some() && matches!(discovery, Discovery::Ready(_)) => Err((
-                "upstream_tool_missing",
-                unavailable(&format!("a resource `{}`", r.uri)),
-            )),
-            _ => Err(("upstream_unavailable", unavailable("resources"))),
-        };
-        let full_name = format!("resource:{}", tool_name(c, &r.name));
-        catalog.resource_uris.insert(r.uri.clone(), full_name);
-        declare(ToolKind::Resource, &r.name, built, catalog, errors);
+                Found {
+                    description: listed.description.clone().unwrap_or_else(|| r.uri.clone()),
+                    schema: object(serde_json::json!({}), Vec::new()),
+                    listing: Listing::Resource(listed),
+                }
+            })
+            .ok_or_else(|| absent(format!("a resource `{}`", r.uri)));
+        if let Some(full_name) = declare(
+            ToolKind::Resource,
+            &r.name,
+            r.risk,
+            &r.labels,
+            found,
+            catalog,
+            errors,
+        ) {
+            catalog.resource_uris.insert(r.uri.clone(), full_name);
+        }
     }
     for r in &c.resource_templates {
-        let def = extras.and_then(|e| e.templates.iter().find(|d| d.uri_template == r.template));
-        let built = match (def, &connector) {
-            (Some(def), Some(connector)) => {
+        let found = extras
+            .and_then(|e| e.templates.iter().find(|d| d.uri_template == r.template))
+            .map(|def| {
                 let mut listed = def.clone();
                 if let Some(d) = &r.description {
                     listed.description = Some(d.clone());
                 }
-                let schema = serde_json::json!({
-                    "type": "object",
-                    "properties": { "uri": { "type": "string", "description": "The URI read" } },
-                    "required": ["uri"],
-                    "additionalProperties": false
-                });
-                ToolEntry::upstream_extra(
-                    c,
-                    ToolKind::Resource,
-                    String::new(),
-                    format!("resource:{}", r.name),
-                    listed
+                Found {
+                    description: listed
                         .description
                         .clone()
                         .unwrap_or_else(|| r.template.clone()),
-                    schema.as_object().cloned().unwrap_or_default(),
-                    r.risk,
-                    r.labels.clone(),
-                    (None, None),
-                    connector.clone(),
-                    owners.clone(),
-                )
-                .map(|mut e| {
-                    e.template = Some(listed);
-                    e
-                })
-                .map_err(|why| ("upstream_definition_invalid", why))
-            }
-            (None, _) if extras.is_some() && matches!(discovery, Discovery::Ready(_)) => Err((
-                "upstream_tool_missing",
-                unavailable(&format!("a resource template `{}`", r.template)),
-            )),
-            _ => Err(("upstream_unavailable", unavailable("resource templates"))),
-        };
-        let full_name = format!("resource:{}", tool_name(c, &r.name));
-        catalog
-            .resource_templates
-            .push((r.template.clone(), full_name));
-        declare(ToolKind::Resource, &r.name, built, catalog, errors);
+                    // The URI read is the argument policies can test.
+                    schema: object(
+                        serde_json::json!({ "uri": { "type": "string", "description": "The URI read" } }),
+                        vec!["uri".into()],
+                    ),
+                    listing: Listing::Template(listed),
+                }
+            })
+            .ok_or_else(|| absent(format!("a resource template `{}`", r.template)));
+        if let Some(full_name) = declare(
+            ToolKind::Resource,
+            &r.name,
+            r.risk,
+            &r.labels,
+            found,
+            catalog,
+            errors,
+        ) {
+            catalog
+                .resource_templates
+                .push((r.template.clone(), full_name));
+        }
     }
 }
 

@@ -194,7 +194,7 @@ pub fn authorize(
         match check_tool(catalog, who.agent(), name, arguments.unwrap_or_default()) {
             // A prompt or resource is reached only by its own method, and
             // a tool only by `tools/call`: anything else is unknown.
-            Ok(Checked::Connector(tool, args)) if tool.kind != kind => {
+            Ok(Checked::Connector(tool, args)) if tool.kind() != kind => {
                 return Err((Denial::UnknownTool { name: capped(name) }, digest(&args)));
             }
             Ok(Checked::Gateway(_, args)) if kind != ToolKind::Tool => {
