@@ -32,9 +32,10 @@ pub struct ConnectorCall<'a> {
     /// Trace context to send with the request; empty unless the gateway
     /// exports traces.
     pub trace: &'a TraceHeaders,
-    /// Where the backend's progress for this call goes, when the agent
-    /// asked for progress (upstream MCP servers report it).
-    pub progress: Option<&'a dyn mcp::ProgressRelay>,
+    /// Where what the backend sends during the call goes besides its
+    /// result (an upstream MCP server's progress, log messages and
+    /// requests of the agent's client): the gateway's side of the call.
+    pub relay: Option<&'a dyn mcp::CallRelay>,
 }
 
 impl std::fmt::Debug for ConnectorCall<'_> {
@@ -42,7 +43,7 @@ impl std::fmt::Debug for ConnectorCall<'_> {
         f.debug_struct("ConnectorCall")
             .field("tool", &self.tool)
             .field("credential", &self.credential)
-            .field("progress", &self.progress.is_some())
+            .field("relay", &self.relay.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -78,6 +78,12 @@ pub enum ToolKind {
     /// An upstream's resource (`resources/read`), named
     /// `resource:<connector>.<name>`.
     Resource,
+    /// An upstream's sampling request of the calling agent's client, named
+    /// `sampling:<connector>`; reached only from inside a call.
+    Sampling,
+    /// An upstream's elicitation request of the calling agent's client,
+    /// named `elicitation:<connector>`; reached only from inside a call.
+    Elicitation,
 }
 
 impl ToolKind {
@@ -87,7 +93,15 @@ impl ToolKind {
             ToolKind::Tool => "",
             ToolKind::Prompt => "prompt:",
             ToolKind::Resource => "resource:",
+            ToolKind::Sampling => "sampling:",
+            ToolKind::Elicitation => "elicitation:",
         }
+    }
+
+    /// Whether it is a request an upstream makes of the agent's client
+    /// (part of a call already running, not a call of its own).
+    pub fn is_ask(self) -> bool {
+        matches!(self, ToolKind::Sampling | ToolKind::Elicitation)
     }
 }
 
@@ -250,6 +264,8 @@ pub enum Listing {
     Resource(rmcp::model::Resource),
     /// In `resources/templates/list`.
     Template(rmcp::model::ResourceTemplate),
+    /// Not listed: what an upstream may ask of agents' clients.
+    Ask(tollgate_connectors::mcp::ClientAsk),
 }
 
 impl ToolEntry {
@@ -395,6 +411,10 @@ impl ToolEntry {
             None => ToolKind::Tool,
             Some(Listing::Prompt(_)) => ToolKind::Prompt,
             Some(Listing::Resource(_) | Listing::Template(_)) => ToolKind::Resource,
+            Some(Listing::Ask(tollgate_connectors::mcp::ClientAsk::Sampling)) => ToolKind::Sampling,
+            Some(Listing::Ask(tollgate_connectors::mcp::ClientAsk::Elicitation)) => {
+                ToolKind::Elicitation
+            }
         }
     }
 
@@ -433,8 +453,9 @@ impl ToolEntry {
             owners,
             scopes: Vec::new(),
             labels,
+            // What an upstream asks of an agent's client is not a read.
             hints: crate::manifest::types::ToolHints {
-                read_only: Some(true),
+                read_only: Some(!matches!(listing, Listing::Ask(_))),
                 ..Default::default()
             },
             sensitive: Vec::new(),

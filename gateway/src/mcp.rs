@@ -3,9 +3,15 @@
 //! auth layer or the stdio key), and every `tools/call`, `prompts/get` and
 //! `resources/read` goes to [`pipeline::call_tool`] (prompts and resources
 //! are upstream MCP servers' catalog entries of their own kind). Methods
-//! not implemented here (resource subscriptions, completion, logging,
-//! ...) keep rmcp's "method not found" default: nothing is passed
-//! through ungoverned.
+//! not implemented here (resource subscriptions, completion, ...) keep
+//! rmcp's "method not found" default: nothing is passed through
+//! ungoverned.
+//!
+//! [`McpClient`] is the agent's client as a running call's upstream may
+//! reach it: upstream log messages at or above the level the client asked
+//! for (`logging/setLevel` on a session, `_meta` log level per stateless
+//! request), and sampling and elicitation requests, which the pipeline
+//! only sends after governing them as calls of their own.
 
 use std::sync::Arc;
 
@@ -48,7 +54,7 @@ impl std::fmt::Debug for Identity {
 }
 
 /// One MCP server handler; cheap to clone (the HTTP service builds one per
-/// session or request).
+/// session or request, with [`McpFront::fresh`]).
 #[derive(Debug, Clone)]
 pub struct McpFront {
     gw: Arc<Gateway>,
@@ -56,6 +62,34 @@ pub struct McpFront {
     /// For stdio: this process's connection key (tasks started in band
     /// bind to it). HTTP uses the session id instead.
     connection: Option<Arc<str>>,
+    /// The log level this session's client set (`logging/setLevel`):
+    /// upstream log messages below it, or all without it, stay in the
+    /// gateway's log.
+    log_level: Arc<std::sync::Mutex<Option<&'static str>>>,
+}
+
+/// MCP log levels, least severe first.
+const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+fn log_rank(level: &str) -> Option<usize> {
+    LOG_LEVELS.iter().position(|l| *l == level)
+}
+
+/// A level's MCP name, from rmcp's type (whose name is deprecated along
+/// with logging in the newest revision).
+fn level_name<T: serde::Serialize>(level: &T) -> Option<&'static str> {
+    let v = serde_json::to_value(level).ok()?;
+    let rank = log_rank(v.as_str()?)?;
+    Some(LOG_LEVELS[rank])
 }
 
 impl McpFront {
@@ -65,6 +99,15 @@ impl McpFront {
             gw,
             identity: Identity::HttpLayer,
             connection: None,
+            log_level: Arc::default(),
+        }
+    }
+
+    /// A handler for a new session: the same gateway, its own log level.
+    pub fn fresh(&self) -> Self {
+        Self {
+            log_level: Arc::default(),
+            ..self.clone()
         }
     }
 
@@ -75,6 +118,7 @@ impl McpFront {
             gw,
             identity: Identity::Key(Arc::from(key)),
             connection: Some(Arc::from(connection.as_str())),
+            log_level: Arc::default(),
         }
     }
 
@@ -151,6 +195,24 @@ impl McpFront {
             progress,
             trace_parent,
             kind: ToolKind::Tool,
+            client: Some(Arc::new(self.client(ctx))),
+        }
+    }
+
+    /// The agent's client as this request's upstream may reach it.
+    fn client(&self, ctx: &RequestContext<RoleServer>) -> McpClient {
+        let caps = ctx.client_capabilities().unwrap_or_default();
+        // The stateless revision has no server-to-client requests (it
+        // would take `input_required` results, which are not relayed).
+        let stateless = ctx.protocol_version().is_some_and(|v| !v.has_initialize());
+        #[allow(deprecated)]
+        let per_request = ctx.meta.log_level().and_then(|l| level_name(&l));
+        let session = *self.log_level.lock().unwrap_or_else(|p| p.into_inner());
+        McpClient {
+            peer: ctx.peer.clone(),
+            sampling: caps.sampling.is_some() && !stateless,
+            elicitation: caps.elicitation.is_some() && !stateless,
+            log_level: per_request.or(session),
         }
     }
 
@@ -202,6 +264,96 @@ impl McpFront {
 struct McpProgress {
     peer: Peer<RoleServer>,
     token: ProgressToken,
+}
+
+/// The agent's client, for what a call's upstream sends during the call.
+struct McpClient {
+    peer: Peer<RoleServer>,
+    sampling: bool,
+    elicitation: bool,
+    /// The least severe upstream log level the client asked for.
+    log_level: Option<&'static str>,
+}
+
+impl std::fmt::Debug for McpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpClient")
+            .field("sampling", &self.sampling)
+            .field("elicitation", &self.elicitation)
+            .field("log_level", &self.log_level)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl pipeline::AgentClient for McpClient {
+    fn can(&self, kind: ToolKind) -> bool {
+        match kind {
+            ToolKind::Sampling => self.sampling,
+            ToolKind::Elicitation => self.elicitation,
+            _ => false,
+        }
+    }
+
+    #[allow(deprecated)]
+    async fn ask(&self, kind: ToolKind, params: Value) -> Result<Value, String> {
+        let bad = |e: serde_json::Error| format!("the request is malformed: {e}");
+        let answer = match kind {
+            ToolKind::Sampling => {
+                let p: rmcp::model::CreateMessageRequestParams =
+                    serde_json::from_value(params).map_err(bad)?;
+                self.peer
+                    .create_message(p)
+                    .await
+                    .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+            }
+            ToolKind::Elicitation => {
+                let p: rmcp::model::ElicitRequestParams =
+                    serde_json::from_value(params).map_err(bad)?;
+                let request =
+                    rmcp::model::ServerRequest::ElicitRequest(rmcp::model::ElicitRequest::new(p));
+                match self.peer.send_request(request).await {
+                    Ok(rmcp::model::ClientResult::ElicitResult(r)) => {
+                        Ok(serde_json::to_value(r).unwrap_or(Value::Null))
+                    }
+                    Ok(_) => return Err("the agent's client answered something else".into()),
+                    Err(e) => Err(e),
+                }
+            }
+            _ => return Err("not a request of the agent's client".into()),
+        };
+        answer.map_err(|e| match e {
+            rmcp::ServiceError::McpError(e) => e.message.to_string(),
+            e => format!("the agent's client did not answer: {e}"),
+        })
+    }
+
+    async fn log(&self, level: &str, logger: Option<&str>, data: Value) {
+        let (Some(wanted), Some(rank)) = (self.log_level.and_then(log_rank), log_rank(level))
+        else {
+            return;
+        };
+        if rank < wanted {
+            return;
+        }
+        let mut note = json!({ "level": level, "data": data });
+        if let Some(l) = logger {
+            note["logger"] = Value::String(l.to_string());
+        }
+        #[allow(deprecated)]
+        let sent =
+            match serde_json::from_value::<rmcp::model::LoggingMessageNotificationParam>(note) {
+                Ok(p) => self
+                    .peer
+                    .notify_logging_message(p)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "cannot relay an upstream log message");
+        }
+    }
 }
 
 impl std::fmt::Debug for McpProgress {
@@ -334,6 +486,9 @@ fn reply_to_mcp(reply: CallReply) -> Result<CallToolResult, ErrorData> {
 }
 
 impl ServerHandler for McpFront {
+    // Logging is deprecated in the newest revision but what handshake-era
+    // clients ask for.
+    #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
@@ -341,6 +496,7 @@ impl ServerHandler for McpFront {
                 .enable_tool_list_changed()
                 .enable_prompts()
                 .enable_resources()
+                .enable_logging()
                 .build(),
         )
             .with_server_info(Implementation::new("tollgate", env!("CARGO_PKG_VERSION")))
@@ -539,6 +695,20 @@ impl ServerHandler for McpFront {
                 }
             }
         });
+    }
+
+    /// The least severe upstream log messages this session's client wants
+    /// relayed (from the upstreams of its own calls only).
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.who(&ctx).await?;
+        let level = level_name(&request.level);
+        *self.log_level.lock().unwrap_or_else(|p| p.into_inner()) = level;
+        Ok(())
     }
 
     /// rmcp asks this (with no request context) to validate `Mcp-Param-*`

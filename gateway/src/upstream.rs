@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tollgate_connectors::mcp::{Discovery, McpConnectorConfig, Upstream};
+use tollgate_connectors::mcp::{ClientAsks, Discovery, McpConnectorConfig, Upstream};
 
 /// The running upstreams, by connector id.
 #[derive(Debug, Default)]
@@ -32,22 +32,25 @@ impl Upstreams {
     }
 
     /// The upstream for connector `id` with `config`: the running one when
-    /// nothing about it changed, else a new one (started in the
-    /// background).
+    /// nothing about it changed (including what it may ask of agents'
+    /// clients, which is declared at its handshake), else a new one
+    /// (started in the background).
     pub fn ensure(
         &self,
         id: &str,
         config: &McpConnectorConfig,
+        asks: ClientAsks,
         base_dir: &Path,
     ) -> Result<Arc<Upstream>, String> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((dir, up)) = running.get(id)
             && up.config() == config
+            && up.asks() == asks
             && dir == base_dir
         {
             return Ok(up.clone());
         }
-        let up = Upstream::start(id, config.clone(), base_dir, self.generation.clone())?;
+        let up = Upstream::start(id, config.clone(), base_dir, self.generation.clone(), asks)?;
         if let Some((_, old)) = running.insert(id.to_string(), (base_dir.to_path_buf(), up.clone()))
         {
             old.stop();

@@ -22,6 +22,14 @@ while [ $# -gt 0 ]; do
     esac
 done
 
+# The older suite's sampling and elicitation scenarios need the upstream
+# on a handshake session (the stateless revision has no server-to-client
+# requests; the upstream asks with input_required results there).
+case "$suite" in
+0.1.12) protocol=handshake ;;
+*) protocol=auto ;;
+esac
+
 cd "$root"
 cargo build -q -p tollgate -p tollgate-conformance-upstream
 target=${CARGO_TARGET_DIR:-$root/target}
@@ -48,7 +56,12 @@ owners:
   security: { name: secops, contact: secops@example.com }
 mcp:
   stdio: { command: "$upstream", args: [--stdio] }
+  protocol: $protocol
 prefix: false
+# What the upstream asks of the suite's client (sampling, elicitation) is
+# relayed as calls of their own, granted by the agent's "*".
+sampling: { risk: low }
+elicitation: { risk: low }
 expose:
 $1
 ${2:-}
@@ -105,6 +118,8 @@ set +e
     --out "$root/target/conformance/tollgate-$suite"
 rc=$?
 set -e
+# The gateway's log stays beside the suite's results.
+cp "$work/gateway.log" "$root/target/conformance/tollgate-$suite/gateway.log" 2>/dev/null || true
 if [ $rc -ne 0 ]; then
     echo "through-tollgate: tail of the gateway's log:"
     tail -n 20 "$work/gateway.log"

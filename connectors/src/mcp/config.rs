@@ -37,6 +37,29 @@ pub struct McpConnectorConfig {
     /// (an `npx` upstream may download itself first). Default 20000.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// Which protocol revisions to offer the upstream. Default `auto`.
+    #[serde(default, skip_serializing_if = "McpProtocol::is_auto")]
+    pub protocol: McpProtocol,
+}
+
+/// How Tollgate opens a connection to an upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum McpProtocol {
+    /// The stateless revision (2026-07-28) where the upstream speaks it,
+    /// else the `initialize` handshake.
+    #[default]
+    Auto,
+    /// Only the `initialize` handshake (revisions up to 2025-11-25): for
+    /// an upstream that speaks both but sends sampling or elicitation
+    /// requests only on handshake sessions.
+    Handshake,
+}
+
+impl McpProtocol {
+    fn is_auto(&self) -> bool {
+        *self == McpProtocol::Auto
+    }
 }
 
 /// A child-process upstream. Nothing of the gateway's environment reaches
@@ -151,6 +174,7 @@ mod tests {
             url: None,
             timeout_ms: 1,
             connect_timeout_ms: 1,
+            protocol: McpProtocol::Auto,
         }
     }
 

@@ -20,11 +20,20 @@
 //! kept per credential and reused, never opened per call. A call that is
 //! dropped (the agent cancelled or went away) sends
 //! `notifications/cancelled` to the upstream; the upstream's progress for a
-//! call goes to the call's [`ProgressRelay`].
+//! call goes to the call's [`CallRelay`].
+//!
+//! What an upstream sends unasked during a call (log messages, sampling and
+//! elicitation requests of the agent's client) goes to the call it belongs
+//! to, or nowhere: over Streamable HTTP a request names the response stream
+//! it arrived on (SEP-2260); over stdio nothing does, so a message is tied
+//! to a call only while that call is the only request on the connection. A
+//! guess would hand one agent's exchange to another, so there is none: what
+//! cannot be tied to one call is refused (requests) or only logged here
+//! (log messages). The gateway governs what a [`CallRelay`] passes on.
 
 mod config;
 
-pub use config::{McpConnectorConfig, StdioConfig};
+pub use config::{McpConnectorConfig, McpProtocol, StdioConfig};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -35,12 +44,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CancelledNotification, CancelledNotificationParam,
-    ClientCapabilities, ClientConfig, ClientNotification, ClientRequest, Implementation,
-    ProgressNotificationParam, ProgressToken, ProtocolVersion, RequestId, ServerResult, Tool,
+    ClientCapabilities, ClientConfig, ClientNotification, ClientRequest, ElicitRequestParams,
+    ElicitResult, ErrorData, Implementation, ProgressNotificationParam, ProgressToken,
+    ProtocolVersion, RequestId, ServerResult, Tool,
 };
 use rmcp::service::{
-    ClientLifecycleMode, ClientServiceExt, NotificationContext, Peer, PeerRequestOptions,
-    RunningService,
+    ClientLifecycleMode, ClientServiceExt, InboundStreamOrigin, NotificationContext, Peer,
+    PeerRequestOptions, RequestContext, RunningService,
 };
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -48,7 +58,7 @@ use rmcp::{ClientHandler, RoleClient};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncBufReadExt;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{BackendCredential, Connector, ConnectorCall, ConnectorError, ToolOutput};
@@ -151,11 +161,176 @@ pub struct Health {
     pub sessions: usize,
 }
 
-/// Where one call's progress goes (the agent's client, when it asked).
+/// What an upstream may ask of the agent's client during a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAsk {
+    /// `sampling/createMessage`: an LLM completion from the agent's side.
+    Sampling,
+    /// `elicitation/create`: input from the agent's user.
+    Elicitation,
+}
+
+impl ClientAsk {
+    /// The MCP capability name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAsk::Sampling => "sampling",
+            ClientAsk::Elicitation => "elicitation",
+        }
+    }
+}
+
+/// Which of those an upstream may ask at all: the capabilities Tollgate
+/// declares to it (a connector whose manifest governs none declares none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientAsks {
+    /// Declare `sampling`.
+    pub sampling: bool,
+    /// Declare `elicitation` (form mode).
+    pub elicitation: bool,
+}
+
+/// Where what the upstream sends during one call goes: the gateway's side
+/// of the call, which decides what reaches the agent's client.
 #[async_trait]
-pub trait ProgressRelay: Send + Sync {
+pub trait CallRelay: Send + Sync {
+    /// Whether the agent asked for progress (a call without it pays
+    /// nothing for relaying).
+    fn wants_progress(&self) -> bool;
     /// One progress notification from the upstream.
     async fn progress(&self, progress: f64, total: Option<f64>, message: Option<String>);
+    /// A log message of the upstream's tied to this call (`level` is the
+    /// MCP level name); credentials it echoes are already redacted.
+    async fn log(&self, level: &str, logger: Option<&str>, data: Value);
+    /// A request of the agent's client (its MCP params as JSON, echoed
+    /// credentials redacted): the client's result, or why not (sent back
+    /// to the upstream as an error).
+    async fn ask(&self, what: ClientAsk, params: Value) -> Result<Value, String>;
+}
+
+/// How long a request from the upstream waits for the call it names to be
+/// registered (its send and its registration race).
+const ATTRIBUTION_WAIT: Duration = Duration::from_secs(2);
+
+/// What the upstream sent during a call besides progress and its result.
+enum Inbound {
+    Log {
+        level: String,
+        logger: Option<String>,
+        data: Value,
+    },
+    Ask {
+        what: ClientAsk,
+        params: Value,
+        reply: oneshot::Sender<Result<Value, String>>,
+    },
+}
+
+/// The requests in flight on one connection, so that what the upstream
+/// sends unasked can be tied to the call it belongs to.
+#[derive(Default)]
+struct Calls {
+    state: Mutex<CallsState>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct CallsState {
+    /// Calls being sent, whose request ids are not known yet.
+    sending: usize,
+    /// Requests in flight that take nothing back (prompts, resources).
+    untracked: usize,
+    calls: HashMap<RequestId, mpsc::UnboundedSender<Inbound>>,
+}
+
+impl Calls {
+    fn state(&self) -> std::sync::MutexGuard<'_, CallsState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut CallsState)) {
+        f(&mut self.state());
+        self.changed.notify_waiters();
+    }
+
+    /// The call a message belongs to. `origin` is the stream a request
+    /// came on (HTTP); `None` (stdio, and every notification) ties it only
+    /// to the one request in flight. `wait`: a request may arrive before
+    /// its call is registered, so it waits (briefly) for sends to settle.
+    async fn owner(
+        &self,
+        origin: Option<&InboundStreamOrigin>,
+        wait: bool,
+    ) -> Option<mpsc::UnboundedSender<Inbound>> {
+        let deadline = tokio::time::Instant::now() + ATTRIBUTION_WAIT;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let s = self.state();
+                let settled = s.sending == 0;
+                match origin {
+                    Some(InboundStreamOrigin::OutboundRequest(id)) => {
+                        if let Some(tx) = s.calls.get(id) {
+                            return Some(tx.clone());
+                        }
+                        if settled {
+                            return None;
+                        }
+                    }
+                    Some(InboundStreamOrigin::Unassociated) => return None,
+                    None if settled => {
+                        if s.untracked == 0 && s.calls.len() == 1 {
+                            return s.calls.values().next().cloned();
+                        }
+                        return None;
+                    }
+                    None => {}
+                }
+            }
+            if !wait || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+/// Counts a request being sent (or a fetch in flight) until dropped.
+struct Counted {
+    calls: Arc<Calls>,
+    fetch: bool,
+}
+
+impl Counted {
+    fn sending(calls: &Arc<Calls>) -> Self {
+        calls.update(|s| s.sending += 1);
+        Self {
+            calls: calls.clone(),
+            fetch: false,
+        }
+    }
+
+    fn fetch(calls: &Arc<Calls>) -> Self {
+        calls.update(|s| s.untracked += 1);
+        Self {
+            calls: calls.clone(),
+            fetch: true,
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let fetch = self.fetch;
+        self.calls.update(|s| {
+            if fetch {
+                s.untracked -= 1;
+            } else {
+                s.sending -= 1;
+            }
+        });
+    }
 }
 
 /// Progress notifications kept for a token nobody has claimed yet (the
@@ -173,17 +348,26 @@ struct Shared {
     health: RwLock<Health>,
     /// The connection calls use: the child's, or the HTTP upstream's
     /// session without credential.
-    primary: watch::Sender<Option<Peer<RoleClient>>>,
+    primary: watch::Sender<Option<Conn>>,
     /// HTTP sessions by credential digest.
     sessions: tokio::sync::Mutex<HashMap<String, Session>>,
     progress: Mutex<Progress>,
     relist: Notify,
     stop: CancellationToken,
     http: reqwest::Client,
+    /// What it may ask of agents' clients.
+    asks: ClientAsks,
 }
 
 /// An HTTP session opened with one credential, and when it was last used.
 type Session = (Instant, RunningService<RoleClient, Handler>);
+
+/// A connection calls can use, and its requests in flight.
+#[derive(Clone)]
+struct Conn {
+    peer: Peer<RoleClient>,
+    calls: Arc<Calls>,
+}
 
 #[derive(Default)]
 struct Progress {
@@ -221,6 +405,7 @@ impl Upstream {
         config: McpConnectorConfig,
         base_dir: &Path,
         generation: Arc<AtomicU64>,
+        asks: ClientAsks,
     ) -> Result<Arc<Self>, String> {
         config.check()?;
         let http = reqwest::Client::builder()
@@ -250,6 +435,7 @@ impl Upstream {
             relist: Notify::new(),
             stop: CancellationToken::new(),
             http,
+            asks,
         });
         tokio::spawn(supervise(shared.clone()));
         Ok(Arc::new(Self { shared }))
@@ -258,6 +444,11 @@ impl Upstream {
     /// The configuration it was started with.
     pub fn config(&self) -> &McpConnectorConfig {
         &self.shared.config
+    }
+
+    /// What it may ask of agents' clients.
+    pub fn asks(&self) -> ClientAsks {
+        self.shared.asks
     }
 
     /// What the upstream offers now.
@@ -303,7 +494,11 @@ impl Upstream {
         let shared = &self.shared;
         let timeout = shared.config.timeout();
         let work = async {
-            let peer = self.peer_for(call.credential).await?;
+            let conn = self.peer_for(call.credential).await?;
+            // Counted, so nothing the upstream sends meanwhile is tied to
+            // another call on this connection.
+            let _fetching = Counted::fetch(&conn.calls);
+            let peer = conn.peer;
             let (text, raw) = match op {
                 Operation::Prompt(name) => {
                     let mut params = rmcp::model::GetPromptRequestParams::new(name.clone());
@@ -381,34 +576,47 @@ impl Upstream {
         let shared = &self.shared;
         let timeout = shared.config.timeout();
         let deadline = tokio::time::Instant::now() + timeout;
-        let peer = tokio::time::timeout_at(deadline, self.peer_for(call.credential))
-            .await
-            .map_err(|_| ConnectorError::Timeout(timeout))??;
+        let Conn { peer, calls } =
+            tokio::time::timeout_at(deadline, self.peer_for(call.credential))
+                .await
+                .map_err(|_| ConnectorError::Timeout(timeout))??;
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(
             CallToolRequestParams::new(name.to_string()).with_arguments(call.arguments.clone()),
         ));
+        let sending = Counted::sending(&calls);
         let handle = peer
             .send_request_with_option(request, PeerRequestOptions::no_options())
             .await
             .map_err(|e| unreachable(&shared.id, &e))?;
         let (tx, mut rx) = mpsc::unbounded_channel();
+        let (inbound_tx, mut inbound) = mpsc::unbounded_channel();
         let mut guard = InFlight {
             shared: shared.clone(),
             peer: peer.clone(),
+            calls: calls.clone(),
             id: handle.id.clone(),
             token: handle.progress_token.clone(),
             done: false,
         };
+        calls.update(|s| {
+            s.calls.insert(handle.id.clone(), inbound_tx);
+        });
+        drop(sending);
         claim_progress(shared, &guard.token, tx);
+        let relay = call.relay;
+        let wants_progress = relay.is_some_and(|r| r.wants_progress());
         let response = handle.await_response();
         tokio::pin!(response);
         let result = loop {
             tokio::select! {
                 r = &mut response => break r,
                 Some(p) = rx.recv() => {
-                    if let Some(relay) = call.progress {
+                    if let (Some(relay), true) = (relay, wants_progress) {
                         relay.progress(p.progress, p.total, p.message).await;
                     }
+                }
+                Some(m) = inbound.recv() => {
+                    deliver(relay, m, call.credential, deadline).await;
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     // The guard tells the upstream the call is abandoned.
@@ -418,15 +626,20 @@ impl Upstream {
         };
         guard.done = true;
         // rmcp hands notifications to the handler on tasks of their own, so
-        // progress sent just before the result may still be on its way:
-        // when the agent asked for progress, let those tasks run, then pass
-        // on what arrived. A call without progress pays nothing for this.
-        if let Some(relay) = call.progress {
+        // progress and log messages sent just before the result may still
+        // be on their way: when the agent can take them, let those tasks
+        // run, then pass on what arrived. Otherwise this costs nothing.
+        if relay.is_some() {
             for _ in 0..8 {
                 tokio::task::yield_now().await;
             }
             while let Ok(p) = rx.try_recv() {
-                relay.progress(p.progress, p.total, p.message).await;
+                if let (Some(relay), true) = (relay, wants_progress) {
+                    relay.progress(p.progress, p.total, p.message).await;
+                }
+            }
+            while let Ok(m) = inbound.try_recv() {
+                deliver(relay, m, call.credential, deadline).await;
             }
         }
         let result = match result {
@@ -460,7 +673,7 @@ impl Upstream {
     async fn peer_for(
         &self,
         credential: Option<&BackendCredential>,
-    ) -> Result<Peer<RoleClient>, ConnectorError> {
+    ) -> Result<Conn, ConnectorError> {
         let shared = &self.shared;
         match (credential, shared.config.url.as_ref()) {
             (Some(cred), Some(_)) => session_for(shared, cred).await,
@@ -469,7 +682,7 @@ impl Upstream {
                 // A restarting upstream is waited for (within the call's
                 // timeout), so a call right after a crash still works.
                 let peer = rx
-                    .wait_for(|p| p.as_ref().is_some_and(|p| !p.is_transport_closed()))
+                    .wait_for(|p| p.as_ref().is_some_and(|c| !c.peer.is_transport_closed()))
                     .await
                     .map_err(|_| {
                         ConnectorError::Unreachable(format!("upstream `{}` stopped", shared.id))
@@ -487,6 +700,7 @@ impl Upstream {
 struct InFlight {
     shared: Arc<Shared>,
     peer: Peer<RoleClient>,
+    calls: Arc<Calls>,
     id: RequestId,
     token: ProgressToken,
     done: bool,
@@ -497,6 +711,12 @@ impl Drop for InFlight {
         if let Ok(mut p) = self.shared.progress.lock() {
             p.claimed.remove(&self.token);
         }
+        // Anything the upstream asks after this finds no call (and is
+        // refused); an answer being awaited is dropped with its sender.
+        let id = &self.id;
+        self.calls.update(|s| {
+            s.calls.remove(id);
+        });
         if self.done {
             return;
         }
@@ -546,6 +766,62 @@ fn redact(out: &mut ToolOutput, cred: &BackendCredential) {
     }
     if let Some(v) = out.raw.as_mut() {
         json(v);
+    }
+}
+
+/// Copies of the credential in a JSON value become [`crate::REDACTED`].
+fn redact_value(v: &mut Value, cred: Option<&BackendCredential>) {
+    let Some(cred) = cred else { return };
+    let text = v.to_string();
+    if let Some(r) = cred.redact_in(text.as_bytes()) {
+        *v = serde_json::from_slice(&r).unwrap_or(Value::String(crate::REDACTED.into()));
+    }
+}
+
+/// Hands one log message or request of the upstream's to the call's relay
+/// (echoed credentials redacted first). A request gets an answer within
+/// the call's deadline; without a relay it is refused.
+async fn deliver(
+    relay: Option<&dyn CallRelay>,
+    m: Inbound,
+    cred: Option<&BackendCredential>,
+    deadline: tokio::time::Instant,
+) {
+    match m {
+        Inbound::Log {
+            level,
+            logger,
+            mut data,
+        } => {
+            if let Some(relay) = relay {
+                redact_value(&mut data, cred);
+                let logger = logger.map(|mut l| {
+                    if let Some(c) = cred
+                        && let Some(r) = c.redact_in(l.as_bytes())
+                    {
+                        l = String::from_utf8_lossy(&r).into_owned();
+                    }
+                    l
+                });
+                relay.log(&level, logger.as_deref(), data).await;
+            }
+        }
+        Inbound::Ask {
+            what,
+            mut params,
+            reply,
+        } => {
+            let answer = match relay {
+                None => Err(format!("this call cannot take {} requests", what.as_str())),
+                Some(relay) => {
+                    redact_value(&mut params, cred);
+                    tokio::time::timeout_at(deadline, relay.ask(what, params))
+                        .await
+                        .unwrap_or_else(|_| Err("the call's time ran out".into()))
+                }
+            };
+            let _ = reply.send(answer);
+        }
     }
 }
 
@@ -608,20 +884,109 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The client side Tollgate presents to an upstream: no sampling, no
-/// elicitation, no roots (nothing ungoverned flows back); progress, list
-/// changes and log messages are taken.
+/// The client side Tollgate presents to an upstream, one per connection:
+/// no roots; sampling and elicitation only where the manifest governs them
+/// (each request goes to the call it belongs to, whose relay decides);
+/// progress, list changes and log messages are taken.
 #[derive(Clone)]
 struct Handler {
     shared: Arc<Shared>,
+    calls: Arc<Calls>,
+}
+
+impl Handler {
+    /// Passes a request of the upstream's to the call it belongs to and
+    /// waits for that call's answer.
+    async fn ask(
+        &self,
+        what: ClientAsk,
+        params: Value,
+        origin: Option<&InboundStreamOrigin>,
+    ) -> Result<Value, ErrorData> {
+        let refuse = |why: String| {
+            tracing::info!(target: "tollgate::upstream", connector = %self.shared.id, request = what.as_str(), "refused: {why}");
+            ErrorData::invalid_request(why, None)
+        };
+        let Some(owner) = self.calls.owner(origin, true).await else {
+            return Err(refuse(format!(
+                "Tollgate relays a {} request only within the one call it belongs to, and cannot tell which call this is",
+                what.as_str()
+            )));
+        };
+        let (reply, answer) = oneshot::channel();
+        owner
+            .send(Inbound::Ask {
+                what,
+                params,
+                reply,
+            })
+            .map_err(|_| refuse("the call it belongs to has ended".into()))?;
+        match answer.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(why)) => Err(refuse(why)),
+            Err(_) => Err(refuse("the call it belongs to has ended".into())),
+        }
+    }
 }
 
 impl ClientHandler for Handler {
     fn get_info(&self) -> ClientConfig {
+        let mut caps = serde_json::Map::new();
+        if self.shared.asks.sampling {
+            caps.insert("sampling".into(), serde_json::json!({}));
+        }
+        if self.shared.asks.elicitation {
+            caps.insert("elicitation".into(), serde_json::json!({ "form": {} }));
+        }
         ClientConfig::new(
-            ClientCapabilities::default(),
+            serde_json::from_value::<ClientCapabilities>(Value::Object(caps)).unwrap_or_default(),
             Implementation::new("tollgate", env!("CARGO_PKG_VERSION")),
         )
+    }
+
+    #[allow(deprecated)]
+    async fn create_message(
+        &self,
+        params: rmcp::model::CreateMessageRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, ErrorData> {
+        if !self.shared.asks.sampling {
+            return Err(ErrorData::method_not_found::<
+                rmcp::model::CreateMessageRequestMethod,
+            >());
+        }
+        let params = serde_json::to_value(&params)
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        let origin = context.extensions.get::<InboundStreamOrigin>();
+        let v = self.ask(ClientAsk::Sampling, params, origin).await?;
+        serde_json::from_value(v).map_err(|e| {
+            ErrorData::internal_error(
+                format!("the agent's sampling result is malformed: {e}"),
+                None,
+            )
+        })
+    }
+
+    async fn create_elicitation(
+        &self,
+        params: ElicitRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        if !self.shared.asks.elicitation {
+            return Err(ErrorData::method_not_found::<
+                rmcp::model::ElicitationCreateRequestMethod,
+            >());
+        }
+        let params = serde_json::to_value(&params)
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        let origin = context.extensions.get::<InboundStreamOrigin>();
+        let v = self.ask(ClientAsk::Elicitation, params, origin).await?;
+        serde_json::from_value(v).map_err(|e| {
+            ErrorData::internal_error(
+                format!("the agent's elicitation result is malformed: {e}"),
+                None,
+            )
+        })
     }
 
     async fn on_progress(
@@ -665,6 +1030,18 @@ impl ClientHandler for Handler {
             data = %params.data,
             "upstream log message"
         );
+        // Relayed only when it can be tied to one call (see `Calls`).
+        if let Some(owner) = self.calls.owner(None, false).await {
+            let level = serde_json::to_value(params.level)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| "info".into());
+            let _ = owner.send(Inbound::Log {
+                level,
+                logger: params.logger,
+                data: params.data,
+            });
+        }
     }
 }
 
@@ -683,10 +1060,14 @@ async fn connect(
 > {
     let handler = Handler {
         shared: shared.clone(),
+        calls: Arc::default(),
     };
-    let lifecycle = ClientLifecycleMode::Auto {
-        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-        legacy_version: None,
+    let lifecycle = match shared.config.protocol {
+        McpProtocol::Auto => ClientLifecycleMode::Auto {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            legacy_version: None,
+        },
+        McpProtocol::Handshake => ClientLifecycleMode::Initialize,
     };
     let within = shared.config.connect_timeout();
     if let Some(url) = &shared.config.url {
@@ -876,6 +1257,7 @@ async fn supervise(shared: Arc<Shared>) {
         match connected {
             Ok((service, child)) => {
                 let peer = service.peer().clone();
+                let calls = service.service().calls.clone();
                 let info = peer.peer_info();
                 set_health(&shared, |h| {
                     h.state = "up";
@@ -888,7 +1270,10 @@ async fn supervise(shared: Arc<Shared>) {
                 });
                 tracing::info!(target: "tollgate::upstream", connector = %shared.id, restarts = read(&shared.health).restarts, "upstream connected");
                 discover(&shared, &peer).await;
-                shared.primary.send_replace(Some(peer.clone()));
+                shared.primary.send_replace(Some(Conn {
+                    peer: peer.clone(),
+                    calls,
+                }));
                 let listening = listen_for_changes(&shared, &peer);
                 let ct = service.cancellation_token();
                 let mut waiting = tokio::spawn(service.waiting());
@@ -959,7 +1344,7 @@ async fn supervise(shared: Arc<Shared>) {
 async fn session_for(
     shared: &Arc<Shared>,
     credential: &BackendCredential,
-) -> Result<Peer<RoleClient>, ConnectorError> {
+) -> Result<Conn, ConnectorError> {
     let key = {
         let mut h = Sha256::new();
         h.update(credential.header().as_str().as_bytes());
@@ -972,7 +1357,10 @@ async fn session_for(
         && !s.is_transport_closed()
     {
         *used = Instant::now();
-        return Ok(s.peer().clone());
+        return Ok(Conn {
+            peer: s.peer().clone(),
+            calls: s.service().calls.clone(),
+        });
     }
     // Sessions whose credential has not been used for a while (its task
     // ended, or the broker issued a fresh one) are closed at the upstream.
@@ -1005,11 +1393,14 @@ async fn session_for(
     let (service, _) = connect(shared, Some(credential))
         .await
         .map_err(|e| ConnectorError::Unreachable(format!("upstream `{}`: {e}", shared.id)))?;
-    let peer = service.peer().clone();
+    let conn = Conn {
+        peer: service.peer().clone(),
+        calls: service.service().calls.clone(),
+    };
     sessions.insert(key, (Instant::now(), service));
     let open = sessions.len();
     set_health(shared, |h| h.sessions = open);
-    Ok(peer)
+    Ok(conn)
 }
 
 /// The connector the catalog calls: curated local names mapped onto the

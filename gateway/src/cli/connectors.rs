@@ -110,7 +110,11 @@ async fn probe(doc: &ConnectorDocument) -> anyhow::Result<(Arc<Upstream>, Discov
         doc.manifest.id,
         config.target()
     );
-    let up = Upstream::start(&doc.manifest.id, config.clone(), base, Arc::default())
+    let asks = tollgate_connectors::mcp::ClientAsks {
+        sampling: doc.manifest.sampling.is_some(),
+        elicitation: doc.manifest.elicitation.is_some(),
+    };
+    let up = Upstream::start(&doc.manifest.id, config.clone(), base, Arc::default(), asks)
         .map_err(|e| anyhow::anyhow!("connector `{}`: {e}", doc.manifest.id))?;
     let d = up
         .settled(config.connect_timeout() + Duration::from_secs(1))

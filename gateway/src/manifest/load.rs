@@ -772,6 +772,17 @@ fn check_connectors(
             ));
             continue;
         }
+        if c.sampling.is_some() || c.elicitation.is_some() {
+            errors.push(doc.error(
+                l,
+                col,
+                format!(
+                    "connector `{}`: `sampling` and `elicitation` govern what an upstream MCP server asks of agents' clients; they are for `mcp` connectors",
+                    c.id
+                ),
+            ));
+            continue;
+        }
         if !c.expose.is_empty() {
             let (el, ec) = doc.locate(None, "expose:");
             errors.push(doc.error(
@@ -1130,7 +1141,11 @@ fn check_mcp_connector(
         return;
     };
     let base_dir = entry.base_dir.clone();
-    let upstream = match upstreams.map(|u| u.ensure(&c.id, mcp, &base_dir)) {
+    let asks = tollgate_connectors::mcp::ClientAsks {
+        sampling: c.sampling.is_some(),
+        elicitation: c.elicitation.is_some(),
+    };
+    let upstream = match upstreams.map(|u| u.ensure(&c.id, mcp, asks, &base_dir)) {
         Some(Ok(up)) => Some(up),
         Some(Err(message)) => {
             errors.push(doc.error(ml, mc, format!("connector `{}`: {message}", c.id)));
@@ -1483,6 +1498,113 @@ fn check_mcp_extras(
             catalog
                 .resource_templates
                 .push((r.template.clone(), full_name));
+        }
+    }
+    check_mcp_asks(doc, c, connector, owners, catalog, errors);
+}
+
+/// What an `mcp` connector's upstream may ask of agents' clients
+/// (`sampling:`, `elicitation:`): one catalog entry each, named
+/// `sampling:<connector>` / `elicitation:<connector>`, whose arguments are
+/// the request's MCP params (so policies and task constraints can test
+/// them). Not listed to agents; reached only from inside a call.
+fn check_mcp_asks(
+    doc: &Doc<'_>,
+    c: &ConnectorManifest,
+    connector: Option<Arc<dyn Connector>>,
+    owners: &Arc<crate::manifest::types::ConnectorOwners>,
+    catalog: &mut Catalog,
+    errors: &mut Vec<ManifestError>,
+) {
+    use crate::catalog::{Listing, ToolKind, Withdrawn};
+    use tollgate_connectors::mcp::ClientAsk;
+    let asks = [
+        (ClientAsk::Sampling, ToolKind::Sampling, &c.sampling),
+        (
+            ClientAsk::Elicitation,
+            ToolKind::Elicitation,
+            &c.elicitation,
+        ),
+    ];
+    for (what, kind, declared) in asks {
+        let Some(m) = declared else { continue };
+        let full_name = format!("{}{}", kind.prefix(), c.id);
+        let schema = match what {
+            ClientAsk::Sampling => serde_json::json!({
+                "type": "object",
+                "properties": {
+                    "messages": { "type": "array", "items": { "type": "object" } },
+                    "maxTokens": { "type": "integer" },
+                    "systemPrompt": { "type": "string" },
+                    "includeContext": { "type": "string" },
+                    "temperature": { "type": "number" },
+                    "stopSequences": { "type": "array", "items": { "type": "string" } },
+                    "modelPreferences": { "type": "object" },
+                    "metadata": { "type": "object" }
+                },
+                "required": ["messages", "maxTokens"]
+            }),
+            ClientAsk::Elicitation => serde_json::json!({
+                "type": "object",
+                "properties": {
+                    "message": { "type": "string" },
+                    "mode": { "type": "string" },
+                    "requestedSchema": { "type": "object" },
+                    "url": { "type": "string" },
+                    "elicitationId": { "type": "string" }
+                },
+                "required": ["message"]
+            }),
+        };
+        let description = m.description.clone().unwrap_or_else(|| {
+            format!(
+                "{} requests of upstream `{}` to the calling agent's client",
+                what.as_str(),
+                c.id
+            )
+        });
+        let built = match &connector {
+            None => Err((
+                "upstream_unavailable",
+                format!("upstream `{}` is not running here", c.id),
+            )),
+            Some(connector) => ToolEntry::upstream_extra(
+                c,
+                full_name.clone(),
+                what.as_str().to_string(),
+                description,
+                schema.as_object().cloned().unwrap_or_default(),
+                m.risk,
+                m.labels.clone(),
+                Listing::Ask(what),
+                connector.clone(),
+                owners.clone(),
+            )
+            .map_err(|why| ("upstream_definition_invalid", why)),
+        };
+        if catalog.tools.contains_key(&full_name) || catalog.withdrawn.contains_key(&full_name) {
+            let (l, col) = doc.locate(None, &format!("{}:", what.as_str()));
+            errors.push(
+                doc.error(l, col, format!("`{full_name}` is declared twice"))
+                    .with_code(Code::Duplicate),
+            );
+            continue;
+        }
+        match built {
+            Ok(entry) => {
+                catalog.tools.insert(full_name, Arc::new(entry));
+            }
+            Err((code, why)) => {
+                catalog.withdrawn.insert(
+                    full_name,
+                    Withdrawn {
+                        connector: c.id.clone(),
+                        tool: what.as_str().to_string(),
+                        code,
+                        why,
+                    },
+                );
+            }
         }
     }
 }

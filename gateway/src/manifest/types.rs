@@ -133,6 +133,19 @@ pub struct ConnectorManifest {
     /// argument, which policies can test.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resource_templates: Vec<ExposedTemplate>,
+    /// Whether an `mcp` connector's upstream may ask the calling agent's
+    /// client for an LLM completion (`sampling/createMessage`) during a
+    /// call, and how that is governed. Each such request is a catalog
+    /// entry of its own, `sampling:<connector>`: the agent must be granted
+    /// it, and it goes through every stage a call does (task scope,
+    /// policy, limits, approval) and is recorded. Absent: Tollgate does not
+    /// declare the capability to the upstream, and refuses such requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<ClientAskManifest>,
+    /// The same for input from the agent's user (`elicitation/create`),
+    /// granted as `elicitation:<connector>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elicitation: Option<ClientAskManifest>,
     /// Limits that protect the backend from all agents together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<ConnectorLimits>,
@@ -197,6 +210,22 @@ pub struct ExposedPrompt {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// How much harm getting it can do, as Tollgate judges it.
+    pub risk: Risk,
+    /// Free-form labels policies can test.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+}
+
+/// How requests an upstream makes of agents' clients (sampling,
+/// elicitation) are governed: like a tool of the connector's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAskManifest {
+    /// What such a request is for, shown to operators and policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// How much harm passing one on can do, as Tollgate judges it (`high`
+    /// and `critical` wait for human approval, as calls do).
     pub risk: Risk,
     /// Free-form labels policies can test.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -172,6 +172,7 @@ pub async fn run(
     current_task: Option<&str>,
 ) -> Result<ToolOutput, (&'static str, String)> {
     let request = ToolRequest {
+        client: None,
         name: name.to_string(),
         arguments: None,
         task_hint: None,

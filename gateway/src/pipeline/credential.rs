@@ -51,7 +51,14 @@ pub async fn issue(
 ) -> Result<Recorded<Credentialed>, (RecordId, Denial)> {
     let scoped = confirmed.stage().scoped();
     let agent = scoped.call().who().agent().clone();
-    match crate::broker::issue(gw, &agent, scoped.task(), &tool).await {
+    // An upstream's request of the agent's client goes to the client, not
+    // to a backend: nothing to mint.
+    let issued = if tool.kind().is_ask() {
+        Ok(None)
+    } else {
+        crate::broker::issue(gw, &agent, scoped.task(), &tool).await
+    };
+    match issued {
         Ok(credential) => Ok(confirmed.advance(|confirmed| Credentialed {
             confirmed,
             tool,

@@ -61,6 +61,13 @@ pub enum Denial {
         /// What happened and what to do.
         why: String,
     },
+    /// An upstream asked the agent's client for something (sampling,
+    /// elicitation) the client did not declare it can do.
+    #[error("the agent's client did not declare the `{capability}` capability")]
+    ClientCannot {
+        /// The capability (`sampling`, `elicitation`).
+        capability: &'static str,
+    },
     /// The tool exists but is not granted to this agent.
     #[error("tool `{name}` is not granted to this agent")]
     NotGranted {
@@ -277,6 +284,7 @@ impl Denial {
             Denial::UnknownTool { .. } => "unknown_tool",
             Denial::NotGranted { .. } => "tool_not_granted",
             Denial::ToolWithdrawn { code, .. } => code,
+            Denial::ClientCannot { .. } => "client_capability_missing",
             Denial::InvalidArguments { .. } => "invalid_arguments",
             Denial::AuditUnavailable => "audit_unavailable",
             Denial::TaskRequired { .. } => "task_required",
@@ -386,6 +394,11 @@ impl Denial {
             ),
             Denial::ToolWithdrawn { .. } => tool_error(
                 format!("{self} ({code}). The call was not run."),
+                code,
+                Map::new(),
+            ),
+            Denial::ClientCannot { .. } => tool_error(
+                format!("{self} ({code}); nothing was sent to it."),
                 code,
                 Map::new(),
             ),

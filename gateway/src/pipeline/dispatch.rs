@@ -12,18 +12,29 @@
 //! request carries its trace context (`telemetry`); off, neither exists.
 //! An upstream tool's structured content is checked against its declared
 //! output schema here, before the agent or the record sees it.
+//!
+//! What an upstream MCP server sends during a call besides its result goes
+//! through [`Relay`]: progress and log messages to the agent's client when
+//! it asked for them; a sampling or elicitation request only as a call of
+//! its own, `sampling:<connector>` / `elicitation:<connector>`, through
+//! every stage (grant, task, policy, limits, approval, record, revocation
+//! fence) by the same agent in the same task. Such an entry's "backend" is
+//! the agent's client, reached here only if it declared the capability.
 
+use std::sync::Arc;
+
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use tollgate_connectors::mcp::ProgressRelay;
+use tollgate_connectors::mcp::{CallRelay, ClientAsk};
 use tollgate_connectors::{ConnectorCall, ConnectorError, ToolOutput};
 use tracing::Instrument;
 
-use super::Progress;
 use super::credential::Credentialed;
 use super::denial::Denial;
 use super::fence;
 use super::record::{RecordId, Recorded};
-use crate::catalog::ToolEntry;
+use super::{AgentClient, Authenticated, CallReply, Progress, ToolRequest};
+use crate::catalog::{ToolEntry, ToolKind};
 use crate::{Gateway, telemetry};
 
 /// How the connector call ended.
@@ -39,16 +50,106 @@ pub enum Dispatched {
     Refused(Denial),
 }
 
-/// The backend's progress for a call (an upstream MCP server's), passed
-/// on to the agent when it asked for progress.
-struct Relay<'a>(&'a dyn Progress);
+/// The ways back to the agent while its call runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Back<'a> {
+    /// Progress, when the agent sent a progress token.
+    pub progress: Option<&'a dyn Progress>,
+    /// The agent's client, when the transport can reach it.
+    pub client: Option<&'a Arc<dyn AgentClient>>,
+}
+
+/// What an upstream sends during one call, handled for the gateway.
+struct Relay<'a> {
+    gw: &'a Gateway,
+    who: &'a Authenticated,
+    task: Option<&'a str>,
+    connector: &'a str,
+    back: Back<'a>,
+    cancel: &'a CancellationToken,
+}
 
 #[async_trait::async_trait]
-impl ProgressRelay for Relay<'_> {
+impl CallRelay for Relay<'_> {
+    fn wants_progress(&self) -> bool {
+        self.back.progress.is_some()
+    }
+
     async fn progress(&self, progress: f64, total: Option<f64>, message: Option<String>) {
-        self.0
-            .report(progress, total, message.unwrap_or_default())
-            .await;
+        if let Some(p) = self.back.progress {
+            p.report(progress, total, message.unwrap_or_default()).await;
+        }
+    }
+
+    async fn log(&self, level: &str, logger: Option<&str>, data: Value) {
+        if let Some(client) = self.back.client {
+            client.log(level, logger, data).await;
+        }
+    }
+
+    /// A call of its own, by the same agent in the same task, through
+    /// every stage; its answer (or refusal) goes back to the upstream.
+    async fn ask(&self, what: ClientAsk, params: Value) -> Result<Value, String> {
+        let kind = match what {
+            ClientAsk::Sampling => ToolKind::Sampling,
+            ClientAsk::Elicitation => ToolKind::Elicitation,
+        };
+        let Value::Object(arguments) = params else {
+            return Err("the request's params are not an object".into());
+        };
+        let request = ToolRequest {
+            name: format!("{}{}", kind.prefix(), self.connector),
+            arguments: Some(arguments),
+            task_hint: self.task.map(str::to_string),
+            kind,
+            client: self.back.client.cloned(),
+            ..ToolRequest::default()
+        };
+        // Boxed: a call inside a call.
+        let reply = Box::pin(super::call_tool(self.gw, self.who, request, self.cancel)).await;
+        match reply {
+            CallReply::Output(out) | CallReply::Approved { output: out, .. } => out
+                .raw
+                .ok_or_else(|| "the agent's client gave no result".to_string()),
+            CallReply::Refused(view) => Err(match view {
+                super::AgentView::Error { message, .. } => message,
+                super::AgentView::ToolError { text, .. } => text,
+            }),
+        }
+    }
+}
+
+/// An upstream's request of the agent's client, already through every
+/// stage as a call of its own: sent if the client declared it can answer.
+async fn ask_client(
+    tool: &ToolEntry,
+    arguments: &serde_json::Map<String, Value>,
+    back: Back<'_>,
+    cancel: &CancellationToken,
+) -> Dispatched {
+    let kind = tool.kind();
+    let capability = match kind {
+        ToolKind::Sampling => "sampling",
+        _ => "elicitation",
+    };
+    let Some(client) = back.client.filter(|c| c.can(kind)) else {
+        return Dispatched::Refused(Denial::ClientCannot { capability });
+    };
+    tokio::select! {
+        r = client.ask(kind, Value::Object(arguments.clone())) => match r {
+            Ok(v) => Dispatched::Output(ToolOutput {
+                text: format!("the agent's client answered the {capability} request"),
+                structured: None,
+                is_error: false,
+                backend_status: None,
+                content: Vec::new(),
+                raw: Some(v),
+            }),
+            Err(why) => Dispatched::Failed(ConnectorError::InvalidResponse(format!(
+                "the agent's client refused the {capability} request: {why}"
+            ))),
+        },
+        _ = cancel.cancelled() => Dispatched::Cancelled,
     }
 }
 
@@ -57,7 +158,7 @@ pub async fn dispatch(
     gw: &Gateway,
     credentialed: Recorded<Credentialed>,
     cancel: &CancellationToken,
-    progress: Option<&dyn Progress>,
+    back: Back<'_>,
 ) -> (RecordId, Dispatched) {
     let (record, c) = credentialed.split();
     let scoped = c.confirmed().scoped();
@@ -66,17 +167,28 @@ pub async fn dispatch(
         return (record, Dispatched::Refused(d));
     }
     let tool = c.tool();
+    if tool.kind().is_ask() {
+        let asked = ask_client(tool, scoped.call().arguments(), back, cancel).await;
+        return (record, asked);
+    }
     // The backend call's span (disabled unless traces are on), and its
     // trace context for the backend (empty unless they are).
     let span = telemetry::backend_span(&tool.connector_id, &tool.local_name);
     let trace = telemetry::trace_headers(&span);
-    let relay = progress.map(Relay);
+    let relay = Relay {
+        gw,
+        who: scoped.call().who(),
+        task: task_id,
+        connector: &tool.connector_id,
+        back,
+        cancel,
+    };
     let request = tool.connector.call(ConnectorCall {
         tool: &tool.local_name,
         arguments: scoped.call().arguments(),
         credential: c.credential(),
         trace: &trace,
-        progress: relay.as_ref().map(|r| r as &dyn ProgressRelay),
+        relay: Some(&relay),
     });
     let dispatched = async {
         tokio::select! {

@@ -131,8 +131,11 @@ async fn reserve(gw: &Gateway, catalog: &Catalog, decided: Decided) -> Result<Li
         });
     };
     let limits = &agent.task_limits;
+    // An upstream's request of the agent's client runs inside a call that
+    // already holds the task's slot: it must not wait for itself.
     let in_flight = match limits.max_in_flight {
         None => None,
+        Some(_) if tool.kind().is_ask() => None,
         Some(max) => Some(gw.in_flight.enter(&task.id, max).ok_or(Denial::TaskBusy {
             task: task.id.clone(),
             max,

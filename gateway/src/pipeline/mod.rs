@@ -84,8 +84,32 @@ pub struct ToolRequest {
     pub trace_parent: Option<crate::telemetry::RemoteParent>,
     /// What is asked for: a tool (`tools/call`), or an upstream's prompt or
     /// resource (`prompts/get`, `resources/read`), which go through the
-    /// same stages under their own names (`prompt:...`, `resource:...`).
+    /// same stages under their own names (`prompt:...`, `resource:...`),
+    /// or an upstream's request of the agent's client made during a call
+    /// (`sampling:...`, `elicitation:...`).
     pub kind: crate::catalog::ToolKind,
+    /// The agent's client, for what a backend sends during the call (log
+    /// messages it asked for, sampling and elicitation requests); `None`
+    /// where the transport cannot reach it.
+    pub client: Option<Arc<dyn AgentClient>>,
+}
+
+/// The agent's client as a running call's backend may reach it.
+/// Transport-neutral (the MCP front end implements it), so the stages
+/// never see rmcp. What reaches it is decided by the pipeline: a request
+/// only as a governed, recorded entry of its own (see `dispatch`).
+#[async_trait::async_trait]
+pub trait AgentClient: Send + Sync + std::fmt::Debug {
+    /// Whether the client declared it can answer `kind`
+    /// ([`ToolKind::Sampling`](crate::catalog::ToolKind) or
+    /// `Elicitation`).
+    fn can(&self, kind: crate::catalog::ToolKind) -> bool;
+    /// Sends the request (its MCP params); the client's result, or why
+    /// there is none.
+    async fn ask(&self, kind: crate::catalog::ToolKind, params: Value) -> Result<Value, String>;
+    /// Passes on an upstream's log message if the client asked for
+    /// messages of this level (MCP level names); otherwise drops it.
+    async fn log(&self, level: &str, logger: Option<&str>, data: Value);
 }
 
 /// Where a waiting call reports progress: MCP progress notifications, when
@@ -164,6 +188,7 @@ async fn run(
         connection,
         progress,
         kind,
+        client,
         ..
     } = request;
     let refused = Refusal {
@@ -334,8 +359,16 @@ async fn run(
     // Dispatch: confirms once more, then the only step with an effect
     // outside the gateway.
     let t = Instant::now();
-    let (record, dispatched) =
-        dispatch::dispatch(gw, credentialed, cancel, progress.as_deref()).await;
+    let (record, dispatched) = dispatch::dispatch(
+        gw,
+        credentialed,
+        cancel,
+        dispatch::Back {
+            progress: progress.as_deref(),
+            client: client.as_ref(),
+        },
+    )
+    .await;
     let backend_latency = t.elapsed();
     stage(gw, "dispatch", t);
     // A call refused by dispatch's last confirmation never reached the

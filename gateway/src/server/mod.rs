@@ -179,7 +179,9 @@ impl HttpEdge {
             .with_allowed_hosts(options.allowed_hosts.clone())
             .with_max_request_body_bytes(options.max_body_bytes);
         let handler = McpFront::for_http(gw.clone());
-        let mcp = StreamableHttpService::new(move || Ok(handler.clone()), manager, config);
+        // One handler per session (or per stateless request): a session's
+        // log level is its own.
+        let mcp = StreamableHttpService::new(move || Ok(handler.fresh()), manager, config);
         let edge = Arc::new(Edge {
             gw,
             allowed_hosts: options.allowed_hosts.clone(),
