@@ -315,6 +315,24 @@ async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changed_pinned_definition_withdraws_the_tool_and_is_recorded() {
+    rug_pull("").await;
+}
+
+/// A policy that names the tool must not keep the withdrawal from taking
+/// effect (its tool's arguments are unknown while it is withdrawn, so the
+/// policy cannot be checked: it sleeps until the tool returns).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_naming_a_pinned_tool_does_not_stop_its_withdrawal() {
+    rug_pull(
+        r#"
+@id("mutable") permit (principal, action == Action::"up.mutable", resource);
+@id("echo") permit (principal, action == Action::"up.echo", resource);
+"#,
+    )
+    .await;
+}
+
+async fn rug_pull(policy: &str) {
     let up = Upstream::new();
     std::fs::write(up.desc_path(), "Version one.").unwrap();
     // The pin, as `tollgate connectors pin` computes it, from the
@@ -330,7 +348,12 @@ async fn a_changed_pinned_definition_withdraws_the_tool_and_is_recorded() {
     let expose = format!(
         "expose:\n  - {{ name: echo, risk: low }}\n  - {{ name: mutable, risk: low, pin: \"{pin}\" }}\n"
     );
-    let gw = TestGateway::start(&up.stdio_connector(&expose)).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("up.yaml"), up.stdio_connector(&expose)).unwrap();
+    if !policy.is_empty() {
+        std::fs::write(dir.path().join("policy.cedar"), policy).unwrap();
+    }
+    let gw = TestGateway::start_dir(dir, tollgate::server::HttpOptions::default()).await;
     let _watch = gw.watch(Duration::from_millis(50));
     let key = gw.issue_key("tester").await;
     let listener = Listener::default();
@@ -966,4 +989,406 @@ async fn connectors_pin_status_and_diff_on_the_real_binary() {
     assert_eq!(mutable["changes"][0]["before"], "Version one.");
     assert_eq!(mutable["changes"][0]["after"], "Version two.");
     assert_eq!(cli(&["connectors", "status", "up"]).status.code(), Some(1));
+}
+
+/// An agent's client that answers sampling and elicitation (when it
+/// declares them), counts what it was asked, and keeps the upstream log
+/// messages relayed to it.
+#[derive(Clone, Default)]
+struct Asker {
+    sampling: bool,
+    elicitation: bool,
+    samples: Arc<AtomicUsize>,
+    elicits: Arc<AtomicUsize>,
+    logs: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Asker {
+    fn declaring(sampling: bool, elicitation: bool) -> Self {
+        Self {
+            sampling,
+            elicitation,
+            ..Self::default()
+        }
+    }
+    fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+}
+
+impl ClientHandler for Asker {
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        let mut caps = serde_json::Map::new();
+        if self.sampling {
+            caps.insert("sampling".into(), json!({}));
+        }
+        if self.elicitation {
+            caps.insert("elicitation".into(), json!({ "form": {} }));
+        }
+        rmcp::model::ClientConfig::new(
+            serde_json::from_value(Value::Object(caps)).unwrap(),
+            rmcp::model::Implementation::new("asker", "1.0.0"),
+        )
+    }
+
+    #[allow(deprecated)]
+    async fn create_message(
+        &self,
+        _params: rmcp::model::CreateMessageRequestParams,
+        _ctx: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::model::ErrorData> {
+        self.samples.fetch_add(1, Ordering::SeqCst);
+        Ok(serde_json::from_value(json!({
+            "role": "assistant",
+            "content": { "type": "text", "text": "model says hi" },
+            "model": "test-model"
+        }))
+        .unwrap())
+    }
+
+    async fn create_elicitation(
+        &self,
+        _params: rmcp::model::ElicitRequestParams,
+        _ctx: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::model::ErrorData> {
+        self.elicits.fetch_add(1, Ordering::SeqCst);
+        Ok(
+            serde_json::from_value(json!({ "action": "accept", "content": { "colour": "green" } }))
+                .unwrap(),
+        )
+    }
+
+    #[allow(deprecated)]
+    async fn on_logging_message(
+        &self,
+        p: rmcp::model::LoggingMessageNotificationParam,
+        _ctx: NotificationContext<RoleClient>,
+    ) {
+        self.logs
+            .lock()
+            .unwrap()
+            .push(p.data.as_str().unwrap_or_default().to_string());
+    }
+}
+
+async fn asker_client(gw: &TestGateway, key: &str, a: Asker) -> RunningService<RoleClient, Asker> {
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(gw.url.clone()).auth_header(key.to_string());
+    a.serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .unwrap()
+}
+
+#[allow(deprecated)]
+async fn set_level(client: &RunningService<RoleClient, Asker>, level: &str) {
+    let p: rmcp::model::SetLevelRequestParams =
+        serde_json::from_value(json!({ "level": level })).unwrap();
+    client.peer().set_level(p).await.unwrap();
+}
+
+fn agent(id: &str, tools: &str) -> String {
+    AGENT
+        .replace("id: tester", &format!("id: {id}"))
+        .replace(r#"tools: ["up.*"]"#, &format!("tools: {tools}"))
+}
+
+/// The test upstream over stdio on a handshake session (where an upstream
+/// sends sampling and elicitation as requests), governing both.
+async fn asking_gateway(up: &Upstream, agents: &[String], policy: &str) -> TestGateway {
+    let dir = tempfile::tempdir().unwrap();
+    let connector = format!(
+        r#"kind: Connector
+id: up
+description: The test upstream over stdio.
+owners:
+  system: {{ name: sys, contact: sys@example.com }}
+  security: {{ name: sec, contact: sec@example.com }}
+mcp:
+  stdio:
+    command: {UPSTREAM}
+    args: [--stdio]
+    env:
+      UPSTREAM_EVENTS: {}
+  timeout_ms: 10000
+  protocol: handshake
+sampling: {{ risk: low }}
+elicitation: {{ risk: low }}
+expose:
+  - {{ name: ask, risk: low }}
+  - {{ name: chatty, risk: low }}
+"#,
+        up.events_path().display()
+    );
+    let mut text = connector;
+    for a in agents {
+        text.push_str("---\n");
+        text.push_str(a);
+    }
+    std::fs::write(dir.path().join("up.yaml"), text).unwrap();
+    if !policy.is_empty() {
+        std::fs::write(dir.path().join("policy.cedar"), policy).unwrap();
+    }
+    TestGateway::start_dir(dir, tollgate::server::HttpOptions::default()).await
+}
+
+const ASK_POLICY: &str = r#"
+@id("ask") permit (principal, action == Action::"up.ask", resource);
+@id("chatty") permit (principal, action == Action::"up.chatty", resource);
+@id("small-samples")
+permit (principal, action == Action::"sampling:up", resource)
+when { context.args.maxTokens <= 200 };
+@id("elicit") permit (principal, action == Action::"elicitation:up", resource);
+"#;
+
+fn asked(up: &Upstream) -> Vec<Value> {
+    up.events()
+        .into_iter()
+        .filter(|e| e["event"] == "asked")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sampling_and_elicitation_from_an_upstream_are_governed_relayed_and_recorded() {
+    let up = Upstream::new();
+    let gw = asking_gateway(
+        &up,
+        &[
+            agent("alice", r#"["up.ask", "sampling:up", "elicitation:up"]"#),
+            agent("bob", r#"["up.ask"]"#),
+        ],
+        ASK_POLICY,
+    )
+    .await;
+    let alice_key = gw.issue_key("alice").await;
+    let alice = Asker::declaring(true, true);
+    let client = asker_client(&gw, &alice_key, alice.clone()).await;
+
+    // Granted, within policy, declared: the agent's client answers and the
+    // upstream gets that answer.
+    let r = client
+        .call_tool(call(
+            "up.ask",
+            json!({ "what": "sampling", "max_tokens": 100 }),
+        ))
+        .await
+        .unwrap();
+    assert!(text(&r).contains("model says hi"), "{}", text(&r));
+    assert_eq!(alice.samples.load(Ordering::SeqCst), 1);
+    let r = client
+        .call_tool(call("up.ask", json!({ "what": "elicitation" })))
+        .await
+        .unwrap();
+    assert!(text(&r).contains("green"), "{}", text(&r));
+    assert_eq!(alice.elicits.load(Ordering::SeqCst), 1);
+
+    // Policy says no (too many tokens): the client is never asked, the
+    // upstream gets a refusal.
+    let r = client
+        .call_tool(call(
+            "up.ask",
+            json!({ "what": "sampling", "max_tokens": 1000 }),
+        ))
+        .await
+        .unwrap();
+    assert!(text(&r).starts_with("refused:"), "{}", text(&r));
+    assert_eq!(alice.samples.load(Ordering::SeqCst), 1);
+
+    // Not granted `sampling:up`: bob's client is never asked.
+    let bob_key = gw.issue_key("bob").await;
+    let bob = Asker::declaring(true, true);
+    let bob_client = asker_client(&gw, &bob_key, bob.clone()).await;
+    let r = bob_client
+        .call_tool(call("up.ask", json!({ "what": "sampling" })))
+        .await
+        .unwrap();
+    assert!(text(&r).starts_with("refused:"), "{}", text(&r));
+    assert_eq!(bob.samples.load(Ordering::SeqCst), 0);
+
+    // A client that declared no sampling capability is not asked either.
+    let plain = Asker::declaring(false, false);
+    let plain_client = asker_client(&gw, &alice_key, plain.clone()).await;
+    let r = plain_client
+        .call_tool(call("up.ask", json!({ "what": "sampling" })))
+        .await
+        .unwrap();
+    assert!(text(&r).contains("capability"), "{}", text(&r));
+    assert_eq!(plain.samples.load(Ordering::SeqCst), 0);
+
+    let oks: Vec<bool> = asked(&up).iter().map(|e| e["ok"] == true).collect();
+    assert_eq!(oks, [true, true, false, false, false]);
+
+    // Each request is a record of its own, by the agent whose call it was.
+    let records: Vec<_> = gw
+        .decisions()
+        .await
+        .into_iter()
+        .filter(|d| d.tool.starts_with("sampling:") || d.tool.starts_with("elicitation:"))
+        .map(|d| {
+            (
+                d.agent_id,
+                d.tool,
+                d.decision,
+                d.reason_code,
+                d.outcome.unwrap_or_default(),
+                d.outcome_code.unwrap_or_default(),
+            )
+        })
+        .collect();
+    let summary: Vec<String> = records
+        .iter()
+        .map(|(a, t, d, r, o, c)| format!("{a} {t} {d} {r} {o} {c}"))
+        .collect();
+    assert_eq!(summary.len(), 5, "{summary:#?}");
+    assert!(
+        summary[0].starts_with("alice sampling:up allow allowed ok"),
+        "{summary:#?}"
+    );
+    assert!(
+        summary[1].starts_with("alice elicitation:up allow allowed ok"),
+        "{summary:#?}"
+    );
+    assert!(
+        summary[2].starts_with("alice sampling:up deny"),
+        "{summary:#?}"
+    );
+    assert!(
+        summary[3].starts_with("bob sampling:up deny tool_not_granted"),
+        "{summary:#?}"
+    );
+    assert!(
+        summary[4].starts_with("alice sampling:up allow")
+            && summary[4].ends_with("client_capability_missing"),
+        "{summary:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_ended_while_its_call_runs_stops_the_upstreams_sampling_request() {
+    let up = Upstream::new();
+    let gw = asking_gateway(&up, &[agent("alice", r#"["up.ask", "sampling:up"]"#)], "").await;
+    let key = gw.issue_key("alice").await;
+    let alice = Asker::declaring(true, false);
+    let client = asker_client(&gw, &key, alice.clone()).await;
+    let task = gw
+        .start_task("alice", &["up.ask", "sampling:up"], &[], 600)
+        .await;
+    let mut params = call("up.ask", json!({ "what": "sampling", "delay_ms": 1500 }));
+    let mut meta = serde_json::Map::new();
+    meta.insert("tollgate/task".into(), json!(task.task.id));
+    params.meta = Some(rmcp::model::RequestMetaObject::from(meta));
+    let running = tokio::spawn({
+        let peer = client.peer().clone();
+        async move { peer.call_tool(params).await }
+    });
+    // The upstream has the call and is about to ask: the task ends now.
+    eventually("the upstream has the call", async || {
+        (!up.calls_of("ask").is_empty()).then_some(())
+    })
+    .await;
+    tollgate::tasks::end(
+        &gw.gw,
+        &task.task.id,
+        tollgate::store::TaskStatus::Completed,
+        "operator",
+        "done",
+    )
+    .await
+    .unwrap();
+    let _ = running.await.unwrap();
+    let e = eventually("the upstream's request was answered", async || {
+        asked(&up).into_iter().next()
+    })
+    .await;
+    assert_eq!(e["ok"], false, "{e}");
+    assert_eq!(
+        alice.samples.load(Ordering::SeqCst),
+        0,
+        "the client was asked after its task ended"
+    );
+    let d = gw
+        .decisions()
+        .await
+        .into_iter()
+        .find(|d| d.tool == "sampling:up")
+        .expect("the refused request is recorded");
+    assert_eq!(d.decision, "deny");
+    assert_eq!(d.reason_code, "task_ended");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_log_messages_reach_only_the_client_that_asked_and_only_from_its_own_call() {
+    let up = Upstream::new();
+    let gw = asking_gateway(
+        &up,
+        &[
+            agent("alice", r#"["up.chatty"]"#),
+            agent("bob", r#"["up.chatty"]"#),
+        ],
+        "",
+    )
+    .await;
+    let alice_key = gw.issue_key("alice").await;
+    let bob_key = gw.issue_key("bob").await;
+
+    // No level set: nothing is relayed.
+    let quiet = Asker::default();
+    let quiet_client = asker_client(&gw, &alice_key, quiet.clone()).await;
+    quiet_client
+        .call_tool(call("up.chatty", json!({ "tag": "quiet" })))
+        .await
+        .unwrap();
+
+    // Level info: info and above, from its own call.
+    let alice = Asker::default();
+    let client = asker_client(&gw, &alice_key, alice.clone()).await;
+    set_level(&client, "info").await;
+    client
+        .call_tool(call("up.chatty", json!({ "tag": "solo" })))
+        .await
+        .unwrap();
+    // (rmcp hands each notification to its own task: the order between
+    // two messages sent back to back is not kept.)
+    let mut got = alice.logs();
+    got.sort();
+    assert_eq!(got, ["solo at info", "solo at warning"]);
+    assert!(quiet.logs().is_empty(), "{:?}", quiet.logs());
+
+    // Two agents' calls in flight on the shared upstream when it logs: the
+    // messages cannot be tied to one call, so neither agent gets the
+    // other's (they stay in the gateway's log).
+    let bob = Asker::default();
+    let bob_client = asker_client(&gw, &bob_key, bob.clone()).await;
+    set_level(&bob_client, "debug").await;
+    set_level(&client, "debug").await;
+    let a = client.call_tool(call(
+        "up.chatty",
+        json!({ "tag": "alice", "pre_ms": 400, "hold_ms": 400 }),
+    ));
+    let b = bob_client.call_tool(call(
+        "up.chatty",
+        json!({ "tag": "bob", "pre_ms": 400, "hold_ms": 400 }),
+    ));
+    let (a, b) = tokio::join!(a, b);
+    a.unwrap();
+    b.unwrap();
+    let tags: Vec<String> = up
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "logged")
+        .map(|e| e["tag"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        tags.contains(&"alice".into()) && tags.contains(&"bob".into()),
+        "{tags:?}"
+    );
+    assert!(
+        !bob.logs().iter().any(|l| l.starts_with("alice")),
+        "{:?}",
+        bob.logs()
+    );
+    assert!(
+        !alice.logs().iter().any(|l| l.starts_with("bob")),
+        "{:?}",
+        alice.logs()
+    );
 }

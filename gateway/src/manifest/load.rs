@@ -408,8 +408,25 @@ pub fn load_sources_with(
             })
             .collect();
         let (agents, connectors, tools) = policy_facts(&catalog);
-        match Policies::build(&agents, &connectors, &tools, &policies) {
-            Ok(p) => catalog.policies = Some(Arc::new(p)),
+        let withdrawn: std::collections::BTreeSet<String> =
+            catalog.withdrawn.keys().cloned().collect();
+        match Policies::build(&agents, &connectors, &tools, &policies, &withdrawn) {
+            Ok(p) => {
+                for d in &p.dormant {
+                    catalog.warnings.push(ManifestError {
+                        file: d.file.clone(),
+                        line: d.line,
+                        column: 0,
+                        code: Code::Policy,
+                        message: format!(
+                            "policy `{}` names only tools that are withdrawn now; it is not in force (and not checked) until they are served again",
+                            d.id
+                        ),
+                        hint: None,
+                    });
+                }
+                catalog.policies = Some(Arc::new(p));
+            }
             Err(problems) => errors.extend(problems.into_iter().map(|p| ManifestError {
                 file: p.file,
                 line: p.line,

@@ -78,11 +78,17 @@ const KNOWN: &[&str] = &[
 ];
 
 /// Parses every file into one set, then validates it against `schema`.
+/// A validated set, its rules by id, and the dormant policies (about
+/// withdrawn tools only), set aside.
+pub(super) type Parsed = (PolicySet, HashMap<PolicyId, Rule>, Vec<Rule>);
+
 pub(super) fn parse(
     sources: &[PolicySource],
     schema: &Schema,
-) -> Result<(PolicySet, HashMap<PolicyId, Rule>), Vec<PolicyError>> {
+    withdrawn: &std::collections::BTreeSet<String>,
+) -> Result<Parsed, Vec<PolicyError>> {
     let mut errors = Vec::new();
+    let mut dormant = Vec::new();
     let mut set = PolicySet::new();
     let mut rules: HashMap<PolicyId, Rule> = HashMap::new();
     let texts: HashMap<PathBuf, &str> = sources
@@ -131,6 +137,16 @@ pub(super) fn parse(
                     continue;
                 }
             };
+            // A policy only about tools withdrawn now (an upstream that is
+            // down, or changed a pinned definition) cannot decide any call
+            // (a withdrawn tool is refused before policy), and cannot be
+            // validated (the tool's arguments are unknown): it sleeps until
+            // they return, rather than keeping the withdrawal from taking
+            // effect.
+            if only_withdrawn(&policy, withdrawn) {
+                dormant.push(rule);
+                continue;
+            }
             let pid = PolicyId::new(&id);
             if let Some(first) = rules.get(&pid) {
                 errors.push(at(format!(
@@ -172,10 +188,23 @@ pub(super) fn parse(
         });
     }
     if errors.is_empty() {
-        Ok((set, rules))
+        Ok((set, rules, dormant))
     } else {
         errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
         Err(errors)
+    }
+}
+
+/// Whether every action a policy's scope names is a withdrawn tool.
+fn only_withdrawn(
+    policy: &cedar_policy::Policy,
+    withdrawn: &std::collections::BTreeSet<String>,
+) -> bool {
+    let named = |u: &cedar_policy::EntityUid| withdrawn.contains(u.id().unescaped());
+    match policy.action_constraint() {
+        cedar_policy::ActionConstraint::Any => false,
+        cedar_policy::ActionConstraint::Eq(u) => named(&u),
+        cedar_policy::ActionConstraint::In(us) => !us.is_empty() && us.iter().all(named),
     }
 }
 

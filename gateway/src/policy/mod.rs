@@ -122,6 +122,19 @@ pub struct Policies {
     /// a third of a context's cost, and a context attribute no policy
     /// reads cannot change a decision.
     uses_datetime: bool,
+    /// Policies about withdrawn tools only: not in force until they return.
+    pub dormant: Vec<Dormant>,
+}
+
+/// A policy set aside because every tool it names is withdrawn.
+#[derive(Debug, Clone)]
+pub struct Dormant {
+    /// Its id.
+    pub id: String,
+    /// Its file.
+    pub file: PathBuf,
+    /// Its first line.
+    pub line: usize,
 }
 
 /// The Cedar schema for this manifest set, in Cedar's schema syntax (what
@@ -151,6 +164,7 @@ impl Policies {
         connectors: &[ConnectorFacts],
         tools: &[ToolFacts],
         sources: &[PolicySource],
+        withdrawn: &std::collections::BTreeSet<String>,
     ) -> Result<Self, Vec<PolicyError>> {
         let internal = |message: String| {
             vec![PolicyError {
@@ -162,7 +176,7 @@ impl Policies {
         };
         let schema = Schema::from_json_value(schema::cedar_schema(tools))
             .map_err(|e| internal(format!("cannot build the policy schema: {e}")))?;
-        let (set, rules) = load::parse(sources, &schema)?;
+        let (set, rules, dormant) = load::parse(sources, &schema, withdrawn)?;
         let entities = Entities::from_json_value(
             schema::cedar_entities(agents, connectors, tools),
             Some(&schema),
@@ -244,6 +258,14 @@ impl Policies {
                 .collect(),
             files: sources.iter().map(|s| s.path.clone()).collect(),
             uses_datetime,
+            dormant: dormant
+                .into_iter()
+                .map(|r| Dormant {
+                    id: r.id,
+                    file: r.file,
+                    line: r.line,
+                })
+                .collect(),
         })
     }
 

@@ -128,6 +128,34 @@ fn tools() -> Vec<Tool> {
         .with_annotations(ToolAnnotations::new().read_only(true)),
         Tool::new("mutable", description(), schema(object))
             .with_annotations(ToolAnnotations::new().read_only(true)),
+        Tool::new(
+            "ask",
+            "Asks the client for sampling or elicitation (after delay_ms), and returns its answer.",
+            schema(json!({
+                "type": "object",
+                "properties": {
+                    "what": { "type": "string", "enum": ["sampling", "elicitation"] },
+                    "max_tokens": { "type": "integer" },
+                    "delay_ms": { "type": "integer" }
+                },
+                "required": ["what"]
+            })),
+        )
+        .with_annotations(ToolAnnotations::new().read_only(true)),
+        Tool::new(
+            "chatty",
+            "Logs at debug, info and warning (tagged), after pre_ms, then holds hold_ms.",
+            schema(json!({
+                "type": "object",
+                "properties": {
+                    "tag": { "type": "string" },
+                    "pre_ms": { "type": "integer" },
+                    "hold_ms": { "type": "integer" }
+                },
+                "required": ["tag"]
+            })),
+        )
+        .with_annotations(ToolAnnotations::new().read_only(true)),
     ]
 }
 
@@ -156,6 +184,7 @@ fn headers(ctx: &RequestContext<RoleServer>) -> Value {
 }
 
 impl ServerHandler for Upstream {
+    #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
@@ -163,6 +192,7 @@ impl ServerHandler for Upstream {
                 .enable_tool_list_changed()
                 .enable_prompts()
                 .enable_resources()
+                .enable_logging()
                 .build(),
         )
         .with_server_info(Implementation::new("tollgate-test-upstream", "1.0.0"))
@@ -356,6 +386,87 @@ impl ServerHandler for Upstream {
             }
             "whoami" => {
                 CallToolResult::success(vec![ContentBlock::text(headers(&ctx).to_string())])
+            }
+            "ask" => {
+                let ms = |k: &str| {
+                    Duration::from_millis(args.get(k).and_then(Value::as_u64).unwrap_or(0))
+                };
+                tokio::time::sleep(ms("delay_ms")).await;
+                let what = args
+                    .get("what")
+                    .and_then(Value::as_str)
+                    .unwrap_or("sampling");
+                let answer = if what == "elicitation" {
+                    let params: rmcp::model::ElicitRequestParams = serde_json::from_value(json!({
+                        "message": "Which colour?",
+                        "requestedSchema": {
+                            "type": "object",
+                            "properties": { "colour": { "type": "string" } },
+                            "required": ["colour"]
+                        }
+                    }))
+                    .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+                    let request = rmcp::model::ServerRequest::ElicitRequest(
+                        rmcp::model::ElicitRequest::new(params),
+                    );
+                    ctx.peer
+                        .send_request(request)
+                        .await
+                        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+                } else {
+                    let tokens = args
+                        .get("max_tokens")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(100);
+                    #[allow(deprecated)]
+                    let params = rmcp::model::CreateMessageRequestParams::new(
+                        vec![rmcp::model::SamplingMessage::user_text("Say hello")],
+                        tokens as u32,
+                    );
+                    #[allow(deprecated)]
+                    ctx.peer
+                        .create_message(params)
+                        .await
+                        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+                };
+                match answer {
+                    Ok(v) => {
+                        event(json!({ "event": "asked", "what": what, "ok": true, "answer": v }));
+                        CallToolResult::success(vec![ContentBlock::text(format!("answer: {v}"))])
+                    }
+                    Err(e) => {
+                        event(
+                            json!({ "event": "asked", "what": what, "ok": false, "error": e.to_string() }),
+                        );
+                        CallToolResult::error(vec![ContentBlock::text(format!("refused: {e}"))])
+                    }
+                }
+            }
+            "chatty" => {
+                let ms = |k: &str| {
+                    Duration::from_millis(args.get(k).and_then(Value::as_u64).unwrap_or(0))
+                };
+                let tag = args
+                    .get("tag")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                tokio::time::sleep(ms("pre_ms")).await;
+                for level in ["debug", "info", "warning"] {
+                    #[allow(deprecated)]
+                    let note: rmcp::model::LoggingMessageNotificationParam =
+                        serde_json::from_value(json!({
+                            "level": level,
+                            "logger": "chatty",
+                            "data": format!("{tag} at {level}")
+                        }))
+                        .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+                    #[allow(deprecated)]
+                    let _ = ctx.peer.notify_logging_message(note).await;
+                }
+                event(json!({ "event": "logged", "tag": tag }));
+                tokio::time::sleep(ms("hold_ms")).await;
+                CallToolResult::success(vec![ContentBlock::text("said")])
             }
             "destroy" | "hidden" | "mutable" => {
                 CallToolResult::success(vec![ContentBlock::text(format!("{} ran", request.name))])
