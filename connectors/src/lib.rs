@@ -36,6 +36,8 @@ pub struct ConnectorCall<'a> {
     /// result (an upstream MCP server's progress, log messages and
     /// requests of the agent's client): the gateway's side of the call.
     pub relay: Option<&'a dyn mcp::CallRelay>,
+    /// The agent's answers to an upstream's `input_required`, on a retry.
+    pub resume: Option<&'a Resume>,
 }
 
 impl std::fmt::Debug for ConnectorCall<'_> {
@@ -206,6 +208,21 @@ pub struct ToolOutput {
     /// upstream's `prompts/get` or `resources/read`), as JSON, for the
     /// front end to hand on; `text` is its summary for records.
     pub raw: Option<Value>,
+    /// `raw` is an upstream's `input_required` result (SEP-2322, protocol
+    /// 2026-07-28) for the agent to answer and retry the call with; every
+    /// request in it was governed before it got here.
+    pub input_required: bool,
+}
+
+/// A retried call's answers to what an upstream asked for in its
+/// `input_required` result, passed on to the upstream as they came (the
+/// request state is the upstream's to verify).
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    /// `inputResponses`, by the keys of the upstream's requests.
+    pub input_responses: Option<Map<String, Value>>,
+    /// `requestState`, echoed.
+    pub request_state: Option<String>,
 }
 
 /// Why a connector could not produce tool output. Each variant is a failure

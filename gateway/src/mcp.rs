@@ -196,22 +196,24 @@ impl McpFront {
             trace_parent,
             kind: ToolKind::Tool,
             client: Some(Arc::new(self.client(ctx))),
+            resume: None,
         }
     }
 
     /// The agent's client as this request's upstream may reach it.
     fn client(&self, ctx: &RequestContext<RoleServer>) -> McpClient {
         let caps = ctx.client_capabilities().unwrap_or_default();
-        // The stateless revision has no server-to-client requests (it
-        // would take `input_required` results, which are not relayed).
+        // The stateless revision has no server-to-client requests: an
+        // upstream's reach its client inside `input_required` results.
         let stateless = ctx.protocol_version().is_some_and(|v| !v.has_initialize());
         #[allow(deprecated)]
         let per_request = ctx.meta.log_level().and_then(|l| level_name(&l));
         let session = *self.log_level.lock().unwrap_or_else(|p| p.into_inner());
         McpClient {
             peer: ctx.peer.clone(),
-            sampling: caps.sampling.is_some() && !stateless,
-            elicitation: caps.elicitation.is_some() && !stateless,
+            sampling: caps.sampling.is_some(),
+            elicitation: caps.elicitation.is_some(),
+            stateless,
             log_level: per_request.or(session),
         }
     }
@@ -271,6 +273,7 @@ struct McpClient {
     peer: Peer<RoleServer>,
     sampling: bool,
     elicitation: bool,
+    stateless: bool,
     /// The least severe upstream log level the client asked for.
     log_level: Option<&'static str>,
 }
@@ -293,6 +296,10 @@ impl pipeline::AgentClient for McpClient {
             ToolKind::Elicitation => self.elicitation,
             _ => false,
         }
+    }
+
+    fn stateless(&self) -> bool {
+        self.stateless
     }
 
     #[allow(deprecated)]
@@ -544,15 +551,39 @@ impl ServerHandler for McpFront {
             name,
             arguments,
             meta,
+            input_responses,
+            request_state,
             ..
         } = request;
-        let request = self.request(
+        let mut request = self.request(
             &ctx,
             name.into_owned(),
             arguments,
             meta.as_ref().map(|m| &m.0.0),
         );
-        reply_to_mcp(pipeline::call_tool(&self.gw, &who, request, &ctx.ct).await).map(Into::into)
+        if input_responses.is_some() || request_state.is_some() {
+            request.resume = Some(tollgate_connectors::Resume {
+                input_responses: input_responses.map(|r| r.into_iter().collect()),
+                request_state,
+            });
+        }
+        let reply = pipeline::call_tool(&self.gw, &who, request, &ctx.ct).await;
+        // An upstream's `input_required`, every request in it governed:
+        // the agent answers it and retries.
+        if let CallReply::Output(out) | CallReply::Approved { output: out, .. } = &reply
+            && out.input_required
+            && let Some(raw) = &out.raw
+        {
+            let r: rmcp::model::InputRequiredResult =
+                serde_json::from_value(raw.clone()).map_err(|e| {
+                    ErrorData::internal_error(
+                        format!("the upstream's input_required result is unreadable: {e}"),
+                        None,
+                    )
+                })?;
+            return Ok(CallToolResponse::InputRequired(r));
+        }
+        reply_to_mcp(reply).map(Into::into)
     }
 
     async fn list_prompts(

@@ -205,6 +205,7 @@ pub(super) fn to_output(
             backend_status: Some(status.as_u16()),
             content: Vec::new(),
             raw: None,
+            input_required: false,
         };
     }
     let message = json
@@ -229,6 +230,7 @@ pub(super) fn to_output(
         backend_status: Some(status.as_u16()),
         content: Vec::new(),
         raw: None,
+        input_required: false,
     }
 }
 

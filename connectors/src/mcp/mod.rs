@@ -194,6 +194,15 @@ pub struct ClientAsks {
 /// of the call, which decides what reaches the agent's client.
 #[async_trait]
 pub trait CallRelay: Send + Sync {
+    /// Whether the agent answers `input_required` results itself (its
+    /// client speaks 2026-07-28): then an upstream's result of that kind
+    /// goes to it once [`CallRelay::ask`] allowed each request in it;
+    /// otherwise the gateway asks the agent's client and retries.
+    fn takes_input_required(&self) -> bool;
+    /// Whether the agent's client declared it can answer `what` (the
+    /// upstream is told, per request, only what both it and the manifest
+    /// allow).
+    fn client_can(&self, what: ClientAsk) -> bool;
     /// Whether the agent asked for progress (a call without it pays
     /// nothing for relaying).
     fn wants_progress(&self) -> bool;
@@ -207,6 +216,10 @@ pub trait CallRelay: Send + Sync {
     /// to the upstream as an error).
     async fn ask(&self, what: ClientAsk, params: Value) -> Result<Value, String>;
 }
+
+/// Rounds of `input_required` the gateway answers for one call before it
+/// gives up (an upstream that never finishes asking).
+const MAX_INPUT_ROUNDS: usize = 10;
 
 /// How long a request from the upstream waits for the call it names to be
 /// registered (its send and its registration race).
@@ -556,6 +569,7 @@ impl Upstream {
                 backend_status: None,
                 content: Vec::new(),
                 raw: Some(raw),
+                input_required: false,
             };
             if let Some(cred) = call.credential {
                 redact(&mut out, cred);
@@ -567,7 +581,10 @@ impl Upstream {
             .map_err(|_| ConnectorError::Timeout(timeout))?
     }
 
-    /// Calls upstream tool `name`.
+    /// Calls upstream tool `name`. An `input_required` result (protocol
+    /// 2026-07-28) is answered here by asking the agent's client through
+    /// the relay (each request governed there) and retrying, unless the
+    /// agent answers such results itself: then it goes to the agent.
     async fn call(
         &self,
         name: &str,
@@ -576,16 +593,80 @@ impl Upstream {
         let shared = &self.shared;
         let timeout = shared.config.timeout();
         let deadline = tokio::time::Instant::now() + timeout;
-        let Conn { peer, calls } =
-            tokio::time::timeout_at(deadline, self.peer_for(call.credential))
-                .await
-                .map_err(|_| ConnectorError::Timeout(timeout))??;
-        let request = ClientRequest::CallToolRequest(CallToolRequest::new(
-            CallToolRequestParams::new(name.to_string()).with_arguments(call.arguments.clone()),
-        ));
-        let sending = Counted::sending(&calls);
+        let conn = tokio::time::timeout_at(deadline, self.peer_for(call.credential))
+            .await
+            .map_err(|_| ConnectorError::Timeout(timeout))??;
+        let mut params =
+            CallToolRequestParams::new(name.to_string()).with_arguments(call.arguments.clone());
+        if let Some(resume) = call.resume {
+            if let Some(r) = &resume.input_responses {
+                params = params.with_input_responses(r.clone().into_iter().collect());
+            }
+            if let Some(state) = &resume.request_state {
+                params = params.with_request_state(state.clone());
+            }
+        }
+        for _ in 0..MAX_INPUT_ROUNDS {
+            let result = match self.round(&conn, params.clone(), &call, deadline).await? {
+                Ok(ServerResult::CallToolResult(r)) => r,
+                Ok(ServerResult::InputRequiredResult(r)) => {
+                    match input_required(&shared.id, r, &call).await? {
+                        Inputs::ForAgent(out) => return Ok(out),
+                        Inputs::Answered(responses, state) => {
+                            params.input_responses = Some(responses);
+                            params.request_state = state;
+                            continue;
+                        }
+                        Inputs::Refused(out) => return Ok(out),
+                    }
+                }
+                Ok(other) => {
+                    return Err(ConnectorError::Unreachable(format!(
+                        "upstream `{}` answered tools/call with {}",
+                        shared.id,
+                        kind_of(&other)
+                    )));
+                }
+                Err(e) => return upstream_failure(&shared.id, e),
+            };
+            // The blocks go on as they came: no text is derived from them.
+            let mut out = ToolOutput {
+                text: String::new(),
+                structured: result.structured_content,
+                is_error: result.is_error.unwrap_or(false),
+                backend_status: None,
+                content: result.content,
+                raw: None,
+                input_required: false,
+            };
+            if let Some(cred) = call.credential {
+                redact(&mut out, cred);
+            }
+            return Ok(out);
+        }
+        Err(ConnectorError::InvalidResponse(format!(
+            "upstream `{}` still asked for input after {MAX_INPUT_ROUNDS} rounds",
+            shared.id
+        )))
+    }
+
+    /// One `tools/call` on the wire, with what the upstream sends meanwhile
+    /// relayed; its answer, or the upstream's error.
+    async fn round(
+        &self,
+        conn: &Conn,
+        params: CallToolRequestParams,
+        call: &ConnectorCall<'_>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Result<ServerResult, rmcp::ServiceError>, ConnectorError> {
+        let shared = &self.shared;
+        let Conn { peer, calls } = conn;
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        let mut options = PeerRequestOptions::no_options();
+        options.meta = Some(capabilities_for(shared.asks, call.relay));
+        let sending = Counted::sending(calls);
         let handle = peer
-            .send_request_with_option(request, PeerRequestOptions::no_options())
+            .send_request_with_option(request, options)
             .await
             .map_err(|e| unreachable(&shared.id, &e))?;
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -620,7 +701,7 @@ impl Upstream {
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     // The guard tells the upstream the call is abandoned.
-                    return Err(ConnectorError::Timeout(timeout));
+                    return Err(ConnectorError::Timeout(shared.config.timeout()));
                 }
             }
         };
@@ -642,30 +723,7 @@ impl Upstream {
                 deliver(relay, m, call.credential, deadline).await;
             }
         }
-        let result = match result {
-            Ok(ServerResult::CallToolResult(r)) => r,
-            Ok(other) => {
-                return Err(ConnectorError::Unreachable(format!(
-                    "upstream `{}` answered tools/call with {}",
-                    shared.id,
-                    kind_of(&other)
-                )));
-            }
-            Err(e) => return upstream_failure(&shared.id, e),
-        };
-        // The blocks go on as they came: no text is derived from them.
-        let mut out = ToolOutput {
-            text: String::new(),
-            structured: result.structured_content,
-            is_error: result.is_error.unwrap_or(false),
-            backend_status: None,
-            content: result.content,
-            raw: None,
-        };
-        if let Some(cred) = call.credential {
-            redact(&mut out, cred);
-        }
-        Ok(out)
+        Ok(result)
     }
 
     /// The connection for a call: the upstream's own (stdio, or HTTP with
@@ -769,6 +827,116 @@ fn redact(out: &mut ToolOutput, cred: &BackendCredential) {
     }
 }
 
+/// The client capabilities an upstream is told for one call: what the
+/// manifest governs and the agent's client declared (the stateless
+/// revision reads them per request; rmcp servers prefer them to the
+/// handshake's too). An upstream that respects them does not ask for what
+/// would only be refused.
+fn capabilities_for(
+    asks: ClientAsks,
+    relay: Option<&dyn CallRelay>,
+) -> rmcp::model::RequestMetaObject {
+    let can = |what| relay.is_some_and(|r| r.client_can(what));
+    let mut caps = serde_json::Map::new();
+    if asks.sampling && can(ClientAsk::Sampling) {
+        caps.insert("sampling".into(), serde_json::json!({}));
+    }
+    if asks.elicitation && can(ClientAsk::Elicitation) {
+        caps.insert("elicitation".into(), serde_json::json!({ "form": {} }));
+    }
+    let mut meta = rmcp::model::RequestMetaObject::new();
+    meta.set_client_capabilities(
+        serde_json::from_value::<ClientCapabilities>(Value::Object(caps)).unwrap_or_default(),
+    );
+    meta
+}
+
+/// What came of an upstream's `input_required` result.
+enum Inputs {
+    /// For the agent to answer (it speaks 2026-07-28): every request in it
+    /// was allowed.
+    ForAgent(ToolOutput),
+    /// Answered by the agent's client through the gateway: retry with these.
+    Answered(rmcp::model::InputResponses, Option<String>),
+    /// A request in it was refused: this tool error is the call's result.
+    Refused(ToolOutput),
+}
+
+/// Takes an upstream's `input_required` result: each request goes to the
+/// relay (which governs it); then either the whole result goes to the
+/// agent, or the answers come back for a retry.
+async fn input_required(
+    id: &str,
+    r: rmcp::model::InputRequiredResult,
+    call: &ConnectorCall<'_>,
+) -> Result<Inputs, ConnectorError> {
+    let refused = |why: String| {
+        Inputs::Refused(ToolOutput {
+            text: why,
+            structured: None,
+            is_error: true,
+            backend_status: None,
+            content: Vec::new(),
+            raw: None,
+            input_required: false,
+        })
+    };
+    let Some(relay) = call.relay else {
+        return Ok(refused(format!(
+            "upstream `{id}` asked for input, and this call has no client to ask"
+        )));
+    };
+    let for_agent = relay.takes_input_required();
+    let mut responses = rmcp::model::InputResponses::new();
+    for (key, request) in r.input_requests.iter().flatten() {
+        let mut v = serde_json::to_value(request).unwrap_or(Value::Null);
+        let what = match v["method"].as_str() {
+            Some("sampling/createMessage") => ClientAsk::Sampling,
+            Some("elicitation/create") => ClientAsk::Elicitation,
+            Some(other) => {
+                return Ok(refused(format!(
+                    "upstream `{id}` asked for `{other}`, which Tollgate does not relay"
+                )));
+            }
+            None => {
+                return Ok(refused(format!(
+                    "upstream `{id}` asked for input it did not name"
+                )));
+            }
+        };
+        let mut params = v["params"].take();
+        redact_value(&mut params, call.credential);
+        match relay.ask(what, params).await {
+            Ok(answer) => {
+                responses.insert(key.clone(), answer);
+            }
+            Err(why) => {
+                return Ok(refused(format!(
+                    "upstream `{id}` asked the agent's client for {}, and Tollgate refused: {why}",
+                    what.as_str()
+                )));
+            }
+        }
+    }
+    if !for_agent {
+        return Ok(Inputs::Answered(responses, r.request_state));
+    }
+    let mut raw = serde_json::to_value(&r).map_err(|e| {
+        ConnectorError::InvalidResponse(format!("upstream `{id}`: unreadable input_required: {e}"))
+    })?;
+    redact_value(&mut raw, call.credential);
+    let n = r.input_requests.as_ref().map_or(0, |m| m.len());
+    Ok(Inputs::ForAgent(ToolOutput {
+        text: format!("input required: {n} request(s) for the agent's client"),
+        structured: None,
+        is_error: false,
+        backend_status: None,
+        content: Vec::new(),
+        raw: Some(raw),
+        input_required: true,
+    }))
+}
+
 /// Copies of the credential in a JSON value become [`crate::REDACTED`].
 fn redact_value(v: &mut Value, cred: Option<&BackendCredential>) {
     let Some(cred) = cred else { return };
@@ -813,6 +981,12 @@ async fn deliver(
         } => {
             let answer = match relay {
                 None => Err(format!("this call cannot take {} requests", what.as_str())),
+                // Such a client takes requests only inside `input_required`
+                // results, never mid-call.
+                Some(relay) if relay.takes_input_required() => Err(format!(
+                    "the agent's client speaks the stateless revision (2026-07-28) and cannot be sent a {} request mid-call",
+                    what.as_str()
+                )),
                 Some(relay) => {
                     redact_value(&mut params, cred);
                     tokio::time::timeout_at(deadline, relay.ask(what, params))
@@ -871,6 +1045,7 @@ fn upstream_failure(id: &str, e: rmcp::ServiceError) -> Result<ToolOutput, Conne
             backend_status: None,
             content: Vec::new(),
             raw: None,
+            input_required: false,
         }),
         e => Err(unreachable(id, &e)),
     }

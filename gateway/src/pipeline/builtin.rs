@@ -172,6 +172,7 @@ pub async fn run(
     current_task: Option<&str>,
 ) -> Result<ToolOutput, (&'static str, String)> {
     let request = ToolRequest {
+        resume: None,
         client: None,
         name: name.to_string(),
         arguments: None,
@@ -198,6 +199,7 @@ fn output(text: String, structured: Value) -> ToolOutput {
         backend_status: None,
         content: Vec::new(),
         raw: None,
+        input_required: false,
     }
 }
 

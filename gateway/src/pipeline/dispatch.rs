@@ -57,6 +57,8 @@ pub struct Back<'a> {
     pub progress: Option<&'a dyn Progress>,
     /// The agent's client, when the transport can reach it.
     pub client: Option<&'a Arc<dyn AgentClient>>,
+    /// The agent's answers to the upstream's last `input_required`.
+    pub resume: Option<&'a tollgate_connectors::Resume>,
 }
 
 /// What an upstream sends during one call, handled for the gateway.
@@ -71,6 +73,18 @@ struct Relay<'a> {
 
 #[async_trait::async_trait]
 impl CallRelay for Relay<'_> {
+    fn takes_input_required(&self) -> bool {
+        self.back.client.is_some_and(|c| c.stateless())
+    }
+
+    fn client_can(&self, what: ClientAsk) -> bool {
+        let kind = match what {
+            ClientAsk::Sampling => ToolKind::Sampling,
+            ClientAsk::Elicitation => ToolKind::Elicitation,
+        };
+        self.back.client.is_some_and(|c| c.can(kind))
+    }
+
     fn wants_progress(&self) -> bool {
         self.back.progress.is_some()
     }
@@ -135,6 +149,19 @@ async fn ask_client(
     let Some(client) = back.client.filter(|c| c.can(kind)) else {
         return Dispatched::Refused(Denial::ClientCannot { capability });
     };
+    if client.stateless() {
+        // Allowed: it goes to the client inside the upstream's
+        // `input_required` result, and its answer comes with the retry.
+        return Dispatched::Output(ToolOutput {
+            text: format!("the {capability} request goes to the agent's client as input_required"),
+            structured: None,
+            is_error: false,
+            backend_status: None,
+            content: Vec::new(),
+            raw: Some(Value::Null),
+            input_required: false,
+        });
+    }
     tokio::select! {
         r = client.ask(kind, Value::Object(arguments.clone())) => match r {
             Ok(v) => Dispatched::Output(ToolOutput {
@@ -144,6 +171,7 @@ async fn ask_client(
                 backend_status: None,
                 content: Vec::new(),
                 raw: Some(v),
+                input_required: false,
             }),
             Err(why) => Dispatched::Failed(ConnectorError::InvalidResponse(format!(
                 "the agent's client refused the {capability} request: {why}"
@@ -189,6 +217,7 @@ pub async fn dispatch(
         credential: c.credential(),
         trace: &trace,
         relay: Some(&relay),
+        resume: back.resume,
     });
     let dispatched = async {
         tokio::select! {

@@ -92,6 +92,9 @@ pub struct ToolRequest {
     /// messages it asked for, sampling and elicitation requests); `None`
     /// where the transport cannot reach it.
     pub client: Option<Arc<dyn AgentClient>>,
+    /// On a retry: the agent's answers to what an upstream asked for in
+    /// its `input_required` result (passed on to it as they came).
+    pub resume: Option<tollgate_connectors::Resume>,
 }
 
 /// The agent's client as a running call's backend may reach it.
@@ -104,6 +107,10 @@ pub trait AgentClient: Send + Sync + std::fmt::Debug {
     /// ([`ToolKind::Sampling`](crate::catalog::ToolKind) or
     /// `Elicitation`).
     fn can(&self, kind: crate::catalog::ToolKind) -> bool;
+    /// Whether the client speaks the stateless revision (2026-07-28): it
+    /// is never asked mid-call; an upstream's requests reach it inside an
+    /// `input_required` result, which it answers by retrying the call.
+    fn stateless(&self) -> bool;
     /// Sends the request (its MCP params); the client's result, or why
     /// there is none.
     async fn ask(&self, kind: crate::catalog::ToolKind, params: Value) -> Result<Value, String>;
@@ -189,6 +196,7 @@ async fn run(
         progress,
         kind,
         client,
+        resume,
         ..
     } = request;
     let refused = Refusal {
@@ -366,6 +374,7 @@ async fn run(
         dispatch::Back {
             progress: progress.as_deref(),
             client: client.as_ref(),
+            resume: resume.as_ref(),
         },
     )
     .await;
