@@ -1392,3 +1392,161 @@ async fn upstream_log_messages_reach_only_the_client_that_asked_and_only_from_it
         alice.logs()
     );
 }
+
+/// The test upstream over stdio on the stateless revision (it asks with
+/// `input_required` results), governing sampling.
+async fn mrtr_gateway(up: &Upstream, agents: &[String]) -> TestGateway {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = format!(
+        r#"kind: Connector
+id: up
+description: The test upstream over stdio.
+owners:
+  system: {{ name: sys, contact: sys@example.com }}
+  security: {{ name: sec, contact: sec@example.com }}
+mcp:
+  stdio:
+    command: {UPSTREAM}
+    args: [--stdio]
+    env:
+      UPSTREAM_EVENTS: {}
+  timeout_ms: 10000
+sampling: {{ risk: low }}
+expose:
+  - {{ name: mrtr, risk: low }}
+"#,
+        up.events_path().display()
+    );
+    for a in agents {
+        text.push_str("---\n");
+        text.push_str(a);
+    }
+    std::fs::write(dir.path().join("up.yaml"), text).unwrap();
+    TestGateway::start_dir(dir, tollgate::server::HttpOptions::default()).await
+}
+
+fn mrtr_rounds(up: &Upstream) -> Vec<Value> {
+    up.events()
+        .into_iter()
+        .filter(|e| e["event"] == "mrtr")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstreams_input_required_is_governed_and_answered_by_the_agents_client() {
+    let up = Upstream::new();
+    let gw = mrtr_gateway(
+        &up,
+        &[
+            agent("alice", r#"["up.mrtr", "sampling:up"]"#),
+            agent("bob", r#"["up.mrtr"]"#),
+        ],
+    )
+    .await;
+    let alice_key = gw.issue_key("alice").await;
+
+    // A handshake-era agent: the gateway asks its client, then retries for
+    // it with the answer and the upstream's state.
+    let alice = Asker::declaring(true, false);
+    let client = asker_client(&gw, &alice_key, alice.clone()).await;
+    let r = client.call_tool(call("up.mrtr", json!({}))).await.unwrap();
+    assert!(text(&r).contains("model says hi"), "{}", text(&r));
+    assert_eq!(alice.samples.load(Ordering::SeqCst), 1);
+    let rounds = mrtr_rounds(&up);
+    assert_eq!(rounds.len(), 2, "{rounds:#?}");
+    assert!(
+        rounds[0]["client_capabilities"]["sampling"].is_object(),
+        "{rounds:#?}"
+    );
+    assert_eq!(rounds[1]["request_state"], "round-1");
+
+    // A stateless agent gets the input_required itself (every request in
+    // it allowed first), answers it and retries; the retry's answers and
+    // state reach the upstream as they came.
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+    let stateless = Asker::declaring(true, false);
+    let config = StreamableHttpClientTransportConfig::with_uri(gw.url.clone())
+        .auth_header(alice_key.clone());
+    let sclient = stateless
+        .clone()
+        .serve_with_lifecycle(
+            StreamableHttpClientTransport::from_config(config),
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .unwrap();
+    let first = sclient
+        .peer()
+        .call_tool_once(call("up.mrtr", json!({})))
+        .await
+        .unwrap();
+    let rmcp::model::CallToolResponse::InputRequired(ask) = first else {
+        panic!("expected input_required, got {first:?}");
+    };
+    assert!(ask.input_requests.as_ref().unwrap().contains_key("q"));
+    assert_eq!(ask.request_state.as_deref(), Some("round-1"));
+    // rmcp's own loop answers it through the client's handler and retries.
+    let r = sclient.call_tool(call("up.mrtr", json!({}))).await.unwrap();
+    assert!(text(&r).contains("model says hi"), "{}", text(&r));
+    assert_eq!(stateless.samples.load(Ordering::SeqCst), 1);
+    let last = mrtr_rounds(&up).pop().unwrap();
+    assert_eq!(last["request_state"], "round-1");
+    assert_eq!(last["input_responses"]["q"]["model"], "test-model");
+
+    // Not granted sampling: the client is never asked, nothing is retried.
+    let bob_key = gw.issue_key("bob").await;
+    let bob = Asker::declaring(true, false);
+    let bob_client = asker_client(&gw, &bob_key, bob.clone()).await;
+    let before = mrtr_rounds(&up).len();
+    let r = bob_client
+        .call_tool(call("up.mrtr", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+    // (Not granted reads as unknown, as for any call.)
+    assert!(
+        text(&r).contains("Unknown tool: sampling:up"),
+        "{}",
+        text(&r)
+    );
+    assert_eq!(bob.samples.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        mrtr_rounds(&up).len(),
+        before + 1,
+        "no retry after a refusal"
+    );
+
+    // A client without the capability: the upstream is told so.
+    let plain = Asker::declaring(false, false);
+    let plain_client = asker_client(&gw, &alice_key, plain.clone()).await;
+    let _ = plain_client
+        .call_tool(call("up.mrtr", json!({})))
+        .await
+        .unwrap();
+    let told = mrtr_rounds(&up).pop().unwrap();
+    assert!(told["client_capabilities"]["sampling"].is_null(), "{told}");
+
+    let granted: Vec<_> = gw
+        .decisions()
+        .await
+        .into_iter()
+        .filter(|d| d.tool == "sampling:up")
+        .map(|d| {
+            (
+                d.agent_id,
+                d.reason_code,
+                d.outcome_code.unwrap_or_default(),
+            )
+        })
+        .collect();
+    // Alice's handshake call, the stateless one twice (once by hand, once
+    // by rmcp's loop), bob's refusal, and the capability-less client's.
+    assert_eq!(granted.len(), 5, "{granted:?}");
+    assert_eq!(
+        granted[3],
+        ("bob".into(), "tool_not_granted".into(), String::new())
+    );
+    assert_eq!(granted[4].2, "client_capability_missing", "{granted:?}");
+}

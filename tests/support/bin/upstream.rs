@@ -126,7 +126,7 @@ fn tools() -> Vec<Tool> {
             schema(object.clone()),
         )
         .with_annotations(ToolAnnotations::new().read_only(true)),
-        Tool::new("mutable", description(), schema(object))
+        Tool::new("mutable", description(), schema(object.clone()))
             .with_annotations(ToolAnnotations::new().read_only(true)),
         Tool::new(
             "ask",
@@ -140,6 +140,12 @@ fn tools() -> Vec<Tool> {
                 },
                 "required": ["what"]
             })),
+        )
+        .with_annotations(ToolAnnotations::new().read_only(true)),
+        Tool::new(
+            "mrtr",
+            "On the stateless revision: asks for a sampling result through an input_required result, then answers with it.",
+            schema(object.clone()),
         )
         .with_annotations(ToolAnnotations::new().read_only(true)),
         Tool::new(
@@ -386,6 +392,44 @@ impl ServerHandler for Upstream {
             }
             "whoami" => {
                 CallToolResult::success(vec![ContentBlock::text(headers(&ctx).to_string())])
+            }
+            "mrtr" => {
+                event(json!({
+                    "event": "mrtr",
+                    "input_responses": request.input_responses,
+                    "request_state": request.request_state,
+                    "client_capabilities": ctx.client_capabilities(),
+                }));
+                match request.input_responses.as_ref().and_then(|r| r.get("q")) {
+                    Some(answer) if request.request_state.as_deref() == Some("round-1") => {
+                        CallToolResult::success(vec![ContentBlock::text(format!(
+                            "answer: {answer}"
+                        ))])
+                    }
+                    Some(_) => {
+                        return Err(ErrorData::invalid_params(
+                            "requestState failed its check",
+                            None,
+                        ));
+                    }
+                    None => {
+                        let r: rmcp::model::InputRequiredResult = serde_json::from_value(json!({
+                            "resultType": "input_required",
+                            "inputRequests": {
+                                "q": {
+                                    "method": "sampling/createMessage",
+                                    "params": {
+                                        "messages": [{ "role": "user", "content": { "type": "text", "text": "Say hello" } }],
+                                        "maxTokens": 50
+                                    }
+                                }
+                            },
+                            "requestState": "round-1"
+                        }))
+                        .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+                        return Ok(rmcp::model::CallToolResponse::InputRequired(r));
+                    }
+                }
             }
             "ask" => {
                 let ms = |k: &str| {
