@@ -1067,6 +1067,9 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 struct Handler {
     shared: Arc<Shared>,
     calls: Arc<Calls>,
+    /// The credential this connection was opened with (an HTTP session's):
+    /// what the upstream echoes of it never reaches the gateway's log.
+    credential: Option<BackendCredential>,
 }
 
 impl Handler {
@@ -1197,12 +1200,14 @@ impl ClientHandler for Handler {
         params: rmcp::model::LoggingMessageNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
+        let mut shown = params.data.clone();
+        redact_value(&mut shown, self.credential.as_ref());
         tracing::info!(
             target: "tollgate::upstream",
             connector = %self.shared.id,
             level = ?params.level,
             logger = params.logger.as_deref().unwrap_or(""),
-            data = %params.data,
+            data = %shown,
             "upstream log message"
         );
         // Relayed only when it can be tied to one call (see `Calls`).
@@ -1236,6 +1241,7 @@ async fn connect(
     let handler = Handler {
         shared: shared.clone(),
         calls: Arc::default(),
+        credential: credential.cloned(),
     };
     let lifecycle = match shared.config.protocol {
         McpProtocol::Auto => ClientLifecycleMode::Auto {

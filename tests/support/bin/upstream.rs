@@ -391,6 +391,17 @@ impl ServerHandler for Upstream {
                 std::process::exit(3);
             }
             "whoami" => {
+                // Also as a log message: an echoed credential must not reach
+                // the gateway's log either.
+                #[allow(deprecated)]
+                if let Ok(note) =
+                    serde_json::from_value::<rmcp::model::LoggingMessageNotificationParam>(
+                        json!({ "level": "info", "logger": "whoami", "data": headers(&ctx) }),
+                    )
+                {
+                    #[allow(deprecated)]
+                    let _ = ctx.peer.notify_logging_message(note).await;
+                }
                 CallToolResult::success(vec![ContentBlock::text(headers(&ctx).to_string())])
             }
             "mrtr" => {
