@@ -197,22 +197,28 @@ impl McpFront {
             kind: ToolKind::Tool,
             client: Some(Arc::new(self.client(ctx))),
             resume: None,
+            within: None,
         }
     }
 
-    /// The agent's client as this request's upstream may reach it.
+    /// The agent's client as this request's upstream may reach it. Built
+    /// for every call, so it is cheap: the capabilities are read only if
+    /// an upstream asks.
     fn client(&self, ctx: &RequestContext<RoleServer>) -> McpClient {
-        let caps = ctx.client_capabilities().unwrap_or_default();
         // The stateless revision has no server-to-client requests: an
         // upstream's reach its client inside `input_required` results.
         let stateless = ctx.protocol_version().is_some_and(|v| !v.has_initialize());
+        let caps_meta = ctx
+            .meta
+            .0
+            .get("io.modelcontextprotocol/clientCapabilities")
+            .cloned();
         #[allow(deprecated)]
         let per_request = ctx.meta.log_level().and_then(|l| level_name(&l));
         let session = *self.log_level.lock().unwrap_or_else(|p| p.into_inner());
         McpClient {
             peer: ctx.peer.clone(),
-            sampling: caps.sampling.is_some(),
-            elicitation: caps.elicitation.is_some(),
+            caps_meta,
             stateless,
             log_level: per_request.or(session),
         }
@@ -271,8 +277,9 @@ struct McpProgress {
 /// The agent's client, for what a call's upstream sends during the call.
 struct McpClient {
     peer: Peer<RoleServer>,
-    sampling: bool,
-    elicitation: bool,
+    /// The request's own client capabilities (`_meta`), if it sent any;
+    /// else the session's (from its `initialize`).
+    caps_meta: Option<Value>,
     stateless: bool,
     /// The least severe upstream log level the client asked for.
     log_level: Option<&'static str>,
@@ -281,8 +288,7 @@ struct McpClient {
 impl std::fmt::Debug for McpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("McpClient")
-            .field("sampling", &self.sampling)
-            .field("elicitation", &self.elicitation)
+            .field("stateless", &self.stateless)
             .field("log_level", &self.log_level)
             .finish_non_exhaustive()
     }
@@ -291,9 +297,17 @@ impl std::fmt::Debug for McpClient {
 #[async_trait::async_trait]
 impl pipeline::AgentClient for McpClient {
     fn can(&self, kind: ToolKind) -> bool {
+        let caps: rmcp::model::ClientCapabilities = match &self.caps_meta {
+            Some(v) => serde_json::from_value(v.clone()).unwrap_or_default(),
+            None if self.stateless => return false,
+            None => match self.peer.peer_info() {
+                Some(info) => info.capabilities.clone(),
+                None => return false,
+            },
+        };
         match kind {
-            ToolKind::Sampling => self.sampling,
-            ToolKind::Elicitation => self.elicitation,
+            ToolKind::Sampling => caps.sampling.is_some(),
+            ToolKind::Elicitation => caps.elicitation.is_some(),
             _ => false,
         }
     }

@@ -1217,7 +1217,23 @@ async fn sampling_and_elicitation_from_an_upstream_are_governed_relayed_and_reco
     let oks: Vec<bool> = asked(&up).iter().map(|e| e["ok"] == true).collect();
     assert_eq!(oks, [true, true, false, false, false]);
 
-    // Each request is a record of its own, by the agent whose call it was.
+    // Each request is a record of its own, by the agent whose call it was,
+    // naming that call's record.
+    let all = gw.decisions().await;
+    let first_ask = all.iter().find(|d| d.tool == "up.ask").unwrap();
+    let first_sample = all.iter().find(|d| d.tool == "sampling:up").unwrap();
+    assert!(
+        first_sample
+            .reason
+            .contains(&format!("during call {} of `up.ask`", first_ask.id)),
+        "{}",
+        first_sample.reason
+    );
+    let refused = all
+        .iter()
+        .find(|d| d.tool == "sampling:up" && d.agent_id == "bob")
+        .unwrap();
+    assert!(refused.reason.contains("of `up.ask`"), "{}", refused.reason);
     let records: Vec<_> = gw
         .decisions()
         .await

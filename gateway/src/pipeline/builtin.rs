@@ -172,6 +172,7 @@ pub async fn run(
     current_task: Option<&str>,
 ) -> Result<ToolOutput, (&'static str, String)> {
     let request = ToolRequest {
+        within: None,
         resume: None,
         client: None,
         name: name.to_string(),

@@ -63,6 +63,8 @@ pub struct Back<'a> {
 
 /// What an upstream sends during one call, handled for the gateway.
 struct Relay<'a> {
+    /// The call this relay serves, as its record names it.
+    within: String,
     gw: &'a Gateway,
     who: &'a Authenticated,
     task: Option<&'a str>,
@@ -117,6 +119,7 @@ impl CallRelay for Relay<'_> {
             task_hint: self.task.map(str::to_string),
             kind,
             client: self.back.client.cloned(),
+            within: Some(self.within.clone()),
             ..ToolRequest::default()
         };
         // Boxed: a call inside a call.
@@ -204,6 +207,7 @@ pub async fn dispatch(
     let span = telemetry::backend_span(&tool.connector_id, &tool.local_name);
     let trace = telemetry::trace_headers(&span);
     let relay = Relay {
+        within: format!("call {} of `{}`", record.id(), tool.full_name),
         gw,
         who: scoped.call().who(),
         task: task_id,

@@ -95,6 +95,9 @@ pub struct ToolRequest {
     /// On a retry: the agent's answers to what an upstream asked for in
     /// its `input_required` result (passed on to it as they came).
     pub resume: Option<tollgate_connectors::Resume>,
+    /// For an upstream's request of the agent's client: the call it came
+    /// during (`call <record id> of <tool>`), for the record.
+    pub within: Option<String>,
 }
 
 /// The agent's client as a running call's backend may reach it.
@@ -197,6 +200,7 @@ async fn run(
         kind,
         client,
         resume,
+        within,
         ..
     } = request;
     let refused = Refusal {
@@ -205,6 +209,7 @@ async fn run(
         name: &name,
         task_id: task_id.as_deref(),
         started,
+        within: within.as_deref(),
     };
 
     // Admit before looking at the tool: a suspended, retired or overdue
@@ -317,7 +322,7 @@ async fn run(
     // Record before anything can have an effect: a call whose decision is
     // not durable must not run (fail closed).
     let t = Instant::now();
-    let recorded = record::allow(gw, approved).await;
+    let recorded = record::allow(gw, approved, within.as_deref()).await;
     stage(gw, "record", t);
     let recorded = match recorded {
         Ok(r) => r,
@@ -427,6 +432,7 @@ struct Refusal<'a> {
     name: &'a str,
     task_id: Option<&'a str>,
     started: Instant,
+    within: Option<&'a str>,
 }
 
 impl Refusal<'_> {
@@ -437,8 +443,11 @@ impl Refusal<'_> {
             self.name,
             digest,
             &d,
-            self.task_id,
-            elapsed_us(self.started),
+            record::Where {
+                task_id: self.task_id,
+                latency_us: elapsed_us(self.started),
+                within: self.within,
+            },
         )
         .await;
         let summary = Summary::denied(d.code(), self.task_id);

@@ -48,6 +48,13 @@ pub struct RecordId {
     open: bool,
 }
 
+impl RecordId {
+    /// The record's id.
+    pub fn id(&self) -> &str {
+        &self.call.id
+    }
+}
+
 impl Drop for RecordId {
     fn drop(&mut self) {
         if self.open {
@@ -173,7 +180,13 @@ fn trail_copy(args: &serde_json::Map<String, Value>, sensitive: &[String]) -> Va
 }
 
 /// Records an `allow` decision; the call may proceed only with the result.
-pub async fn allow(gw: &Gateway, approved: Approved) -> Result<Recorded<Approved>, Denial> {
+/// `within`: for an upstream's request of the agent's client, the call it
+/// was made during (so the trail shows why it happened).
+pub async fn allow(
+    gw: &Gateway,
+    approved: Approved,
+    within: Option<&str>,
+) -> Result<Recorded<Approved>, Denial> {
     let scoped = approved.scoped();
     let call = scoped.call();
     let who = call.who();
@@ -203,6 +216,10 @@ pub async fn allow(gw: &Gateway, approved: Approved) -> Result<Recorded<Approved
         r.task_id = Some(t.id.clone());
     } else if let Some(t) = scoped.named_task() {
         r.task_id = Some(t.to_string());
+    }
+    if let Some(w) = within {
+        r.reason
+            .push_str(&format!("; asked by the upstream during {w}"));
     }
     let decision = approved.decision();
     r.reason.push_str(&format!("; {}", decision.summary));
@@ -246,6 +263,18 @@ pub async fn allow(gw: &Gateway, approved: Approved) -> Result<Recorded<Approved
     }
 }
 
+/// Where a denied call stood: its task, how long it took, and the call it
+/// was made during (an upstream's request of the agent's client).
+#[derive(Debug, Clone, Copy)]
+pub struct Where<'a> {
+    /// The task named or bound, if any.
+    pub task_id: Option<&'a str>,
+    /// Time since the call arrived.
+    pub latency_us: i64,
+    /// The call this one was made during.
+    pub within: Option<&'a str>,
+}
+
 /// Records a denial. The call is refused whatever happens here; a lost
 /// denial record is logged, not hidden. Waits for the record (bounded),
 /// so a denial is in the trail when the agent hears of it, except when
@@ -256,14 +285,22 @@ pub async fn deny(
     tool_name: &str,
     digest: Option<String>,
     denial: &Denial,
-    task_id: Option<&str>,
-    latency_us: i64,
+    at: Where<'_>,
 ) -> Closed {
+    let Where {
+        task_id,
+        latency_us,
+        within,
+    } = at;
     let tool = gw.catalog().tools.get(tool_name).cloned();
     let mut r = base(gw, who, tool_name, tool.as_deref(), digest);
     r.decision = Decision::Deny.as_str().into();
     r.reason_code = denial.code().into();
     r.reason = denial.record_reason();
+    if let Some(w) = within {
+        r.reason
+            .push_str(&format!("; asked by the upstream during {w}"));
+    }
     r.latency_us = Some(latency_us);
     r.task_id = task_id.map(capped);
     r.policy = denial.policy_record();
