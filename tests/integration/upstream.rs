@@ -636,6 +636,7 @@ async fn the_reference_server_works_behind_the_gateway_with_the_example_manifest
             "everything.echo",
             "everything.long-operation",
             "everything.resource-links",
+            "everything.sample",
             "everything.structured",
             "everything.tiny-image"
         ]
@@ -745,13 +746,30 @@ async fn the_reference_server_works_behind_the_gateway_with_the_example_manifest
             .await
             .is_err()
     );
+    // The server asks the agent's client for a completion during a call:
+    // a governed call of its own, answered by a client that can sample.
+    let sampler = Asker::declaring(true, false);
+    let sampling_client = asker_client(&gw, &key, sampler.clone()).await;
+    let r = sampling_client
+        .call_tool(call(
+            "everything.sample",
+            json!({ "prompt": "Say hello", "maxTokens": 20 }),
+        ))
+        .await
+        .unwrap();
+    assert!(text(&r).contains("model says hi"), "{r:?}");
+    assert_eq!(sampler.samples.load(Ordering::SeqCst), 1);
     let d = gw.decisions().await;
     let ok = d
         .iter()
         .filter(|r| r.tool.starts_with("everything.") && r.outcome.as_deref() == Some("ok"))
         .count();
-    assert_eq!(ok, 6, "every call recorded");
-    for name in ["prompt:everything.city", "resource:everything.architecture"] {
+    assert_eq!(ok, 7, "every call recorded");
+    for name in [
+        "prompt:everything.city",
+        "resource:everything.architecture",
+        "sampling:everything",
+    ] {
         assert!(
             d.iter()
                 .any(|r| r.tool == name && r.outcome.as_deref() == Some("ok")),
