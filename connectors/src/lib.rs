@@ -214,6 +214,22 @@ pub struct ToolOutput {
     pub input_required: bool,
 }
 
+impl ToolOutput {
+    /// A tool error with this text (what the agent should see of a failure
+    /// the backend reported, or of a refusal on its behalf).
+    pub fn tool_error(text: String) -> Self {
+        Self {
+            text,
+            structured: None,
+            is_error: true,
+            backend_status: None,
+            content: Vec::new(),
+            raw: None,
+            input_required: false,
+        }
+    }
+}
+
 /// A retried call's answers to what an upstream asked for in its
 /// `input_required` result, passed on to the upstream as they came (the
 /// request state is the upstream's to verify).

@@ -1110,34 +1110,30 @@ fn agent(id: &str, tools: &str) -> String {
         .replace(r#"tools: ["up.*"]"#, &format!("tools: {tools}"))
 }
 
-/// The test upstream over stdio on a handshake session (where an upstream
-/// sends sampling and elicitation as requests), governing both.
-async fn asking_gateway(up: &Upstream, agents: &[String], policy: &str) -> TestGateway {
+/// The test upstream over stdio, governing sampling (and elicitation on
+/// a handshake session, where the upstream sends both as requests; on the
+/// stateless revision it asks with `input_required` results), exposing
+/// `tools`, for `agents`, with an optional policy.
+async fn governed_gateway(
+    up: &Upstream,
+    handshake: bool,
+    tools: &[&str],
+    agents: &[String],
+    policy: &str,
+) -> TestGateway {
     let dir = tempfile::tempdir().unwrap();
-    let connector = format!(
-        r#"kind: Connector
-id: up
-description: The test upstream over stdio.
-owners:
-  system: {{ name: sys, contact: sys@example.com }}
-  security: {{ name: sec, contact: sec@example.com }}
-mcp:
-  stdio:
-    command: {UPSTREAM}
-    args: [--stdio]
-    env:
-      UPSTREAM_EVENTS: {}
-  timeout_ms: 10000
-  protocol: handshake
-sampling: {{ risk: low }}
-elicitation: {{ risk: low }}
-expose:
-  - {{ name: ask, risk: low }}
-  - {{ name: chatty, risk: low }}
-"#,
-        up.events_path().display()
-    );
-    let mut text = connector;
+    let protocol = if handshake {
+        "  protocol: handshake\nelicitation: { risk: low }\n"
+    } else {
+        ""
+    };
+    let mut expose = format!("{protocol}sampling: {{ risk: low }}\nexpose:\n");
+    for t in tools {
+        expose.push_str(&format!("  - {{ name: {t}, risk: low }}\n"));
+    }
+    // (With the default agent, `tester`, who is not granted `sampling:up`.)
+    let mut text = up.stdio_connector(&expose);
+    text.push('\n');
     for a in agents {
         text.push_str("---\n");
         text.push_str(a);
@@ -1147,6 +1143,10 @@ expose:
         std::fs::write(dir.path().join("policy.cedar"), policy).unwrap();
     }
     TestGateway::start_dir(dir, tollgate::server::HttpOptions::default()).await
+}
+
+async fn asking_gateway(up: &Upstream, agents: &[String], policy: &str) -> TestGateway {
+    governed_gateway(up, true, &["ask", "chatty"], agents, policy).await
 }
 
 const ASK_POLICY: &str = r#"
@@ -1427,36 +1427,8 @@ async fn upstream_log_messages_reach_only_the_client_that_asked_and_only_from_it
     );
 }
 
-/// The test upstream over stdio on the stateless revision (it asks with
-/// `input_required` results), governing sampling.
 async fn mrtr_gateway(up: &Upstream, agents: &[String]) -> TestGateway {
-    let dir = tempfile::tempdir().unwrap();
-    let mut text = format!(
-        r#"kind: Connector
-id: up
-description: The test upstream over stdio.
-owners:
-  system: {{ name: sys, contact: sys@example.com }}
-  security: {{ name: sec, contact: sec@example.com }}
-mcp:
-  stdio:
-    command: {UPSTREAM}
-    args: [--stdio]
-    env:
-      UPSTREAM_EVENTS: {}
-  timeout_ms: 10000
-sampling: {{ risk: low }}
-expose:
-  - {{ name: mrtr, risk: low }}
-"#,
-        up.events_path().display()
-    );
-    for a in agents {
-        text.push_str("---\n");
-        text.push_str(a);
-    }
-    std::fs::write(dir.path().join("up.yaml"), text).unwrap();
-    TestGateway::start_dir(dir, tollgate::server::HttpOptions::default()).await
+    governed_gateway(up, false, &["mrtr"], agents, "").await
 }
 
 fn mrtr_rounds(up: &Upstream) -> Vec<Value> {

@@ -870,17 +870,7 @@ async fn input_required(
     r: rmcp::model::InputRequiredResult,
     call: &ConnectorCall<'_>,
 ) -> Result<Inputs, ConnectorError> {
-    let refused = |why: String| {
-        Inputs::Refused(ToolOutput {
-            text: why,
-            structured: None,
-            is_error: true,
-            backend_status: None,
-            content: Vec::new(),
-            raw: None,
-            input_required: false,
-        })
-    };
+    let refused = |why: String| Inputs::Refused(ToolOutput::tool_error(why));
     let Some(relay) = call.relay else {
         return Ok(refused(format!(
             "upstream `{id}` asked for input, and this call has no client to ask"
@@ -1038,15 +1028,7 @@ fn unreachable(id: &str, e: &rmcp::ServiceError) -> ConnectorError {
 /// connection lost) is the backend being unreachable.
 fn upstream_failure(id: &str, e: rmcp::ServiceError) -> Result<ToolOutput, ConnectorError> {
     match e {
-        rmcp::ServiceError::McpError(e) => Ok(ToolOutput {
-            text: e.message.to_string(),
-            structured: None,
-            is_error: true,
-            backend_status: None,
-            content: Vec::new(),
-            raw: None,
-            input_required: false,
-        }),
+        rmcp::ServiceError::McpError(e) => Ok(ToolOutput::tool_error(e.message.to_string())),
         e => Err(unreachable(id, &e)),
     }
 }
@@ -1073,6 +1055,25 @@ struct Handler {
 }
 
 impl Handler {
+    /// [`Handler::ask`] from and to rmcp's types.
+    async fn ask_typed<P: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        what: ClientAsk,
+        params: &P,
+        context: &RequestContext<RoleClient>,
+    ) -> Result<R, ErrorData> {
+        let params = serde_json::to_value(params)
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        let origin = context.extensions.get::<InboundStreamOrigin>();
+        let v = self.ask(what, params, origin).await?;
+        serde_json::from_value(v).map_err(|e| {
+            ErrorData::internal_error(
+                format!("the agent's {} result is malformed: {e}", what.as_str()),
+                None,
+            )
+        })
+    }
+
     /// Passes a request of the upstream's to the call it belongs to and
     /// waits for that call's answer.
     async fn ask(
@@ -1133,16 +1134,7 @@ impl ClientHandler for Handler {
                 rmcp::model::CreateMessageRequestMethod,
             >());
         }
-        let params = serde_json::to_value(&params)
-            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
-        let origin = context.extensions.get::<InboundStreamOrigin>();
-        let v = self.ask(ClientAsk::Sampling, params, origin).await?;
-        serde_json::from_value(v).map_err(|e| {
-            ErrorData::internal_error(
-                format!("the agent's sampling result is malformed: {e}"),
-                None,
-            )
-        })
+        self.ask_typed(ClientAsk::Sampling, &params, &context).await
     }
 
     async fn create_elicitation(
@@ -1155,16 +1147,8 @@ impl ClientHandler for Handler {
                 rmcp::model::ElicitationCreateRequestMethod,
             >());
         }
-        let params = serde_json::to_value(&params)
-            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
-        let origin = context.extensions.get::<InboundStreamOrigin>();
-        let v = self.ask(ClientAsk::Elicitation, params, origin).await?;
-        serde_json::from_value(v).map_err(|e| {
-            ErrorData::internal_error(
-                format!("the agent's elicitation result is malformed: {e}"),
-                None,
-            )
-        })
+        self.ask_typed(ClientAsk::Elicitation, &params, &context)
+            .await
     }
 
     async fn on_progress(
