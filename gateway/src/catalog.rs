@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tollgate_connectors::mcp::ClientAsk;
 
 use rmcp::model::{Tool, ToolAnnotations};
 use serde_json::{Map, Value};
@@ -78,12 +79,10 @@ pub enum ToolKind {
     /// An upstream's resource (`resources/read`), named
     /// `resource:<connector>.<name>`.
     Resource,
-    /// An upstream's sampling request of the calling agent's client, named
-    /// `sampling:<connector>`; reached only from inside a call.
-    Sampling,
-    /// An upstream's elicitation request of the calling agent's client,
-    /// named `elicitation:<connector>`; reached only from inside a call.
-    Elicitation,
+    /// An upstream's request of the calling agent's client (sampling or
+    /// elicitation), named `sampling:<connector>` /
+    /// `elicitation:<connector>`; reached only from inside a call.
+    Ask(ClientAsk),
 }
 
 impl ToolKind {
@@ -93,15 +92,15 @@ impl ToolKind {
             ToolKind::Tool => "",
             ToolKind::Prompt => "prompt:",
             ToolKind::Resource => "resource:",
-            ToolKind::Sampling => "sampling:",
-            ToolKind::Elicitation => "elicitation:",
+            ToolKind::Ask(ClientAsk::Sampling) => "sampling:",
+            ToolKind::Ask(ClientAsk::Elicitation) => "elicitation:",
         }
     }
 
     /// Whether it is a request an upstream makes of the agent's client
     /// (part of a call already running, not a call of its own).
     pub fn is_ask(self) -> bool {
-        matches!(self, ToolKind::Sampling | ToolKind::Elicitation)
+        matches!(self, ToolKind::Ask(_))
     }
 }
 
@@ -265,7 +264,7 @@ pub enum Listing {
     /// In `resources/templates/list`.
     Template(rmcp::model::ResourceTemplate),
     /// Not listed: what an upstream may ask of agents' clients.
-    Ask(tollgate_connectors::mcp::ClientAsk),
+    Ask(ClientAsk),
 }
 
 impl ToolEntry {
@@ -411,10 +410,7 @@ impl ToolEntry {
             None => ToolKind::Tool,
             Some(Listing::Prompt(_)) => ToolKind::Prompt,
             Some(Listing::Resource(_) | Listing::Template(_)) => ToolKind::Resource,
-            Some(Listing::Ask(tollgate_connectors::mcp::ClientAsk::Sampling)) => ToolKind::Sampling,
-            Some(Listing::Ask(tollgate_connectors::mcp::ClientAsk::Elicitation)) => {
-                ToolKind::Elicitation
-            }
+            Some(Listing::Ask(what)) => ToolKind::Ask(what),
         }
     }
 

@@ -33,6 +33,7 @@ use crate::pipeline::{
     self, AgentView, Authenticated, CallReply, ToolRequest, Transport, authenticate,
     denial::{self, codes},
 };
+use tollgate_connectors::mcp::ClientAsk;
 
 /// How this handler learns who is calling.
 #[derive(Clone)]
@@ -296,7 +297,7 @@ impl std::fmt::Debug for McpClient {
 
 #[async_trait::async_trait]
 impl pipeline::AgentClient for McpClient {
-    fn can(&self, kind: ToolKind) -> bool {
+    fn can(&self, what: ClientAsk) -> bool {
         let caps: rmcp::model::ClientCapabilities = match &self.caps_meta {
             Some(v) => serde_json::from_value(v.clone()).unwrap_or_default(),
             None if self.stateless => return false,
@@ -305,11 +306,14 @@ impl pipeline::AgentClient for McpClient {
                 None => return false,
             },
         };
-        match kind {
-            ToolKind::Sampling => caps.sampling.is_some(),
-            ToolKind::Elicitation => caps.elicitation.is_some(),
-            _ => false,
+        match what {
+            ClientAsk::Sampling => caps.sampling.is_some(),
+            ClientAsk::Elicitation => caps.elicitation.is_some(),
         }
+    }
+
+    fn wants_logs(&self) -> bool {
+        self.log_level.is_some()
     }
 
     fn stateless(&self) -> bool {
@@ -317,10 +321,10 @@ impl pipeline::AgentClient for McpClient {
     }
 
     #[allow(deprecated)]
-    async fn ask(&self, kind: ToolKind, params: Value) -> Result<Value, String> {
+    async fn ask(&self, what: ClientAsk, params: Value) -> Result<Value, String> {
         let bad = |e: serde_json::Error| format!("the request is malformed: {e}");
-        let answer = match kind {
-            ToolKind::Sampling => {
+        let answer = match what {
+            ClientAsk::Sampling => {
                 let p: rmcp::model::CreateMessageRequestParams =
                     serde_json::from_value(params).map_err(bad)?;
                 self.peer
@@ -328,7 +332,7 @@ impl pipeline::AgentClient for McpClient {
                     .await
                     .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
             }
-            ToolKind::Elicitation => {
+            ClientAsk::Elicitation => {
                 let p: rmcp::model::ElicitRequestParams =
                     serde_json::from_value(params).map_err(bad)?;
                 let request =
@@ -341,7 +345,6 @@ impl pipeline::AgentClient for McpClient {
                     Err(e) => Err(e),
                 }
             }
-            _ => return Err("not a request of the agent's client".into()),
         };
         answer.map_err(|e| match e {
             rmcp::ServiceError::McpError(e) => e.message.to_string(),

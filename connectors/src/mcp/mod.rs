@@ -206,6 +206,8 @@ pub trait CallRelay: Send + Sync {
     /// Whether the agent asked for progress (a call without it pays
     /// nothing for relaying).
     fn wants_progress(&self) -> bool;
+    /// Whether the agent's client asked for log messages.
+    fn wants_logs(&self) -> bool;
     /// One progress notification from the upstream.
     async fn progress(&self, progress: f64, total: Option<f64>, message: Option<String>);
     /// A log message of the upstream's tied to this call (`level` is the
@@ -663,7 +665,10 @@ impl Upstream {
         let Conn { peer, calls } = conn;
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         let mut options = PeerRequestOptions::no_options();
-        options.meta = Some(capabilities_for(shared.asks, call.relay));
+        // Nothing governed, nothing to tell: the connection declared none.
+        if shared.asks != ClientAsks::default() {
+            options.meta = Some(capabilities_for(shared.asks, call.relay));
+        }
         let sending = Counted::sending(calls);
         let handle = peer
             .send_request_with_option(request, options)
@@ -686,6 +691,7 @@ impl Upstream {
         claim_progress(shared, &guard.token, tx);
         let relay = call.relay;
         let wants_progress = relay.is_some_and(|r| r.wants_progress());
+        let wants_logs = relay.is_some_and(|r| r.wants_logs());
         let response = handle.await_response();
         tokio::pin!(response);
         let result = loop {
@@ -708,19 +714,22 @@ impl Upstream {
         guard.done = true;
         // rmcp hands notifications to the handler on tasks of their own, so
         // progress and log messages sent just before the result may still
-        // be on their way: when the agent can take them, let those tasks
+        // be on their way: when the agent asked for them, let those tasks
         // run, then pass on what arrived. Otherwise this costs nothing.
-        if relay.is_some() {
+        // (A request arriving now finds its call over: it is refused.)
+        if let (Some(relay), true) = (relay, wants_progress || wants_logs) {
             for _ in 0..8 {
                 tokio::task::yield_now().await;
             }
             while let Ok(p) = rx.try_recv() {
-                if let (Some(relay), true) = (relay, wants_progress) {
+                if wants_progress {
                     relay.progress(p.progress, p.total, p.message).await;
                 }
             }
             while let Ok(m) = inbound.try_recv() {
-                deliver(relay, m, call.credential, deadline).await;
+                if let Inbound::Log { .. } = m {
+                    deliver(Some(relay), m, call.credential, deadline).await;
+                }
             }
         }
         Ok(result)

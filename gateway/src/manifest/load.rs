@@ -1536,16 +1536,12 @@ fn check_mcp_asks(
     use crate::catalog::{Listing, ToolKind, Withdrawn};
     use tollgate_connectors::mcp::ClientAsk;
     let asks = [
-        (ClientAsk::Sampling, ToolKind::Sampling, &c.sampling),
-        (
-            ClientAsk::Elicitation,
-            ToolKind::Elicitation,
-            &c.elicitation,
-        ),
+        (ClientAsk::Sampling, &c.sampling),
+        (ClientAsk::Elicitation, &c.elicitation),
     ];
-    for (what, kind, declared) in asks {
+    for (what, declared) in asks {
         let Some(m) = declared else { continue };
-        let full_name = format!("{}{}", kind.prefix(), c.id);
+        let full_name = format!("{}{}", ToolKind::Ask(what).prefix(), c.id);
         let schema = match what {
             ClientAsk::Sampling => serde_json::json!({
                 "type": "object",

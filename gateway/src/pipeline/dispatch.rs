@@ -63,8 +63,10 @@ pub struct Back<'a> {
 
 /// What an upstream sends during one call, handled for the gateway.
 struct Relay<'a> {
-    /// The call this relay serves, as its record names it.
-    within: String,
+    /// The record of the call this relay serves, and its tool (named in
+    /// the records of what the upstream asks during it).
+    record: &'a str,
+    tool: &'a str,
     gw: &'a Gateway,
     who: &'a Authenticated,
     task: Option<&'a str>,
@@ -80,15 +82,15 @@ impl CallRelay for Relay<'_> {
     }
 
     fn client_can(&self, what: ClientAsk) -> bool {
-        let kind = match what {
-            ClientAsk::Sampling => ToolKind::Sampling,
-            ClientAsk::Elicitation => ToolKind::Elicitation,
-        };
-        self.back.client.is_some_and(|c| c.can(kind))
+        self.back.client.is_some_and(|c| c.can(what))
     }
 
     fn wants_progress(&self) -> bool {
         self.back.progress.is_some()
+    }
+
+    fn wants_logs(&self) -> bool {
+        self.back.client.is_some_and(|c| c.wants_logs())
     }
 
     async fn progress(&self, progress: f64, total: Option<f64>, message: Option<String>) {
@@ -106,10 +108,7 @@ impl CallRelay for Relay<'_> {
     /// A call of its own, by the same agent in the same task, through
     /// every stage; its answer (or refusal) goes back to the upstream.
     async fn ask(&self, what: ClientAsk, params: Value) -> Result<Value, String> {
-        let kind = match what {
-            ClientAsk::Sampling => ToolKind::Sampling,
-            ClientAsk::Elicitation => ToolKind::Elicitation,
-        };
+        let kind = ToolKind::Ask(what);
         let Value::Object(arguments) = params else {
             return Err("the request's params are not an object".into());
         };
@@ -119,7 +118,7 @@ impl CallRelay for Relay<'_> {
             task_hint: self.task.map(str::to_string),
             kind,
             client: self.back.client.cloned(),
-            within: Some(self.within.clone()),
+            within: Some(format!("call {} of `{}`", self.record, self.tool)),
             ..ToolRequest::default()
         };
         // Boxed: a call inside a call.
@@ -144,12 +143,11 @@ async fn ask_client(
     back: Back<'_>,
     cancel: &CancellationToken,
 ) -> Dispatched {
-    let kind = tool.kind();
-    let capability = match kind {
-        ToolKind::Sampling => "sampling",
-        _ => "elicitation",
+    let ToolKind::Ask(what) = tool.kind() else {
+        return Dispatched::Failed(ConnectorError::UnknownTool(tool.full_name.clone()));
     };
-    let Some(client) = back.client.filter(|c| c.can(kind)) else {
+    let capability = what.as_str();
+    let Some(client) = back.client.filter(|c| c.can(what)) else {
         return Dispatched::Refused(Denial::ClientCannot { capability });
     };
     if client.stateless() {
@@ -166,7 +164,7 @@ async fn ask_client(
         });
     }
     tokio::select! {
-        r = client.ask(kind, Value::Object(arguments.clone())) => match r {
+        r = client.ask(what, Value::Object(arguments.clone())) => match r {
             Ok(v) => Dispatched::Output(ToolOutput {
                 text: format!("the agent's client answered the {capability} request"),
                 structured: None,
@@ -207,7 +205,8 @@ pub async fn dispatch(
     let span = telemetry::backend_span(&tool.connector_id, &tool.local_name);
     let trace = telemetry::trace_headers(&span);
     let relay = Relay {
-        within: format!("call {} of `{}`", record.id(), tool.full_name),
+        record: record.id(),
+        tool: &tool.full_name,
         gw,
         who: scoped.call().who(),
         task: task_id,

@@ -106,17 +106,21 @@ pub struct ToolRequest {
 /// only as a governed, recorded entry of its own (see `dispatch`).
 #[async_trait::async_trait]
 pub trait AgentClient: Send + Sync + std::fmt::Debug {
-    /// Whether the client declared it can answer `kind`
-    /// ([`ToolKind::Sampling`](crate::catalog::ToolKind) or
-    /// `Elicitation`).
-    fn can(&self, kind: crate::catalog::ToolKind) -> bool;
+    /// Whether the client declared it can answer `what`.
+    fn can(&self, what: tollgate_connectors::mcp::ClientAsk) -> bool;
+    /// Whether the client asked for log messages (set a level).
+    fn wants_logs(&self) -> bool;
     /// Whether the client speaks the stateless revision (2026-07-28): it
     /// is never asked mid-call; an upstream's requests reach it inside an
     /// `input_required` result, which it answers by retrying the call.
     fn stateless(&self) -> bool;
     /// Sends the request (its MCP params); the client's result, or why
     /// there is none.
-    async fn ask(&self, kind: crate::catalog::ToolKind, params: Value) -> Result<Value, String>;
+    async fn ask(
+        &self,
+        what: tollgate_connectors::mcp::ClientAsk,
+        params: Value,
+    ) -> Result<Value, String>;
     /// Passes on an upstream's log message if the client asked for
     /// messages of this level (MCP level names); otherwise drops it.
     async fn log(&self, level: &str, logger: Option<&str>, data: Value);
